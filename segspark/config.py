@@ -1,0 +1,275 @@
+"""Typed, layered configuration.
+
+Layers, later wins: the model's defaults (which ``conf/base.yaml`` states in full), ``conf/base.yaml``,
+``conf/<env>.yaml``, each ``--config FILE`` in order, each ``--set dotted.key=value``, then the explicit CLI
+flags (``--input``, ``--lakehouse``, ``--as-of``). The result is validated once; any unknown key, wrong type or
+bad value raises :class:`~segspark.errors.ConfigError` naming the dotted key and what was expected.
+
+One :class:`Config` object flows from the CLI to every stage; no stage reads files or the environment itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import hashlib
+import json
+import zoneinfo
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segspark.errors import ConfigError
+
+#: Where the repository's ``conf/`` folder is when segspark runs from a checkout (editable install).
+REPO_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SparkSettings(_Section):
+    """How the SparkSession is built. Under spark-submit, whatever the submitter set wins."""
+
+    master: str = "local[*]"
+    app_name: str = "segspark"
+    #: Folder where Delta's jars are resolved once and reused (Ivy cache); ``~`` is expanded.
+    jars_cache_dir: str = "~/.cache/segspark/ivy"
+    #: Resolve Delta's jars from the package repository when they are not in ``jars_cache_dir``.
+    resolve_delta_jars: bool = True
+    #: Extra ``spark.*`` settings; applied only where the submitter has not set the key.
+    conf: dict[str, str] = Field(default_factory=dict)
+    log_level: str = "WARN"
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): ("true" if v is True else "false" if v is False else str(v)) for k, v in value.items()}
+        return value
+
+
+class SourceColumns(_Section):
+    """Source column name for each canonical column; ``null`` means the source has no such column."""
+
+    customer_id: str = "customer_id"
+    invoice_ts: str = "invoice_ts"
+    quantity: str | None = "quantity"
+    price: str = "unit_price"
+    invoice_id: str | None = "invoice_id"
+    product_id: str | None = "product_id"
+    description: str | None = "description"
+    country: str | None = "country"
+
+
+class SourceSettings(_Section):
+    """Where the raw transactions are and how their layout maps onto the canonical columns."""
+
+    format: Literal["csv", "parquet", "delta", "table"] = "csv"
+    #: A file, folder or glob (csv/parquet/delta) or a catalog table name (table). ``--input`` sets it.
+    path: str | None = None
+    columns: SourceColumns = Field(default_factory=SourceColumns)
+    #: Options handed to Spark's CSV reader. Every column is read as text; no schema inference.
+    csv_options: dict[str, str] = Field(
+        default_factory=lambda: {"header": "true", "encoding": "UTF-8", "multiLine": "false"}
+    )
+    #: Spark datetime patterns tried in order on text timestamps; a bare date is also accepted.
+    timestamp_formats: list[str] = Field(default_factory=lambda: ["yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd HH:mm"])
+    #: Time zone the source's local timestamps are written in; stored timestamps are UTC.
+    timezone: str = "UTC"
+    #: ``unit``: the price column is a unit price. ``line_total``: it is quantity x unit price.
+    price_kind: Literal["unit", "line_total"] = "unit"
+    #: Invoice ids starting with this text are returns/cancellations.
+    returns_prefix: str | None = "C"
+
+    @field_validator("csv_options", mode="before")
+    @classmethod
+    def _stringify(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): ("true" if v is True else "false" if v is False else str(v)) for k, v in value.items()}
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/London") from None
+        return value
+
+    @field_validator("returns_prefix")
+    @classmethod
+    def _non_blank_prefix(cls, value: str | None) -> str | None:
+        if value is not None and value == "":
+            raise ValueError("returns_prefix must be non-empty, or null for none")
+        return value
+
+    @field_validator("timestamp_formats")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one timestamp format is needed")
+        return value
+
+    @model_validator(mode="after")
+    def _amount_is_defined(self) -> SourceSettings:
+        if self.price_kind == "unit" and self.columns.quantity is None:
+            raise ValueError("columns.quantity is required when price_kind is 'unit'")
+        return self
+
+
+class TableNames(_Section):
+    """Table names; each table is the Delta folder ``<lakehouse>/<name>``."""
+
+    transactions_clean: str = "transactions_clean"
+    transactions_rejected: str = "transactions_rejected"
+    pipeline_runs: str = "pipeline_runs"
+    customer_features: str = "customer_features"
+
+
+class Config(_Section):
+    """The whole validated configuration of one segspark run."""
+
+    #: Root folder of every output table and model.
+    lakehouse: str = "lakehouse"
+    seed: int = 42
+    spark: SparkSettings = Field(default_factory=SparkSettings)
+    source: SourceSettings = Field(default_factory=SourceSettings)
+    tables: TableNames = Field(default_factory=TableNames)
+    #: Snapshot dates for features (``--as-of``); empty means the day after the latest clean invoice.
+    as_of_dates: list[dt.date] = Field(default_factory=list)
+
+    def table_path(self, table: str) -> str:
+        """Path of the Delta folder for a logical table name such as ``"transactions_clean"``."""
+        name = getattr(self.tables, table)
+        return str(Path(self.lakehouse) / name) if "://" not in self.lakehouse else f"{self.lakehouse}/{name}"
+
+    def config_hash(self) -> str:
+        """Short stable hash of the effective configuration, recorded with every run."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML without implicit timestamps: dates stay text so validation can name a bad one's key."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read one YAML layer; the file must hold a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn ``a.b.c=value`` into ``{"a": {"b": {"c": value}}}``; the value is parsed as YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set expects dotted.key=value, got {text!r}")
+    try:
+        value = yaml.load(raw, Loader=_Loader) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML: {exc}") from exc
+    # spark.conf keys contain dots themselves: everything after "spark.conf." is one key.
+    parts = key.split(".")
+    for map_key in ("spark.conf", "source.csv_options"):
+        prefix = map_key.split(".")
+        if parts[: len(prefix)] == prefix and len(parts) > len(prefix):
+            parts = prefix + [".".join(parts[len(prefix) :])]
+    nested: dict[str, Any] = {parts[-1]: value}
+    for part in reversed(parts[:-1]):
+        nested = {part: nested}
+    return nested
+
+
+def _describe(error: dict[str, Any]) -> str:
+    key = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"unknown config key '{key}'"
+    if error["type"] == "missing":
+        return f"config key '{key}' is required"
+    expected = error.get("ctx", {}).get("expected")
+    got = error.get("input")
+    detail = f"expected {expected}" if expected else error["msg"]
+    return f"config key '{key}': {detail} (got {got!r})"
+
+
+def validate(data: dict[str, Any]) -> Config:
+    """Validate a merged mapping into a :class:`Config`, or raise ConfigError naming every bad key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"invalid configuration: {problems}") from None
+
+
+def load_config(
+    config_files: list[str | Path] | None = None,
+    overrides: list[str] | None = None,
+    *,
+    env: str | None = "local",
+    conf_dir: str | Path | None = None,
+    flags: dict[str, Any] | None = None,
+) -> Config:
+    """Build the effective configuration from its layers.
+
+    Parameters
+    ----------
+    config_files : files layered after ``base.yaml`` and ``<env>.yaml``, later wins.
+    overrides : ``dotted.key=value`` strings, applied after the files.
+    env : overlay name (``local``, ``cluster``); ``None`` for none. Missing env files are an error only when
+        the conf folder exists.
+    conf_dir : folder holding ``base.yaml`` and the env overlays; defaults to the repository's ``conf/``.
+    flags : explicit CLI values (already nested), applied last.
+    """
+    folder = Path(conf_dir) if conf_dir is not None else REPO_CONF_DIR
+    data: dict[str, Any] = {}
+    if folder.is_dir():
+        base = folder / "base.yaml"
+        if base.is_file():
+            data = _deep_merge(data, read_yaml(base))
+        if env:
+            overlay = folder / f"{env}.yaml"
+            if not overlay.is_file():
+                known = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "base")
+                raise ConfigError(f"no overlay for env '{env}' in {folder} (found: {', '.join(known)})")
+            data = _deep_merge(data, read_yaml(overlay))
+    elif conf_dir is not None:
+        raise ConfigError(f"conf folder not found: {folder}")
+    for path in config_files or []:
+        data = _deep_merge(data, read_yaml(path))
+    for text in overrides or []:
+        data = _deep_merge(data, parse_override(text))
+    if flags:
+        data = _deep_merge(data, flags)
+    return validate(data)

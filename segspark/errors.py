@@ -1,0 +1,37 @@
+"""Named errors. The CLI maps them to exit codes: usage/configuration errors exit 2, job failures exit 1."""
+
+
+class SegsparkError(Exception):
+    """Base class for every error segspark raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(SegsparkError):
+    """A configuration key is unknown, missing or has the wrong type or value."""
+
+    exit_code = 2
+
+
+class SchemaError(SegsparkError):
+    """A DataFrame or source lacks columns a step needs, or has them with the wrong types."""
+
+    exit_code = 2
+
+
+class InputError(SegsparkError):
+    """The input cannot be read or holds nothing to work on."""
+
+    exit_code = 1
+
+
+class ReconciliationError(SegsparkError):
+    """Row counts do not reconcile: rows would be lost or invented."""
+
+    exit_code = 1
+
+
+class EnvironmentProblem(SegsparkError):
+    """The runtime lacks something segspark needs (Java, Delta jars)."""
+
+    exit_code = 1

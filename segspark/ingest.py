@@ -1,0 +1,356 @@
+"""Ingest: raw transactions to ``transactions_clean`` and ``transactions_rejected``; nothing is lost.
+
+Plan (one scan of the source, one shuffle):
+
+1. Read the source; every column becomes its text (the "original text" kept for rejects).
+2. Group identical source rows, counting copies. Identical rows pass or fail every check alike, so each
+   check runs once per distinct row, and duplicates fall out of the copy count (the first copy is clean when
+   the row is valid; the others are ``duplicate`` rejects). Because groups are keyed by content, the result
+   does not depend on how the input is split into files or partitions.
+3. Parse the canonical columns and give each distinct row its first failing reason.
+4. Write the rejected copies (expanded back to one row per source line) and the clean rows, then reconcile
+   ``rows_in = rows_clean + rows_rejected`` against the row counts Delta recorded for both commits. If the
+   counts do not hold, or a write fails, both tables are restored to the versions they had before the run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from pyspark import StorageLevel
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segspark import lakehouse
+from segspark.config import Config, SourceSettings
+from segspark.errors import ConfigError, InputError, ReconciliationError, SchemaError
+from segspark.schemas import (
+    AMOUNT_TYPE,
+    COUNTRY,
+    CUSTOMER_ID,
+    DESCRIPTION,
+    INGESTED_AT,
+    INVOICE_DATE,
+    INVOICE_ID,
+    INVOICE_TS,
+    IS_RETURN,
+    LINE_AMOUNT,
+    PRICE_TYPE,
+    PRODUCT_ID,
+    QUANTITY,
+    REJECT_REASON,
+    REJECT_REASONS,
+    RUN_ID,
+    TRANSACTIONS_CLEAN,
+    UNIT_PRICE,
+    transactions_rejected_spec,
+)
+
+log = logging.getLogger("segspark")
+
+#: A decimal number as text: sign, digits, optional fraction and exponent. Anything else is unparseable.
+NUMBER_PATTERN = r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$"
+#: Internal column holding how many identical source rows a distinct row stands for.
+COPIES = "_copies"
+_INT_LIMIT = 2**31
+
+
+def utc_timestamp_literal(moment: dt.datetime) -> Column:
+    """A timestamp literal for an aware datetime, independent of the session time zone."""
+    return F.timestamp_seconds(F.lit(moment.timestamp()))
+
+
+def source_column(name: str) -> Column:
+    """A source column by its exact name, even if it has dots, spaces or backticks."""
+    return F.col("`" + name.replace("`", "``") + "`")
+
+
+def read_source(spark: SparkSession, source: SourceSettings) -> DataFrame:
+    """Read the raw transactions as configured; CSV columns are all text (no inference)."""
+    if not source.path:
+        raise ConfigError("config key 'source.path' is not set: pass --input PATH or set source.path")
+    try:
+        if source.format == "csv":
+            df = spark.read.options(**source.csv_options).option("inferSchema", "false").csv(source.path)
+        elif source.format == "parquet":
+            df = spark.read.parquet(source.path)
+        elif source.format == "delta":
+            df = spark.read.format("delta").load(source.path)
+        else:
+            df = spark.table(source.path)
+    except AnalysisException as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise InputError(f"cannot read {source.format} input '{source.path}': {first_line}") from None
+    return df
+
+
+def check_source_columns(raw_df: DataFrame, source: SourceSettings) -> None:
+    """Raise SchemaError naming each configured source column the input lacks."""
+    mapping = source.columns.model_dump()
+    present = set(raw_df.columns)
+    missing = {canon: name for canon, name in mapping.items() if name is not None and name not in present}
+    if missing:
+        described = ", ".join(f"{name!r} (for {canon})" for canon, name in missing.items())
+        raise SchemaError(
+            f"input lacks configured column(s) {described}; it has {raw_df.columns}. "
+            "Map the source layout with source.columns.* (null for an optional column the source lacks)."
+        )
+
+
+def with_text_columns(raw_df: DataFrame) -> DataFrame:
+    """Every column cast to string: the original text that rejects keep and duplicates are judged on."""
+    return raw_df.select(*[source_column(c).cast(T.StringType()).alias(c) for c in raw_df.columns])
+
+
+def count_identical_rows(text_df: DataFrame) -> DataFrame:
+    """One row per distinct source row, with ``_copies``: how many source rows are identical to it."""
+    return text_df.groupBy(*[source_column(c) for c in text_df.columns]).agg(F.count(F.lit(1)).alias(COPIES))
+
+
+# --- column functions: parse one source text column into a canonical value (null when invalid) ---
+
+
+def normalized_customer_id(raw: Column) -> Column:
+    """Trimmed id; null for null, blank or NaN; ``17850.0`` and ``1.7850E4`` become ``17850``.
+
+    Leading zeros stay (``"007"`` is kept as given): only float renderings of integers are rewritten.
+    """
+    text = F.trim(raw)
+    as_double = text.cast(T.DoubleType())
+    is_scientific_integer = text.rlike(r"^[+-]?\d(\.\d+)?[eE]\+?\d+$") & (as_double == F.floor(as_double))
+    return (
+        F.when(text.isNull() | (text == "") | (F.lower(text) == "nan"), F.lit(None).cast(T.StringType()))
+        .when(text.rlike(r"^[+-]?\d+\.0+$"), F.regexp_replace(text, r"\.0+$", ""))
+        .when(is_scientific_integer & (F.abs(as_double) < 1e15), as_double.cast(T.LongType()).cast(T.StringType()))
+        .otherwise(text)
+    )
+
+
+def parsed_timestamp(raw: Column, formats: list[str], timezone: str) -> Column:
+    """First format that parses the trimmed text (then a bare ``yyyy-MM-dd`` date), shifted to UTC."""
+    text = F.trim(raw)
+    candidates = [F.try_to_timestamp(text, F.lit(fmt)) for fmt in [*formats, "yyyy-MM-dd"]]
+    parsed = F.coalesce(*candidates)
+    return parsed if timezone == "UTC" else F.to_utc_timestamp(parsed, timezone)
+
+
+def parsed_number(raw: Column) -> Column:
+    """The text as a double when it is a plain decimal number (sign, fraction, exponent), else null."""
+    text = F.trim(raw)
+    return F.when(text.rlike(NUMBER_PATTERN), text.cast(T.DoubleType()))
+
+
+def parsed_quantity(raw: Column) -> Column:
+    """A non-zero whole number within int range (``"3"``, ``"-2"``, ``"4.0"``), else null."""
+    number = parsed_number(raw)
+    is_valid = number.isNotNull() & (number == F.floor(number)) & (number != 0) & (F.abs(number) < _INT_LIMIT)
+    return F.when(is_valid, number.cast(T.IntegerType()))
+
+
+def parsed_decimal(raw: Column, data_type: T.DecimalType) -> Column:
+    """The text as an exact decimal (rounded half-up to the type's scale), null when unparseable or too big."""
+    text = F.trim(raw)
+    return F.when(text.rlike(NUMBER_PATTERN), text.cast(data_type))
+
+
+def with_canonical_columns(df: DataFrame, source: SourceSettings) -> DataFrame:
+    """Add the parsed canonical columns (null where the text is invalid) next to the source text.
+
+    Output adds ``customer_id, invoice_ts, invoice_date, quantity, unit_price, line_amount, invoice_id,
+    product_id, description, country, is_return``; existing columns are kept. Names are prefixed with ``__``
+    while source columns are alongside, to avoid clashes with source columns of the same name.
+    """
+    cols = source.columns
+    quantity = parsed_quantity(source_column(cols.quantity)) if cols.quantity else F.lit(1)
+    if source.price_kind == "unit":
+        unit_price = parsed_decimal(source_column(cols.price), PRICE_TYPE)
+        line_amount = (quantity * unit_price).cast(AMOUNT_TYPE)
+    else:
+        line_amount = parsed_decimal(source_column(cols.price), AMOUNT_TYPE)
+        unit_price = F.round(line_amount / quantity, PRICE_TYPE.scale).cast(PRICE_TYPE)
+    invoice_ts = parsed_timestamp(source_column(cols.invoice_ts), source.timestamp_formats, source.timezone)
+    customer_id = normalized_customer_id(source_column(cols.customer_id))
+
+    def optional_text(name: str | None) -> Column:
+        return F.trim(source_column(name)) if name else F.lit(None).cast(T.StringType())
+
+    out = (
+        df.withColumn(f"__{CUSTOMER_ID}", customer_id)
+        .withColumn(f"__{INVOICE_TS}", invoice_ts)
+        .withColumn(f"__{INVOICE_DATE}", F.to_date(F.col(f"__{INVOICE_TS}")))
+        .withColumn(f"__{QUANTITY}", quantity.cast(T.IntegerType()))
+        .withColumn(f"__{UNIT_PRICE}", unit_price)
+        .withColumn(f"__{LINE_AMOUNT}", line_amount)
+    )
+    if cols.invoice_id:
+        invoice_id = optional_text(cols.invoice_id)
+    else:
+        # No invoice column: one invoice per customer per day.
+        invoice_id = F.concat_ws("-", F.col(f"__{CUSTOMER_ID}"), F.date_format(f"__{INVOICE_DATE}", "yyyy-MM-dd"))
+    is_prefixed = (
+        F.coalesce(invoice_id.startswith(source.returns_prefix), F.lit(False))
+        if cols.invoice_id and source.returns_prefix
+        else F.lit(False)
+    )
+    return (
+        out.withColumn(f"__{INVOICE_ID}", invoice_id)
+        .withColumn(f"__{PRODUCT_ID}", optional_text(cols.product_id))
+        .withColumn(f"__{DESCRIPTION}", source_column(cols.description) if cols.description else F.lit(None))
+        .withColumn(f"__{COUNTRY}", optional_text(cols.country))
+        .withColumn(f"__{IS_RETURN}", is_prefixed | F.coalesce(F.col(f"__{QUANTITY}") < 0, F.lit(False)))
+    )
+
+
+def with_reject_reason(df: DataFrame) -> DataFrame:
+    """Add ``reject_reason``: the first failed check in :data:`REJECT_REASONS` order; null when the row is valid.
+
+    ``duplicate`` is not set here: it depends on the copy count, not on the row's values.
+    """
+    price = F.col(f"__{UNIT_PRICE}")
+    reason = (
+        F.when(F.col(f"__{CUSTOMER_ID}").isNull(), "missing_customer_id")
+        .when(F.col(f"__{INVOICE_TS}").isNull(), "invalid_timestamp")
+        .when(F.col(f"__{QUANTITY}").isNull(), "invalid_quantity")
+        .when(price.isNull() | (price <= 0) | F.col(f"__{LINE_AMOUNT}").isNull(), "invalid_price")
+    )
+    return df.withColumn(REJECT_REASON, reason)
+
+
+def select_clean(parsed_df: DataFrame, run_id: str, ingested_at: dt.datetime) -> DataFrame:
+    """One clean line per valid distinct row (its first copy), in the ``transactions_clean`` layout."""
+    canonical = [f.name for f in TRANSACTIONS_CLEAN.schema.fields if f.name not in (RUN_ID, INGESTED_AT)]
+    return parsed_df.where(F.col(REJECT_REASON).isNull()).select(
+        *[F.col(f"__{name}").alias(name) for name in canonical],
+        F.lit(run_id).alias(RUN_ID),
+        utc_timestamp_literal(ingested_at).alias(INGESTED_AT),
+    )
+
+
+def select_rejected(
+    parsed_df: DataFrame, source_columns: list[str], run_id: str, ingested_at: dt.datetime
+) -> DataFrame:
+    """One row per rejected source line: every copy of an invalid row, all but the first copy of a valid one."""
+    is_valid = F.col(REJECT_REASON).isNull()
+    rejected_copies = F.when(is_valid, F.col(COPIES) - 1).otherwise(F.col(COPIES))
+    return (
+        parsed_df.withColumn("__rejected_copies", rejected_copies)
+        .where(F.col("__rejected_copies") > 0)
+        .withColumn(REJECT_REASON, F.coalesce(F.col(REJECT_REASON), F.lit("duplicate")))
+        # Expand back to one row per source line: n identical rejected lines become n rows.
+        .withColumn("__copy", F.explode(F.array_repeat(F.lit(True), F.col("__rejected_copies").cast("int"))))
+        .select(
+            *[source_column(c) for c in source_columns],
+            F.col(REJECT_REASON),
+            F.lit(run_id).alias(RUN_ID),
+            utc_timestamp_literal(ingested_at).alias(INGESTED_AT),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class IngestCounts:
+    """Row counts of one ingest; ``rejected_by_reason`` has every reason, zeros included."""
+
+    rows_in: int
+    rows_clean: int
+    rejected_by_reason: dict[str, int]
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+
+def expected_counts(parsed_df: DataFrame) -> IngestCounts:
+    """Counts per outcome from the distinct rows. Collects at most one row per reason (six rows)."""
+    by_reason = (
+        parsed_df.groupBy(REJECT_REASON)
+        .agg(F.sum(COPIES).alias("lines"), F.count(F.lit(1)).alias("distinct_rows"))
+        .collect()
+    )
+    rejected = dict.fromkeys(REJECT_REASONS, 0)
+    rows_in = rows_clean = 0
+    for row in by_reason:
+        rows_in += int(row["lines"])
+        if row[REJECT_REASON] is None:
+            rows_clean = int(row["distinct_rows"])
+            rejected["duplicate"] = int(row["lines"]) - rows_clean
+        else:
+            rejected[row[REJECT_REASON]] = int(row["lines"])
+    return IngestCounts(rows_in=rows_in, rows_clean=rows_clean, rejected_by_reason=rejected)
+
+
+def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> IngestCounts:
+    """Ingest the configured source into the clean and rejected tables.
+
+    Parameters
+    ----------
+    stage : optional :class:`~segspark.runs.StageRun` that receives rows in/out and counts.
+
+    Raises
+    ------
+    ConfigError, SchemaError : the source is not configured or lacks mapped columns.
+    InputError : the source cannot be read or has no rows.
+    ReconciliationError : written counts do not add up; both tables are restored.
+    """
+    source = config.source
+    raw_df = read_source(spark, source)
+    check_source_columns(raw_df, source)
+    source_columns = raw_df.columns
+    ingested_at = dt.datetime.now(dt.UTC)
+
+    parsed_df = (
+        raw_df.transform(with_text_columns)
+        .transform(count_identical_rows)
+        .transform(with_canonical_columns, source)
+        .transform(with_reject_reason)
+        # Reused by the counts and both writes: the source is scanned and shuffled once.
+        .persist(StorageLevel.MEMORY_AND_DISK)
+    )
+    try:
+        expected = expected_counts(parsed_df)
+        if stage is not None:
+            stage.rows_in = expected.rows_in
+        if expected.rows_in == 0:
+            raise InputError(f"input '{source.path}' has no rows")
+
+        clean_path = config.table_path("transactions_clean")
+        rejected_path = config.table_path("transactions_rejected")
+        before = {path: lakehouse.current_version(spark, path) for path in (clean_path, rejected_path)}
+        try:
+            rejected = lakehouse.write_table(
+                select_rejected(parsed_df, source_columns, run_id, ingested_at),
+                rejected_path,
+                transactions_rejected_spec(source_columns),
+                overwrite_schema=True,
+            )
+            clean = lakehouse.write_table(
+                select_clean(parsed_df, run_id, ingested_at), clean_path, TRANSACTIONS_CLEAN
+            )
+            reconcile(expected, clean.rows_written, rejected.rows_written)
+        except Exception:
+            for path, version in before.items():
+                lakehouse.restore(spark, path, version)
+            log.error("ingest failed: transactions tables restored to their previous versions")
+            raise
+    finally:
+        parsed_df.unpersist()
+
+    if stage is not None:
+        stage.rows_out = expected.rows_clean
+        stage.counts = {"rows_clean": expected.rows_clean, "rows_rejected": expected.rows_rejected}
+        stage.counts.update({f"rejected_{k}": v for k, v in expected.rejected_by_reason.items()})
+    return expected
+
+
+def reconcile(expected: IngestCounts, clean_written: int, rejected_written: int) -> None:
+    """Fail loudly unless every input row landed in exactly one table."""
+    if clean_written + rejected_written != expected.rows_in or clean_written != expected.rows_clean:
+        raise ReconciliationError(
+            f"rows do not reconcile: {expected.rows_in:,} in, {clean_written:,} clean + "
+            f"{rejected_written:,} rejected written (expected {expected.rows_clean:,} clean, "
+            f"{expected.rows_rejected:,} rejected)"
+        )

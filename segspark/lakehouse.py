@@ -1,0 +1,94 @@
+"""Reading and writing the lakehouse's Delta tables.
+
+Every write goes through :func:`write_table`, which enforces the table's schema contract (column order, types,
+comments), creates the table with its comment on first use, and returns the Delta version it committed and the
+row count Delta recorded for that commit, so that stages can reconcile counts against what really landed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segspark.schemas import TableSpec
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one committed write did."""
+
+    path: str
+    version: int
+    rows_written: int
+
+
+def table_exists(spark: SparkSession, path: str) -> bool:
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def current_version(spark: SparkSession, path: str) -> int | None:
+    """Latest committed version of the Delta table at ``path``, or None when there is no table."""
+    if not table_exists(spark, path):
+        return None
+    # history(1) is one row: the latest commit.
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """Select exactly the spec's columns, in order, cast to its types and carrying its comments."""
+    return df.select(
+        *[F.col(f.name).cast(f.dataType).alias(f.name, metadata=f.metadata) for f in spec.schema.fields]
+    )
+
+
+def _ensure_table(spark: SparkSession, path: str, spec: TableSpec) -> None:
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema).comment(spec.comment)
+    if spec.partition_by:
+        builder = builder.partitionedBy(*spec.partition_by)
+    builder.execute()
+
+
+def write_table(
+    df: DataFrame,
+    path: str,
+    spec: TableSpec,
+    *,
+    mode: str = "overwrite",
+    replace_where: str | None = None,
+    overwrite_schema: bool = False,
+) -> WriteResult:
+    """Write ``df`` to the Delta table at ``path`` in one atomic commit.
+
+    Parameters
+    ----------
+    df : rows to write; must hold the spec's columns (extra columns are dropped).
+    mode : ``overwrite`` (replace the table, or the ``replace_where`` slice) or ``append``.
+    replace_where : a predicate on partition columns; with ``overwrite`` only matching rows are replaced.
+    overwrite_schema : allow the table's schema to change (full-refresh tables whose source layout can vary).
+    """
+    spark = df.sparkSession
+    _ensure_table(spark, path, spec)
+    writer = conform(df, spec).write.format("delta").mode(mode)
+    if spec.partition_by:
+        writer = writer.partitionBy(*spec.partition_by)
+    if replace_where is not None:
+        writer = writer.option("replaceWhere", replace_where)
+    if overwrite_schema:
+        writer = writer.option("overwriteSchema", "true")
+    writer.save(path)
+    last = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").first()
+    metrics = last["operationMetrics"] or {}
+    return WriteResult(path=path, version=int(last["version"]), rows_written=int(metrics.get("numOutputRows", 0)))
+
+
+def restore(spark: SparkSession, path: str, version: int | None) -> None:
+    """Put the table back to ``version`` (the one before a failed run); no-op when it did not exist then."""
+    if version is not None and table_exists(spark, path):
+        DeltaTable.forPath(spark, path).restoreToVersion(version)
+
+
+def read_table(spark: SparkSession, path: str) -> DataFrame:
+    return spark.read.format("delta").load(path)

@@ -1,0 +1,133 @@
+"""Schema contracts: column names and the schema (with comments) of every table segspark writes.
+
+Each table is described once here by a :class:`TableSpec`; writers select exactly these columns, cast to these
+types and carry these comments into the Delta table, so BI tools see documented columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+from segspark.errors import SchemaError
+
+# Canonical transaction columns.
+INVOICE_ID = "invoice_id"
+CUSTOMER_ID = "customer_id"
+PRODUCT_ID = "product_id"
+DESCRIPTION = "description"
+QUANTITY = "quantity"
+UNIT_PRICE = "unit_price"
+LINE_AMOUNT = "line_amount"
+INVOICE_TS = "invoice_ts"
+INVOICE_DATE = "invoice_date"
+COUNTRY = "country"
+IS_RETURN = "is_return"
+RUN_ID = "run_id"
+INGESTED_AT = "ingested_at"
+REJECT_REASON = "reject_reason"
+AS_OF_DATE = "as_of_date"
+
+#: Money is exact decimal: sums over millions of lines and rounding to cents must not drift as doubles do.
+PRICE_TYPE = T.DecimalType(18, 4)
+AMOUNT_TYPE = T.DecimalType(28, 4)
+
+#: Rejection reasons, in the order they are tested: a row gets the first that applies.
+REJECT_REASONS = (
+    "missing_customer_id",
+    "invalid_timestamp",
+    "invalid_quantity",
+    "invalid_price",
+    "duplicate",
+)
+
+
+def field(name: str, data_type: T.DataType, comment: str, nullable: bool = True) -> T.StructField:
+    """A StructField carrying a column comment, as Delta stores it."""
+    return T.StructField(name, data_type, nullable, metadata={"comment": comment})
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One output table: its schema with column comments, table comment and partition columns."""
+
+    comment: str
+    schema: T.StructType
+    partition_by: tuple[str, ...] = ()
+
+    @property
+    def columns(self) -> list[str]:
+        return [f.name for f in self.schema.fields]
+
+
+TRANSACTIONS_CLEAN = TableSpec(
+    comment="One clean transaction line per source line that passed ingest checks (segspark ingest).",
+    schema=T.StructType(
+        [
+            field(INVOICE_ID, T.StringType(), "Invoice id; customer_id-yyyy-MM-dd when the source has none"),
+            field(CUSTOMER_ID, T.StringType(), "Customer id, trimmed; 17850.0 written as 17850", False),
+            field(PRODUCT_ID, T.StringType(), "Product (stock) code; null when the source has none"),
+            field(DESCRIPTION, T.StringType(), "Product description as given"),
+            field(QUANTITY, T.IntegerType(), "Units; negative on returns; never 0", False),
+            field(UNIT_PRICE, PRICE_TYPE, "Price of one unit, > 0, exact decimal (4 places)", False),
+            field(LINE_AMOUNT, AMOUNT_TYPE, "quantity x unit_price; negative on returns", False),
+            field(INVOICE_TS, T.TimestampType(), "Invoice time in UTC", False),
+            field(INVOICE_DATE, T.DateType(), "Invoice date (UTC) of invoice_ts", False),
+            field(COUNTRY, T.StringType(), "Customer country as given"),
+            field(IS_RETURN, T.BooleanType(), "True for a return: invoice has the returns prefix or qty < 0", False),
+            field(RUN_ID, T.StringType(), "Ingest run that wrote the line", False),
+            field(INGESTED_AT, T.TimestampType(), "When the ingest run wrote the line (UTC)", False),
+        ]
+    ),
+)
+
+#: Columns the rejected table adds after the source's own columns (which are kept as text, by source name).
+REJECTED_EXTRA_FIELDS = [
+    field(REJECT_REASON, T.StringType(), "First failed check: " + ", ".join(REJECT_REASONS), False),
+    field(RUN_ID, T.StringType(), "Ingest run that rejected the line", False),
+    field(INGESTED_AT, T.TimestampType(), "When the ingest run wrote the line (UTC)", False),
+]
+
+
+def transactions_rejected_spec(source_columns: Iterable[str]) -> TableSpec:
+    """Spec of ``transactions_rejected``: every source column as original text, then the reason."""
+    source_fields = [field(name, T.StringType(), f"Source column {name} as original text") for name in source_columns]
+    clash = {f.name for f in source_fields} & {f.name for f in REJECTED_EXTRA_FIELDS}
+    if clash:
+        raise SchemaError(f"source columns clash with columns ingest adds: {sorted(clash)}")
+    return TableSpec(
+        comment="Every source line ingest rejected, with its original text and the first failed check.",
+        schema=T.StructType(source_fields + REJECTED_EXTRA_FIELDS),
+    )
+
+
+PIPELINE_RUNS = TableSpec(
+    comment="One row per stage per run: timings, row counts, status, configuration hash and versions.",
+    schema=T.StructType(
+        [
+            field(RUN_ID, T.StringType(), "Run id (UTC start time + random suffix)", False),
+            field("stage", T.StringType(), "Stage name: ingest, features, train, ...", False),
+            field("status", T.StringType(), "succeeded or failed", False),
+            field("started_at", T.TimestampType(), "Stage start (UTC)", False),
+            field("ended_at", T.TimestampType(), "Stage end (UTC)", False),
+            field("seconds", T.DoubleType(), "Wall-clock seconds", False),
+            field("rows_in", T.LongType(), "Rows read by the stage"),
+            field("rows_out", T.LongType(), "Rows written by the stage (main table)"),
+            field("counts", T.MapType(T.StringType(), T.LongType()), "Named counts, e.g. rejects by reason"),
+            field("config_hash", T.StringType(), "Hash of the effective configuration", False),
+            field("versions", T.MapType(T.StringType(), T.StringType()), "segspark, Spark and Delta versions"),
+            field("message", T.StringType(), "Error message when the stage failed"),
+        ]
+    ),
+)
+
+
+def require_columns(df: DataFrame, columns: Iterable[str], what: str) -> None:
+    """Raise SchemaError naming every column ``what`` needs that ``df`` lacks."""
+    present = set(df.columns)
+    missing = [c for c in columns if c not in present]
+    if missing:
+        raise SchemaError(f"{what} needs column(s) {missing}; found {sorted(present)}")

@@ -1,0 +1,344 @@
+"""Ingest: parsing rules, every rejection reason, reconciliation, re-runs, layouts and bad input."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+import pytest
+from chispa import assert_column_equality, assert_df_equality
+from pyspark.sql import functions as F
+
+from segspark import ingest, lakehouse
+from segspark.errors import InputError, ReconciliationError, SchemaError
+from segspark.runs import StageRun
+from tests.conftest import REAL_DATA, make_config, requires_real_data
+
+HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+RETAIL_COLUMNS = {
+    "customer_id": "CustomerID",
+    "invoice_ts": "InvoiceDate",
+    "quantity": "Quantity",
+    "price": "UnitPrice",
+    "invoice_id": "InvoiceNo",
+    "product_id": "StockCode",
+    "description": "Description",
+    "country": "Country",
+}
+
+# One line per case; the comment is the expected outcome.
+LINES = [
+    "536365,85123A,WHITE HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom",  # clean
+    "536365,85123A,WHITE HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom",  # duplicate
+    "536365,85123A,WHITE HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom",  # duplicate
+    "536366,22633,HAND WARMER,6,2010-12-01 08:28:00,1.85,,United Kingdom",  # missing_customer_id (null)
+    "536366,22633,HAND WARMER,6,2010-12-01 08:28:00,1.85,NaN,United Kingdom",  # missing_customer_id (NaN)
+    "536366,22633,HAND WARMER,6,not a date,0,   ,United Kingdom",  # missing_customer_id (blank wins)
+    "536366,22633,HAND WARMER,6,2010-12-01 08:28:00,1.85,,United Kingdom",  # missing_customer_id (copy)
+    "536367,22633,HAND WARMER,6,not a date,1.85,13047.0,United Kingdom",  # invalid_timestamp
+    "536367,22634,X,0,2010-12-01 08:34:00,1.85,13047.0,France",  # invalid_quantity (zero)
+    "536367,22635,X,abc,2010-12-01 08:34:00,abc,13047.0,France",  # invalid_quantity (before price)
+    "536367,22636,X,,2010-12-01 08:34:00,1.85,13047.0,France",  # invalid_quantity (null)
+    "536367,22637,X,2.5,2010-12-01 08:34:00,1.85,13047.0,France",  # invalid_quantity (fraction)
+    "536367,22638,X,2,2010-12-01 08:34:00,0,13047.0,France",  # invalid_price (zero)
+    "536367,22639,X,2,2010-12-01 08:34:00,-1.5,13047.0,France",  # invalid_price (negative)
+    "536367,22640,X,2,2010-12-01 08:34:00,,13047.0,France",  # invalid_price (null)
+    "536367,22641,X,2,2010-12-01 08:34:00,£3,13047.0,France",  # invalid_price (unparseable)
+    "C536379,D,Discount,-1,2010-12-01 09:41:00,27.50,14527.0,United Kingdom",  # clean return (prefix)
+    "536380,22961,JAM,-3,2010-12-01 09:45:00,1.45, 007 ,United Kingdom",  # clean return (qty), id 007
+    '536381,22962,"JAM, LARGE",4.0,2010-12-01 09:45,1.455,12583,France',  # clean, other format, 4.0
+    '536381,22962,"JAM, LARGE",4,2010-12-01 09:45,1.455,12583,France',  # clean: not an exact copy
+    "C536382,22963,MUG,3,2010-12-02,0.85,12583,",  # clean return (prefix, positive qty), bare date
+]
+
+CLEAN_DDL = (
+    "invoice_id string, customer_id string, product_id string, description string, quantity int, "
+    "unit_price decimal(18,4), line_amount decimal(28,4), invoice_ts timestamp, invoice_date date, "
+    "country string, is_return boolean"
+)
+
+
+def _ts(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+EXPECTED_CLEAN = [
+    ("536365", "17850", "85123A", "WHITE HEART", 6, Decimal("2.55"), Decimal("15.30"),
+     _ts("2010-12-01 08:26:00"), dt.date(2010, 12, 1), "United Kingdom", False),
+    ("C536379", "14527", "D", "Discount", -1, Decimal("27.50"), Decimal("-27.50"),
+     _ts("2010-12-01 09:41:00"), dt.date(2010, 12, 1), "United Kingdom", True),
+    ("536380", "007", "22961", "JAM", -3, Decimal("1.45"), Decimal("-4.35"),
+     _ts("2010-12-01 09:45:00"), dt.date(2010, 12, 1), "United Kingdom", True),
+    ("536381", "12583", "22962", "JAM, LARGE", 4, Decimal("1.455"), Decimal("5.82"),
+     _ts("2010-12-01 09:45:00"), dt.date(2010, 12, 1), "France", False),
+    ("536381", "12583", "22962", "JAM, LARGE", 4, Decimal("1.455"), Decimal("5.82"),
+     _ts("2010-12-01 09:45:00"), dt.date(2010, 12, 1), "France", False),
+    ("C536382", "12583", "22963", "MUG", 3, Decimal("0.85"), Decimal("2.55"),
+     _ts("2010-12-02 00:00:00"), dt.date(2010, 12, 2), None, True),
+]
+
+EXPECTED_REASONS = {
+    "duplicate": 2,
+    "missing_customer_id": 4,
+    "invalid_timestamp": 1,
+    "invalid_quantity": 4,
+    "invalid_price": 4,
+}
+
+
+def write_csv(folder, lines, name="part-0.csv", header=HEADER):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+    return folder
+
+
+def retail_config(lakehouse_dir, input_path, **source):
+    return make_config(
+        lakehouse_dir,
+        source={"path": str(input_path), "format": "csv", "columns": RETAIL_COLUMNS,
+                "timestamp_formats": ["yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd HH:mm"], **source},
+    )
+
+
+def clean_rows(spark, config):
+    return lakehouse.read_table(spark, config.table_path("transactions_clean")).drop("run_id", "ingested_at")
+
+
+# --- column functions ---
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("17850.0", "17850"),
+        (" 17850 ", "17850"),
+        ("17850.00", "17850"),
+        ("007", "007"),
+        ("007.0", "007"),
+        ("1.785E4", "17850"),
+        ("12.5", "12.5"),
+        ("A-12", "A-12"),
+        ("", None),
+        ("   ", None),
+        ("NaN", None),
+        ("nan", None),
+        (None, None),
+    ],
+)
+def test_normalized_customer_id(spark, raw, expected):
+    df = spark.createDataFrame([(raw, expected)], "raw string, expected string")
+    out = df.withColumn("actual", ingest.normalized_customer_id(F.col("raw")))
+    assert_column_equality(out, "actual", "expected")
+
+
+def test_parsed_quantity(spark):
+    df = spark.createDataFrame(
+        [("6", 6), ("-2", -2), (" 3 ", 3), ("4.0", 4), ("1e2", 100), ("0", None), ("-0.0", None), ("1.5", None),
+         ("abc", None), ("", None), (None, None), ("99999999999", None), ("NaN", None), ("Infinity", None)],
+        "raw string, expected int",
+    )
+    assert_column_equality(df.withColumn("actual", ingest.parsed_quantity(F.col("raw"))), "actual", "expected")
+
+
+def test_parsed_timestamp_tries_formats_then_bare_date(spark):
+    df = spark.createDataFrame(
+        [("2010-12-01 08:26:00", _ts("2010-12-01 08:26:00")), ("12/1/2010 8:26", _ts("2010-12-01 08:26:00")),
+         ("2010-12-01", _ts("2010-12-01 00:00:00")), ("2010-13-01 08:26:00", None), ("yesterday", None),
+         (None, None)],
+        "raw string, expected timestamp",
+    )
+    out = df.withColumn("actual", ingest.parsed_timestamp(F.col("raw"), ["yyyy-MM-dd HH:mm:ss", "M/d/yyyy H:mm"], "UTC"))
+    assert_column_equality(out, "actual", "expected")
+
+
+def test_parsed_timestamp_converts_source_time_zone_to_utc(spark):
+    df = spark.createDataFrame([("2011-06-01 12:00:00", _ts("2011-06-01 11:00:00"))], "raw string, expected timestamp")
+    out = df.withColumn("actual", ingest.parsed_timestamp(F.col("raw"), ["yyyy-MM-dd HH:mm:ss"], "Europe/London"))
+    assert_column_equality(out, "actual", "expected")
+
+
+# --- the whole stage ---
+
+
+@pytest.fixture
+def ingested(spark, tmp_path):
+    config = retail_config(tmp_path / "lakehouse", write_csv(tmp_path / "in", LINES))
+    stage = StageRun(spark, config, "run-1", "ingest")
+    with stage:
+        counts = ingest.run_ingest(spark, config, "run-1", stage)
+    return config, counts, stage
+
+
+def test_clean_rows_match_hand_built_expectation(spark, ingested):
+    config, _, _ = ingested
+    expected = spark.createDataFrame(EXPECTED_CLEAN, CLEAN_DDL)
+    assert_df_equality(
+        clean_rows(spark, config), expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True
+    )
+
+
+def test_every_reject_keeps_original_text_and_first_reason(spark, ingested):
+    config, _, _ = ingested
+    rejected = lakehouse.read_table(spark, config.table_path("transactions_rejected"))
+    assert rejected.columns[:8] == HEADER.split(",")
+    got = rejected.select("InvoiceNo", "StockCode", "Quantity", "UnitPrice", "CustomerID", "reject_reason")
+    expected = spark.createDataFrame(
+        [
+            ("536365", "85123A", "6", "2.55", "17850.0", "duplicate"),
+            ("536365", "85123A", "6", "2.55", "17850.0", "duplicate"),
+            ("536366", "22633", "6", "1.85", None, "missing_customer_id"),
+            ("536366", "22633", "6", "1.85", None, "missing_customer_id"),
+            ("536366", "22633", "6", "1.85", "NaN", "missing_customer_id"),
+            ("536366", "22633", "6", "0", "   ", "missing_customer_id"),
+            ("536367", "22633", "6", "1.85", "13047.0", "invalid_timestamp"),
+            ("536367", "22634", "0", "1.85", "13047.0", "invalid_quantity"),
+            ("536367", "22635", "abc", "abc", "13047.0", "invalid_quantity"),
+            ("536367", "22636", None, "1.85", "13047.0", "invalid_quantity"),
+            ("536367", "22637", "2.5", "1.85", "13047.0", "invalid_quantity"),
+            ("536367", "22638", "2", "0", "13047.0", "invalid_price"),
+            ("536367", "22639", "2", "-1.5", "13047.0", "invalid_price"),
+            ("536367", "22640", "2", None, "13047.0", "invalid_price"),
+            ("536367", "22641", "2", "£3", "13047.0", "invalid_price"),
+        ],
+        "InvoiceNo string, StockCode string, Quantity string, UnitPrice string, CustomerID string, "
+        "reject_reason string",
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+
+
+def test_counts_reconcile_and_are_recorded_in_pipeline_runs(spark, ingested):
+    config, counts, _ = ingested
+    assert counts.rows_in == len(LINES) == 21
+    assert counts.rows_clean == 6
+    assert counts.rejected_by_reason == EXPECTED_REASONS
+    run = lakehouse.read_table(spark, config.table_path("pipeline_runs")).collect()
+    assert len(run) == 1
+    assert (run[0]["stage"], run[0]["status"], run[0]["rows_in"], run[0]["rows_out"]) == ("ingest", "succeeded", 21, 6)
+    assert run[0]["counts"]["rejected_invalid_price"] == 4
+    assert run[0]["counts"]["rows_rejected"] == 15
+    assert run[0]["versions"]["delta"] == "3.3.2"
+
+
+def test_rerun_replaces_instead_of_duplicating(spark, ingested):
+    config, _, _ = ingested
+    first = clean_rows(spark, config)
+    first_rows = sorted(first.collect())
+    ingest.run_ingest(spark, config, "run-2")
+    again = lakehouse.read_table(spark, config.table_path("transactions_clean"))
+    assert sorted(again.drop("run_id", "ingested_at").collect()) == first_rows
+    assert {r.run_id for r in again.select("run_id").distinct().collect()} == {"run-2"}
+    assert lakehouse.read_table(spark, config.table_path("transactions_rejected")).count() == 15
+
+
+def test_failed_run_restores_previous_tables(spark, ingested, monkeypatch, tmp_path):
+    config, _, _ = ingested
+    clean_path = config.table_path("transactions_clean")
+    version_before = lakehouse.current_version(spark, clean_path)
+    other_input = write_csv(tmp_path / "other", LINES[:1])
+    config2 = config.model_copy(update={"source": config.source.model_copy(update={"path": str(other_input)})})
+
+    def broken(*_args, **_kwargs):
+        raise ReconciliationError("forced for the test")
+
+    monkeypatch.setattr(ingest, "reconcile", broken)
+    with pytest.raises(ReconciliationError):
+        ingest.run_ingest(spark, config2, "run-broken")
+    assert clean_rows(spark, config).count() == 6
+    restored = lakehouse.read_table(spark, config.table_path("transactions_rejected"))
+    assert restored.count() == 15
+    assert lakehouse.current_version(spark, clean_path) > version_before  # a RESTORE commit, not a rewrite
+
+
+def test_file_layout_does_not_change_the_tables(spark, tmp_path):
+    one = retail_config(tmp_path / "lh1", write_csv(tmp_path / "one", LINES))
+    split_dir = tmp_path / "split"
+    for i in range(3):
+        write_csv(split_dir, list(reversed(LINES))[i::3], name=f"part-{i}.csv")
+    many = retail_config(tmp_path / "lh2", split_dir)
+    ingest.run_ingest(spark, one, "a")
+    ingest.run_ingest(spark, many, "b")
+    order = ["invoice_id", "product_id", "quantity", "invoice_ts"]
+    assert_df_equality(clean_rows(spark, one).orderBy(order), clean_rows(spark, many).orderBy(order))
+    rejected = [
+        lakehouse.read_table(spark, c.table_path("transactions_rejected")).drop("run_id", "ingested_at")
+        for c in (one, many)
+    ]
+    assert_df_equality(*rejected, ignore_row_order=True)
+
+
+def test_parquet_source_with_line_totals_and_no_invoice_column(spark, tmp_path):
+    source = spark.createDataFrame(
+        [
+            ("c1", "2011-03-04 10:00:00", "12.50", "p1"),
+            ("c1", "2011-03-04 15:30:00", "-5.00", "p2"),
+            ("c2", "2011-03-05 09:00:00", "7", "p1"),
+        ],
+        "cust string, ts string, total string, sku string",
+    ).withColumn("total", F.col("total").cast("double"))
+    source.write.parquet(str(tmp_path / "pq"))
+    config = make_config(
+        tmp_path / "lh",
+        source={
+            "format": "parquet",
+            "path": str(tmp_path / "pq"),
+            "price_kind": "line_total",
+            "columns": {"customer_id": "cust", "invoice_ts": "ts", "price": "total", "quantity": None,
+                        "invoice_id": None, "product_id": "sku", "description": None, "country": None},
+        },
+    )
+    counts = ingest.run_ingest(spark, config, "r")
+    assert counts.rows_clean == 2 and counts.rejected_by_reason["invalid_price"] == 1
+    expected = spark.createDataFrame(
+        [
+            ("c1-2011-03-04", "c1", "p1", None, 1, Decimal("12.5"), Decimal("12.5"), _ts("2011-03-04 10:00:00"),
+             dt.date(2011, 3, 4), None, False),
+            ("c2-2011-03-05", "c2", "p1", None, 1, Decimal("7"), Decimal("7"), _ts("2011-03-05 09:00:00"),
+             dt.date(2011, 3, 5), None, False),
+        ],
+        CLEAN_DDL,
+    )
+    assert_df_equality(clean_rows(spark, config), expected, ignore_row_order=True, ignore_nullable=True,
+                       ignore_metadata=True)
+
+
+def test_missing_mapped_column_is_named(spark, tmp_path):
+    folder = write_csv(tmp_path / "in", ["1,2"], header="InvoiceNo,Quantity")
+    with pytest.raises(SchemaError, match=r"'CustomerID' \(for customer_id\)"):
+        ingest.run_ingest(spark, retail_config(tmp_path / "lh", folder), "r")
+
+
+def test_empty_input_is_a_clear_error(spark, tmp_path):
+    folder = write_csv(tmp_path / "in", [])
+    with pytest.raises(InputError, match="has no rows"):
+        ingest.run_ingest(spark, retail_config(tmp_path / "lh", folder), "r")
+
+
+def test_missing_input_path_is_a_clear_error(spark, tmp_path):
+    with pytest.raises(InputError, match="cannot read csv input"):
+        ingest.run_ingest(spark, retail_config(tmp_path / "lh", tmp_path / "nothing-here"), "r")
+
+
+def test_tables_are_readable_by_the_deltalake_package(spark, ingested):
+    deltalake = pytest.importorskip("deltalake")
+    config, _, _ = ingested
+    clean = deltalake.DeltaTable(config.table_path("transactions_clean"))
+    assert clean.to_pyarrow_table().num_rows == 6
+    assert "passed ingest checks" in clean.metadata().description
+    assert deltalake.DeltaTable(config.table_path("transactions_rejected")).to_pyarrow_table().num_rows == 15
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+@requires_real_data
+def test_online_retail_counts(spark, tmp_path):
+    config = retail_config(tmp_path / "lh", REAL_DATA, timestamp_formats=["yyyy-MM-dd HH:mm:ss"])
+    counts = ingest.run_ingest(spark, config, "real")
+    assert counts.rows_in == 541_909
+    assert counts.rows_clean == 401_564
+    assert counts.rejected_by_reason == {
+        "missing_customer_id": 135_080,
+        "invalid_timestamp": 0,
+        "invalid_quantity": 0,
+        "invalid_price": 40,
+        "duplicate": 5_225,
+    }
