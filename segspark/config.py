@@ -122,6 +122,71 @@ class SourceSettings(_Section):
         return self
 
 
+class RfmRule(_Section):
+    """One cell range of the RFM grid: customers whose scores fall in both ranges get ``segment``."""
+
+    segment: str
+    #: Inclusive range of r_score.
+    r: tuple[int, int]
+    #: Inclusive range of fm_score (half-up mean of f_score and m_score).
+    fm: tuple[int, int]
+
+    @model_validator(mode="after")
+    def _ranges(self) -> RfmRule:
+        for name, (lo, hi) in (("r", self.r), ("fm", self.fm)):
+            if not 1 <= lo <= hi <= 5:
+                raise ValueError(f"{name} must be [low, high] with 1 <= low <= high <= 5, got [{lo}, {hi}]")
+        return self
+
+
+def _rule(segment: str, r: tuple[int, int], fm: tuple[int, int]) -> RfmRule:
+    return RfmRule(segment=segment, r=r, fm=fm)
+
+
+#: The standard named RFM segments on the (r_score, fm_score) grid; the first matching rule wins.
+DEFAULT_RFM_RULES = (
+    _rule("Champions", (4, 5), (4, 5)),
+    _rule("Loyal Customers", (3, 3), (4, 5)),
+    _rule("Loyal Customers", (4, 4), (3, 3)),
+    _rule("Potential Loyalists", (4, 5), (2, 3)),
+    _rule("New Customers", (5, 5), (1, 1)),
+    _rule("Promising", (4, 4), (1, 1)),
+    _rule("Need Attention", (3, 3), (2, 3)),
+    _rule("About to Sleep", (3, 3), (1, 1)),
+    _rule("About to Sleep", (2, 2), (2, 2)),
+    _rule("Can't Lose Them", (1, 2), (5, 5)),
+    _rule("Can't Lose Them", (1, 1), (4, 4)),
+    _rule("At Risk", (1, 2), (3, 4)),
+    _rule("Hibernating", (2, 2), (1, 1)),
+    _rule("Hibernating", (1, 1), (2, 2)),
+    _rule("Lost", (1, 1), (1, 1)),
+)
+
+
+class FeatureSettings(_Section):
+    """How customer features are computed."""
+
+    #: ``recent_spend_share`` is the share of spend in this many days before as_of_date.
+    recent_window_days: int = Field(default=90, ge=1)
+    #: An invoice at or after this hour (UTC) counts as an evening purchase.
+    evening_start_hour: int = Field(default=18, ge=0, le=23)
+    #: Ordered rules naming RFM segments; they must cover every (r_score, fm_score) pair from 1 to 5.
+    rfm_segments: tuple[RfmRule, ...] = DEFAULT_RFM_RULES
+
+    @field_validator("rfm_segments")
+    @classmethod
+    def _covers_grid(cls, rules: tuple[RfmRule, ...]) -> tuple[RfmRule, ...]:
+        uncovered = [
+            f"r={r},fm={fm}"
+            for r in range(1, 6)
+            for fm in range(1, 6)
+            if not any(rule.r[0] <= r <= rule.r[1] and rule.fm[0] <= fm <= rule.fm[1] for rule in rules)
+        ]
+        if uncovered:
+            raise ValueError(f"rules leave score pairs without a segment: {', '.join(uncovered)}")
+        return rules
+
+
 class TableNames(_Section):
     """Table names; each table is the Delta folder ``<lakehouse>/<name>``."""
 
@@ -140,6 +205,7 @@ class Config(_Section):
     spark: SparkSettings = Field(default_factory=SparkSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
     tables: TableNames = Field(default_factory=TableNames)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
     #: Snapshot dates for features (``--as-of``); empty means the day after the latest clean invoice.
     as_of_dates: list[dt.date] = Field(default_factory=list)
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pyspark.sql import SparkSession
 
 from segspark.config import Config
+from segspark.features import run_features
 from segspark.ingest import run_ingest
 from segspark.runs import StageRun, new_run_id
 
@@ -16,6 +17,7 @@ log = logging.getLogger("segspark")
 #: Stage name -> function(spark, config, run_id, stage_run). Later stages are appended in pipeline order.
 STAGES: dict[str, Callable[..., object]] = {
     "ingest": run_ingest,
+    "features": run_features,
 }
 
 

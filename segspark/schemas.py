@@ -131,3 +131,51 @@ def require_columns(df: DataFrame, columns: Iterable[str], what: str) -> None:
     missing = [c for c in columns if c not in present]
     if missing:
         raise SchemaError(f"{what} needs column(s) {missing}; found {sorted(present)}")
+
+
+CUSTOMER_FEATURES = TableSpec(
+    comment=(
+        "One row per customer per snapshot (as_of_date): RFM and behavioural features from clean lines "
+        "dated strictly before as_of_date, RFM scores and the named RFM segment (segspark features)."
+    ),
+    partition_by=(AS_OF_DATE,),
+    schema=T.StructType(
+        [
+            field(AS_OF_DATE, T.DateType(), "Snapshot date: only invoices dated before it count", False),
+            field(CUSTOMER_ID, T.StringType(), "Customer id", False),
+            field("recency_days", T.IntegerType(), "Days from the last purchase date to as_of_date", False),
+            field("frequency", T.LongType(), "Distinct purchase invoices", False),
+            field("monetary", T.DecimalType(20, 2), "Sum of purchase line amounts (gross of returns), cents", False),
+            field("tenure_days", T.IntegerType(), "Days from the first purchase date to as_of_date", False),
+            field("returned_value", T.DecimalType(20, 2), "Sum of |line_amount| over return lines; 0 if none", False),
+            field("avg_basket_value", T.DoubleType(), "monetary / frequency", False),
+            field("return_rate", T.DoubleType(), "returned_value / monetary (can exceed 1)", False),
+            field("first_purchase_date", T.DateType(), "Date of the first purchase", False),
+            field("last_purchase_date", T.DateType(), "Date of the last purchase", False),
+            field("distinct_products", T.IntegerType(), "Distinct product ids purchased", False),
+            field("total_items", T.LongType(), "Units purchased (purchase lines)", False),
+            field("items_per_basket", T.DoubleType(), "total_items / frequency", False),
+            field("purchase_days_count", T.IntegerType(), "Distinct days with a purchase", False),
+            field(
+                "avg_days_between_purchases", T.DoubleType(),
+                "Mean gap between purchase days; tenure_days when there is one purchase day", False,
+            ),
+            field(
+                "std_days_between_purchases", T.DoubleType(),
+                "Population std of the gaps between purchase days; 0 with fewer than two gaps", False,
+            ),
+            field("recent_spend_share", T.DoubleType(), "Share of monetary in the recent window", False),
+            field("weekend_share", T.DoubleType(), "Share of purchase invoices on Saturday or Sunday (UTC)", False),
+            field("evening_share", T.DoubleType(), "Share of purchase invoices from the evening hour on (UTC)", False),
+            field("q4_spend_share", T.DoubleType(), "Share of monetary spent in October-December", False),
+            field(COUNTRY, T.StringType(), "Country of the latest purchase invoice"),
+            field("r_score", T.IntegerType(), "Recency quintile 1-5 (5 = most recent), mid-rank ties", False),
+            field("f_score", T.IntegerType(), "Frequency quintile 1-5 (5 = most invoices), mid-rank ties", False),
+            field("m_score", T.IntegerType(), "Monetary quintile 1-5 (5 = highest spend), mid-rank ties", False),
+            field("fm_score", T.IntegerType(), "Half-up mean of f_score and m_score", False),
+            field("rfm_score", T.StringType(), "r_score, f_score, m_score as text, e.g. 545", False),
+            field("rfm_segment", T.StringType(), "Named RFM segment from features.rfm_segments", False),
+            field(RUN_ID, T.StringType(), "Run that wrote the snapshot", False),
+        ]
+    ),
+)

@@ -1,0 +1,13 @@
+"""spark-submit entry point for `segspark features`: spark-submit jobs/features.py [--config FILE ...] [--input PATH] ..."""
+
+import sys
+
+from segspark.cli import job_main
+
+
+def main(argv=None) -> int:
+    return job_main("features", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
