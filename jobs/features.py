@@ -1,4 +1,4 @@
-"""spark-submit entry point for `segspark features`: spark-submit jobs/features.py [--config FILE ...] [--input PATH] ..."""
+"""spark-submit entry point for `segspark features`; takes the same options (--config, --set, --input, ...)."""
 
 import sys
 

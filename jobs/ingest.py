@@ -1,4 +1,4 @@
-"""spark-submit entry point for `segspark ingest`: spark-submit jobs/ingest.py [--config FILE ...] [--input PATH] ..."""
+"""spark-submit entry point for `segspark ingest`; takes the same options (--config, --set, --input, ...)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""spark-submit entry point for `segspark run`: spark-submit jobs/run.py [--config FILE ...] [--input PATH] ..."""
+"""spark-submit entry point for `segspark run`; takes the same options (--config, --set, --input, ...)."""
 
 import sys
 

@@ -134,7 +134,8 @@ def test_parsed_timestamp_tries_formats_then_bare_date(spark):
          (None, None)],
         "raw string, expected timestamp",
     )
-    out = df.withColumn("actual", ingest.parsed_timestamp(F.col("raw"), ["yyyy-MM-dd HH:mm:ss", "M/d/yyyy H:mm"], "UTC"))
+    formats = ["yyyy-MM-dd HH:mm:ss", "M/d/yyyy H:mm"]
+    out = df.withColumn("actual", ingest.parsed_timestamp(F.col("raw"), formats, "UTC"))
     assert_column_equality(out, "actual", "expected")
 
 

@@ -1,0 +1,550 @@
+"""Customer features: hand-computed golden snapshot, quintile scores, several snapshots, the stage end to end.
+
+Every expected value below is computed by hand from the definitions in ``schemas.CUSTOMER_FEATURES`` (and the
+feature spec), not read back from the implementation. Day counts to the as_of_date 2011-12-10 (a Saturday):
+Dec d -> 10 - d; Nov d -> 40 - d; Oct d -> 71 - d; Sep d -> 101 - d; the recent window starts 2011-09-11.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from decimal import Decimal
+
+import pytest
+from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import functions as F
+
+from segspark import features, ingest, lakehouse
+from segspark.config import DEFAULT_RFM_RULES, FeatureSettings
+from segspark.errors import InputError, SchemaError
+from segspark.features import build_customer_features, quintile_score, rfm_segment
+from segspark.runs import StageRun
+from segspark.schemas import CUSTOMER_FEATURES, TRANSACTIONS_CLEAN
+from tests.conftest import REAL_DATA, make_config, requires_real_data
+from tests.test_ingest import retail_config
+
+UTC = dt.UTC
+UK = "United Kingdom"
+AS_OF = dt.date(2011, 12, 10)
+
+LINES_DDL = (
+    "customer_id string, invoice_id string, product_id string, quantity int, line_amount decimal(28,4), "
+    "invoice_ts timestamp, invoice_date date, country string, is_return boolean"
+)
+
+
+def _d(text: str) -> dt.date:
+    return dt.date.fromisoformat(text)
+
+
+def ln(customer, invoice, product, qty, amount, ts, country=UK, is_return=False):
+    """One clean line; ``ts`` is UTC (an aware datetime, so the driver's own zone never matters)."""
+    stamp = dt.datetime.fromisoformat(ts).replace(tzinfo=UTC)
+    return (customer, invoice, product, qty, Decimal(amount), stamp, stamp.date(), country, is_return)
+
+
+def ret(customer, invoice, product, qty, amount, ts, country=UK):
+    return ln(customer, invoice, product, qty, amount, ts, country, is_return=True)
+
+
+def plain(df):
+    """Drop column metadata (comments) so frames compare by name, type and value only."""
+    return df.select(*[F.col(c).alias(c, metadata={}) for c in df.columns])
+
+
+# --- the golden snapshot: 22 customers, 20 kept (c03 has only returns, c22 only lines on/after as_of) ---
+
+GOLDEN_LINES = [
+    # c01: 4 purchase invoices on 3 days (two on 2011-12-01), several lines, P1 bought twice, a return,
+    # a country change (the latest purchase invoice, 12-01 14:00, is France; the later return is Germany),
+    # one line ON as_of and one AFTER it (both ignored).
+    ln("c01", "I101", "P1", 2, "10.00", "2011-09-30 10:00:00"),  # Fri, recent, not q4
+    ln("c01", "I101", "P2", 1, "5.50", "2011-09-30 10:00:00"),
+    ln("c01", "I102", "P1", 4, "20.00", "2011-11-05 19:30:00"),  # Sat evening
+    ln("c01", "I103", "P3", 1, "4.50", "2011-12-01 09:00:00", "Belgium"),
+    ln("c01", "I104", "P4", 10, "10.00", "2011-12-01 14:00:00", "France"),
+    ret("c01", "C105", "P1", -1, "-5.00", "2011-12-02 11:00:00", "Germany"),
+    ln("c01", "I106", "P5", 1, "100.00", "2011-12-10 12:00:00"),  # on as_of: excluded
+    ln("c01", "I107", "P6", 1, "100.00", "2011-12-15 12:00:00"),  # after as_of: excluded
+    # c02: one purchase (Sun), then a return larger than the purchase -> return_rate 12/8 = 1.5
+    ln("c02", "I201", "P1", 2, "8.00", "2011-11-20 10:00:00"),
+    ret("c02", "C202", "P1", -3, "-12.00", "2011-11-25 10:00:00"),
+    # c03: returns only -> not in the snapshot
+    ret("c03", "C301", "P1", -1, "-2.00", "2011-11-01 10:00:00"),
+    # c04: single old purchase, not q4, not recent
+    ln("c04", "I401", "P2", 5, "25.00", "2011-03-15 10:00:00"),
+    # c05: two invoices on the same Saturday: frequency 2, one purchase day, one evening invoice
+    ln("c05", "I501", "P6", 1, "6.00", "2011-10-15 08:00:00"),
+    ln("c05", "I502", "P7", 1, "4.00", "2011-10-15 20:00:00"),
+    # c06: same product on an old and a recent day
+    ln("c06", "I601", "P8", 2, "30.00", "2011-01-10 10:00:00"),
+    ln("c06", "I602", "P8", 2, "10.00", "2011-12-05 10:00:00"),
+    # c07: recent-window boundary: 09-10 is outside (91 days), 09-11 inside (exactly 90 days); Sat + Sun
+    ln("c07", "I701", "P1", 1, "7.00", "2011-09-10 11:00:00"),
+    ln("c07", "I702", "P2", 1, "3.00", "2011-09-11 11:00:00"),
+    # c08: evening boundary: 17:59 is not evening, 18:00 is
+    ln("c08", "I801", "P3", 3, "12.00", "2011-11-28 17:59:00"),
+    ln("c08", "I802", "P3", 2, "8.00", "2011-11-29 18:00:00"),
+    # c09: Sunday 23:30 (weekend, evening) then Monday 00:30 (neither)
+    ln("c09", "I901", "P4", 1, "5.00", "2011-11-27 23:30:00"),
+    ln("c09", "I902", "P4", 1, "5.00", "2011-11-28 00:30:00"),
+    # c10: one invoice mixing a return line (Sun 23:00, earliest line) and two purchase lines on Monday;
+    # the invoice's time is its earliest PURCHASE line (Mon 09:00): not weekend, not evening.
+    ret("c10", "I1001", "P2", -1, "-4.00", "2011-12-04 23:00:00"),
+    ln("c10", "I1001", "P1", 2, "20.00", "2011-12-05 09:00:00"),
+    ln("c10", "I1001", "P3", 1, "6.00", "2011-12-05 19:00:00"),
+    # c11: four purchase days with gaps 1, 2, 3 -> std sqrt(2/3)
+    ln("c11", "I1101", "P1", 1, "2.50", "2011-11-01 10:00:00", "Germany"),
+    ln("c11", "I1102", "P2", 1, "2.50", "2011-11-02 10:00:00", "Germany"),
+    ln("c11", "I1103", "P1", 1, "2.50", "2011-11-04 10:00:00", "Germany"),
+    ln("c11", "I1104", "P2", 1, "2.50", "2011-11-07 10:00:00", "Germany"),
+    # c12: q4 spend of the previous year (old), then an old Saturday purchase
+    ln("c12", "I1201", "P9", 6, "60.00", "2010-12-15 10:00:00"),
+    ln("c12", "I1202", "P9", 4, "40.00", "2011-08-20 10:00:00"),
+    # c13: sub-cent amounts: monetary 2.4690 -> 2.47, returned 1.2345 -> 1.23, return_rate exact 0.5
+    ln("c13", "I1301", "P1", 1, "1.2345", "2011-10-03 10:00:00"),
+    ln("c13", "I1301", "P2", 1, "1.2345", "2011-10-03 10:00:00"),
+    ret("c13", "C1302", "P1", -1, "-1.2345", "2011-10-04 10:00:00"),
+    # c14, c15: tied on recency (1 day) and monetary (15.00)
+    ln("c14", "I1401", "P1", 1, "15.00", "2011-12-09 12:00:00"),
+    ln("c15", "I1501", "P2", 3, "15.00", "2011-12-09 15:00:00"),
+    ln("c16", "I1601", "P5", 1, "200.00", "2011-07-04 10:00:00"),
+    ln("c17", "I1701", "P6", 2, "12.00", "2011-12-03 10:00:00", "EIRE"),  # Sat
+    # c18: country change Spain -> Portugal (latest wins, although "Spain" sorts last)
+    ln("c18", "I1801", "P7", 1, "50.00", "2011-02-14 10:00:00", "Spain"),
+    ln("c18", "I1802", "P7", 1, "50.00", "2011-11-15 10:00:00", "Portugal"),
+    # c19: five invoices Mon-Fri
+    *[ln("c19", f"I190{i}", "P1", 1, "20.00", f"2011-11-2{i} 10:00:00") for i in range(1, 6)],
+    ln("c20", "I2001", "P8", 1, "1.00", "2011-12-07 21:00:00"),  # Wed evening
+    ln("c21", "I2101", "P9", 1, "9.00", "2011-05-10 10:00:00"),
+    # c22: lines on and after as_of only -> not in the snapshot at all
+    ln("c22", "I2201", "P1", 1, "5.00", "2011-12-10 09:00:00"),
+    ln("c22", "I2202", "P1", 1, "5.00", "2011-12-11 09:00:00"),
+]
+
+CORE_DDL = (
+    "as_of_date date, customer_id string, recency_days int, frequency bigint, monetary decimal(20,2), "
+    "tenure_days int, returned_value decimal(20,2), first_purchase_date date, last_purchase_date date, "
+    "distinct_products int, total_items bigint, purchase_days_count int, country string"
+)
+# customer, recency, frequency, monetary, tenure, returned_value, first, last, distinct_products, total_items,
+# purchase_days_count, country
+CORE = [
+    # c01: last 12-01 (9), first 09-30 (71); 15.50+20+4.50+10 = 50; items 2+1+4+1+10; P1..P4; 3 days
+    ("c01", 9, 4, "50.00", 71, "5.00", "2011-09-30", "2011-12-01", 4, 18, 3, "France"),
+    ("c02", 20, 1, "8.00", 20, "12.00", "2011-11-20", "2011-11-20", 1, 2, 1, UK),
+    ("c04", 270, 1, "25.00", 270, "0.00", "2011-03-15", "2011-03-15", 1, 5, 1, UK),
+    ("c05", 56, 2, "10.00", 56, "0.00", "2011-10-15", "2011-10-15", 2, 2, 1, UK),
+    ("c06", 5, 2, "40.00", 334, "0.00", "2011-01-10", "2011-12-05", 1, 4, 2, UK),
+    ("c07", 90, 2, "10.00", 91, "0.00", "2011-09-10", "2011-09-11", 2, 2, 2, UK),
+    ("c08", 11, 2, "20.00", 12, "0.00", "2011-11-28", "2011-11-29", 1, 5, 2, UK),
+    ("c09", 12, 2, "10.00", 13, "0.00", "2011-11-27", "2011-11-28", 1, 2, 2, UK),
+    # c10: one purchase invoice (12-05); the return line counts in returned_value only
+    ("c10", 5, 1, "26.00", 5, "4.00", "2011-12-05", "2011-12-05", 2, 3, 1, UK),
+    ("c11", 33, 4, "10.00", 39, "0.00", "2011-11-01", "2011-11-07", 2, 4, 4, "Germany"),
+    # c12: 2010-12-15 is 360 days before as_of, 2011-08-20 is 112
+    ("c12", 112, 2, "100.00", 360, "0.00", "2010-12-15", "2011-08-20", 1, 10, 2, UK),
+    ("c13", 68, 1, "2.47", 68, "1.23", "2011-10-03", "2011-10-03", 2, 2, 1, UK),
+    ("c14", 1, 1, "15.00", 1, "0.00", "2011-12-09", "2011-12-09", 1, 1, 1, UK),
+    ("c15", 1, 1, "15.00", 1, "0.00", "2011-12-09", "2011-12-09", 1, 3, 1, UK),
+    ("c16", 159, 1, "200.00", 159, "0.00", "2011-07-04", "2011-07-04", 1, 1, 1, UK),
+    ("c17", 7, 1, "12.00", 7, "0.00", "2011-12-03", "2011-12-03", 1, 2, 1, "EIRE"),
+    # c18: 2011-02-14 is 299 days before as_of
+    ("c18", 25, 2, "100.00", 299, "0.00", "2011-02-14", "2011-11-15", 1, 2, 2, "Portugal"),
+    ("c19", 15, 5, "100.00", 19, "0.00", "2011-11-21", "2011-11-25", 1, 5, 5, UK),
+    ("c20", 3, 1, "1.00", 3, "0.00", "2011-12-07", "2011-12-07", 1, 1, 1, UK),
+    ("c21", 214, 1, "9.00", 214, "0.00", "2011-05-10", "2011-05-10", 1, 1, 1, UK),
+]
+
+BEHAVIOUR_DDL = (
+    "as_of_date date, customer_id string, avg_basket_value double, return_rate double, "
+    "items_per_basket double, avg_days_between_purchases double, std_days_between_purchases double, "
+    "recent_spend_share double, weekend_share double, evening_share double, q4_spend_share double"
+)
+# customer, avg_basket, return_rate, items_per_basket, avg_days, std_days, recent, weekend, evening, q4
+BEHAVIOUR = [
+    # c01: days 09-30, 11-05, 12-01: gaps 36, 26 -> mean 31, std 5; q4 = (20+4.5+10)/50; Sat evening 1 of 4
+    ("c01", 12.5, 0.1, 4.5, 31.0, 5.0, 1.0, 0.25, 0.25, 0.69),
+    ("c02", 8.0, 1.5, 2.0, 20.0, 0.0, 1.0, 1.0, 0.0, 1.0),  # one purchase day: avg gap = tenure
+    ("c04", 25.0, 0.0, 5.0, 270.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    ("c05", 5.0, 0.0, 1.0, 56.0, 0.0, 1.0, 1.0, 0.5, 1.0),  # two invoices, one day: avg gap = tenure
+    ("c06", 20.0, 0.0, 2.0, 329.0, 0.0, 0.25, 0.0, 0.0, 0.25),  # one gap (334-5): std 0; 10 of 40 recent/q4
+    ("c07", 5.0, 0.0, 1.0, 1.0, 0.0, 0.3, 1.0, 0.0, 0.0),  # 3 of 10 on 09-11 (in window), Sep: no q4
+    ("c08", 10.0, 0.0, 2.5, 1.0, 0.0, 1.0, 0.0, 0.5, 1.0),
+    ("c09", 5.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.5, 0.5, 1.0),
+    ("c10", 26.0, 4 / 26, 3.0, 5.0, 0.0, 1.0, 0.0, 0.0, 1.0),
+    ("c11", 2.5, 0.0, 1.0, 2.0, math.sqrt(2 / 3), 1.0, 0.0, 0.0, 1.0),  # gaps 1,2,3: var (1+0+1)/3
+    ("c12", 50.0, 0.0, 5.0, 248.0, 0.0, 0.0, 0.5, 0.0, 0.6),  # 360-112 = 248; q4 60 of 100 (Dec 2010)
+    ("c13", 2.469, 0.5, 2.0, 68.0, 0.0, 1.0, 0.0, 0.0, 1.0),  # exact sums: 1.2345 / 2.469
+    ("c14", 15.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0),
+    ("c15", 15.0, 0.0, 3.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0),
+    ("c16", 200.0, 0.0, 1.0, 159.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    ("c17", 12.0, 0.0, 2.0, 7.0, 0.0, 1.0, 1.0, 0.0, 1.0),
+    ("c18", 50.0, 0.0, 1.0, 274.0, 0.0, 0.5, 0.0, 0.0, 0.5),  # 299-25 = 274
+    ("c19", 20.0, 0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0),  # gaps 1,1,1,1: std 0
+    ("c20", 1.0, 0.0, 1.0, 3.0, 0.0, 1.0, 0.0, 1.0, 1.0),
+    ("c21", 9.0, 0.0, 1.0, 214.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+]
+
+# n = 20, so a single rank k scores 1 + floor((2k-1)/8): ranks 1-4 -> 1, 5-8 -> 2, 9-12 -> 3, 13-16 -> 4,
+# 17-20 -> 5; a tied group lo..hi scores 1 + floor((lo-1+hi)/8).
+# Recency, worst first: c04 270, c21 214, c16 159, c12 112 | c07 90, c13 68, c05 56, c11 33 | c18 25, c02 20,
+#   c19 15, c09 12 | c08 11, c01 9, c17 7 | c06,c10 5 (ranks 16-17: (15+17)/8 = 4 -> 5), c20 3,
+#   c14,c15 1 (ranks 19-20 -> 5).
+# Frequency: ten 1s (ranks 1-10: 10/8 -> 2), seven 2s (11-17: 27/8 -> 4), c01,c11 4 (18-19: 36/8 -> 5),
+#   c19 5 -> 5.
+# Monetary: c20 1, c13 2.47, c02 8, c21 9 -> 1 | 10.00 x4 (ranks 5-8: 12/8 -> 2) | c17 12 (9) -> 3,
+#   15.00 x2 (10-11: 20/8 -> 3), c08 20 (12) -> 3 | c04 25, c10 26, c06 40, c01 50 (13-16) -> 4 |
+#   100.00 x3 (17-19: 35/8 -> 5), c16 200 -> 5.
+# fm = floor((f + m + 1) / 2); segment = first DEFAULT_RFM_RULES rule holding (r, fm).
+SCORES_DDL = (
+    "as_of_date date, customer_id string, r_score int, f_score int, m_score int, fm_score int, "
+    "rfm_score string, rfm_segment string"
+)
+SCORES = [
+    ("c01", 4, 5, 4, 5, "454", "Champions"),
+    ("c02", 3, 2, 1, 2, "321", "Need Attention"),
+    ("c04", 1, 2, 4, 3, "124", "At Risk"),
+    ("c05", 2, 4, 2, 3, "242", "At Risk"),
+    ("c06", 5, 4, 4, 4, "544", "Champions"),
+    ("c07", 2, 4, 2, 3, "242", "At Risk"),
+    ("c08", 4, 4, 3, 4, "443", "Champions"),
+    ("c09", 3, 4, 2, 3, "342", "Need Attention"),
+    ("c10", 5, 2, 4, 3, "524", "Potential Loyalists"),
+    ("c11", 2, 5, 2, 4, "252", "At Risk"),  # r2 fm4: no rule before "At Risk" holds it
+    ("c12", 1, 4, 5, 5, "145", "Can't Lose Them"),
+    ("c13", 2, 2, 1, 2, "221", "About to Sleep"),
+    ("c14", 5, 2, 3, 3, "523", "Potential Loyalists"),
+    ("c15", 5, 2, 3, 3, "523", "Potential Loyalists"),
+    ("c16", 1, 2, 5, 4, "125", "Can't Lose Them"),  # r1 fm4: second "Can't Lose Them" rule
+    ("c17", 4, 2, 3, 3, "423", "Loyal Customers"),  # r4 fm3: "Loyal Customers" comes before "Potential"
+    ("c18", 3, 4, 5, 5, "345", "Loyal Customers"),
+    ("c19", 3, 5, 5, 5, "355", "Loyal Customers"),
+    ("c20", 5, 2, 1, 2, "521", "Potential Loyalists"),
+    ("c21", 1, 2, 1, 2, "121", "Hibernating"),
+]
+
+#: Every column of customer_features the stage computes (all but run_id).
+FEATURE_COLUMNS = [c for c in CUSTOMER_FEATURES.columns if c != "run_id"]
+
+
+def core_row(as_of, row):
+    cust, rec, freq, mon, ten, retv, first, last, products, items, days, country = row
+    return (as_of, cust, rec, freq, Decimal(mon), ten, Decimal(retv), _d(first), _d(last), products, items,
+            days, country)
+
+
+@pytest.fixture(scope="module")
+def settings():
+    return FeatureSettings()
+
+
+@pytest.fixture(scope="module")
+def golden(spark, settings):
+    lines = spark.createDataFrame(GOLDEN_LINES, LINES_DDL)
+    out = build_customer_features(lines, [AS_OF], settings).select(*FEATURE_COLUMNS).cache()
+    yield out
+    out.unpersist()
+
+
+def test_golden_columns_and_customers(golden):
+    assert golden.columns == FEATURE_COLUMNS
+    got = sorted(r.customer_id for r in golden.select("customer_id").collect())
+    # 20 customers: no c03 (returns only), no c22 (nothing before as_of)
+    assert got == [row[0] for row in CORE]
+
+
+def test_golden_core_rfm_columns(spark, golden):
+    expected = spark.createDataFrame([core_row(AS_OF, r) for r in CORE], CORE_DDL)
+    got = golden.select(*expected.columns)
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+
+
+def test_golden_behavioural_columns(spark, golden):
+    expected = spark.createDataFrame([(AS_OF, *r) for r in BEHAVIOUR], BEHAVIOUR_DDL)
+    assert_approx_df_equality(plain(golden.select(*expected.columns)), expected, 1e-6, ignore_row_order=True,
+                              ignore_nullable=True)
+
+
+def test_golden_scores_and_segments(spark, golden):
+    expected = spark.createDataFrame([(AS_OF, *r) for r in SCORES], SCORES_DDL)
+    got = golden.select(*expected.columns)
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+
+
+def test_missing_input_column_is_named(spark, settings):
+    lines = spark.createDataFrame(GOLDEN_LINES[:1], LINES_DDL).drop("is_return")
+    with pytest.raises(SchemaError, match="is_return"):
+        build_customer_features(lines, [AS_OF], settings)
+
+
+# --- quintile scores and segments on explicit frames ---
+
+# Each case is its own snapshot (as_of_date), so the frame also checks that snapshots are scored
+# independently: value 1 scores 2 among two customers (d03) but 1 among five (d06).
+# asc: higher is better; desc: lower is better.
+QUINTILE_CASES = {
+    # all equal: one tied group 1..n, (0+n)*5/(2n) = 2.5 -> 3
+    "d01 all equal": [(7, 3, 3), (7, 3, 3), (7, 3, 3), (7, 3, 3)],
+    "d02 one customer": [(42, 3, 3)],  # 5*(0+1)/2 = 2.5 -> 3
+    "d03 two customers": [(1, 2, 4), (2, 4, 2)],  # ranks 1, 2: 5*1/4 -> 2, 5*3/4 -> 4
+    "d04 three customers": [(10, 1, 5), (20, 3, 3), (30, 5, 1)],  # 5*(2k-1)/6: 0.8, 2.5, 4.2
+    "d05 four customers": [(1, 1, 5), (2, 2, 4), (3, 4, 2), (4, 5, 1)],  # 5*(2k-1)/8: 0.6, 1.9, 3.1, 4.4
+    "d06 five distinct": [(5, 5, 1), (4, 4, 2), (3, 3, 3), (2, 2, 4), (1, 1, 5)],
+    # n = 10: 1 + floor((lo-1+hi)/4).
+    # asc: 10 r1 .25; 20 r2-5 1.5; 30 r6 2.75; 40 r7-8 3.5; 50 r9 4.25; 60 r10 4.75
+    # desc: 60 r1 .25; 50 r2 .75; 40 r3-4 1.5; 30 r5 2.25; 20 r6-9 3.5; 10 r10 4.75
+    "d07 ten with ties": [(10, 1, 5), (20, 2, 4), (20, 2, 4), (20, 2, 4), (20, 2, 4), (30, 3, 3), (40, 4, 2),
+                          (40, 4, 2), (50, 5, 1), (60, 5, 1)],
+    # a tie spanning quintiles 1..5 scores from its mid-rank: ranks 2-9 -> (1+9)/4 = 2.5 -> 3
+    "d08 tie across quintiles": [(1, 1, 5), *[(2, 3, 3)] * 8, (3, 5, 1)],
+}
+
+
+def test_quintile_score_edge_cases(spark):
+    rows = []
+    for case, values in QUINTILE_CASES.items():
+        as_of = dt.date(2011, 1, int(case[1:3]))
+        rows += [(as_of, case, v, asc, desc) for v, asc, desc in values]
+    df = spark.createDataFrame(rows, "as_of_date date, case string, value int, asc int, desc int")
+    got = df.select(
+        "as_of_date", "case", "value",
+        quintile_score(F.col("value")).alias("asc"),
+        quintile_score(F.col("value"), higher_is_better=False).alias("desc"),
+    )
+    assert_df_equality(got, df, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_rfm_segment_grid(spark):
+    # By hand from DEFAULT_RFM_RULES, first matching rule wins. Rows r = 5..1, columns fm = 1..5.
+    grid = {
+        5: ["New Customers", "Potential Loyalists", "Potential Loyalists", "Champions", "Champions"],
+        4: ["Promising", "Potential Loyalists", "Loyal Customers", "Champions", "Champions"],
+        3: ["About to Sleep", "Need Attention", "Need Attention", "Loyal Customers", "Loyal Customers"],
+        2: ["Hibernating", "About to Sleep", "At Risk", "At Risk", "Can't Lose Them"],
+        1: ["Lost", "Hibernating", "At Risk", "Can't Lose Them", "Can't Lose Them"],
+    }
+    df = spark.createDataFrame(
+        [(r, fm, name) for r, names in grid.items() for fm, name in enumerate(names, start=1)],
+        "r int, fm int, segment string",
+    )
+    got = df.withColumn("segment", rfm_segment(F.col("r"), F.col("fm"), DEFAULT_RFM_RULES))
+    assert_df_equality(got, df, ignore_row_order=True, ignore_nullable=True)
+
+
+# --- several snapshots in one call ---
+
+SNAP_B = dt.date(2011, 11, 1)
+MULTI_LINES = [
+    ln("x1", "I1", "P1", 1, "10.00", "2011-10-01 10:00:00"),  # Sat
+    ln("x1", "I2", "P2", 2, "30.00", "2011-11-01 10:00:00", "France"),  # ON snapshot B: only in A
+    ln("x1", "I3", "P1", 1, "20.00", "2011-12-05 10:00:00", "France"),
+    ln("x2", "I4", "P3", 1, "5.00", "2011-10-20 19:00:00"),  # Thu evening
+    ret("x2", "C5", "P3", -1, "-5.00", "2011-11-10 10:00:00"),  # after B: only in A
+    ret("x3", "C6", "P4", -1, "-3.00", "2011-10-25 10:00:00"),  # x3 has only this return before B
+    ln("x3", "I7", "P4", 1, "8.00", "2011-11-20 10:00:00"),  # Sun
+]
+FULL_DDL = (
+    "as_of_date date, customer_id string, recency_days int, frequency bigint, monetary decimal(20,2), "
+    "tenure_days int, returned_value decimal(20,2), avg_basket_value double, return_rate double, "
+    "first_purchase_date date, last_purchase_date date, distinct_products int, total_items bigint, "
+    "items_per_basket double, purchase_days_count int, avg_days_between_purchases double, "
+    "std_days_between_purchases double, recent_spend_share double, weekend_share double, "
+    "evening_share double, q4_spend_share double, country string, r_score int, f_score int, m_score int, "
+    "fm_score int, rfm_score string, rfm_segment string"
+)
+MULTI_EXPECTED = [
+    # Each row: as_of, customer, recency, frequency, monetary, tenure, returned_value,
+    #   avg_basket, return_rate, first, last, distinct_products, total_items, items_per_basket, purchase days,
+    #   avg_days, std_days, recent, weekend, evening, q4, country, r, f, m, fm, rfm_score, segment.
+    # Snapshot B (2011-11-01): x1 has I1 only (31 days), x2 has I4 (12 days; its return is later),
+    # x3 excluded (returns only).
+    # n = 2: recency x1 worse -> 2, x2 -> 4; frequency tied -> 3; monetary x2 5 -> 2, x1 10 -> 4.
+    (SNAP_B, "x1", 31, 1, Decimal("10.00"), 31, Decimal("0.00"),
+     10.0, 0.0, _d("2011-10-01"), _d("2011-10-01"), 1, 1, 1.0, 1,
+     31.0, 0.0, 1.0, 1.0, 0.0, 1.0, UK, 2, 3, 4, 4, "234", "At Risk"),
+    (SNAP_B, "x2", 12, 1, Decimal("5.00"), 12, Decimal("0.00"),
+     5.0, 0.0, _d("2011-10-20"), _d("2011-10-20"), 1, 1, 1.0, 1,
+     12.0, 0.0, 1.0, 0.0, 1.0, 1.0, UK, 4, 3, 2, 3, "432", "Loyal Customers"),
+    # Snapshot A (2011-12-10): x1 days 10-01, 11-01, 12-05 (70, 39, 5 days): gaps 31, 34 -> mean 32.5,
+    # std 1.5; weekend 1 of 3 (10-01 Sat); latest purchase invoice France. x2 now has its return (rate 1.0).
+    # x3: 8.00 bought, 3.00 returned (0.375). n = 3: single ranks score 1, 3, 5; frequency x2,x3 tied
+    # (ranks 1-2) -> 2.
+    (AS_OF, "x1", 5, 3, Decimal("60.00"), 70, Decimal("0.00"),
+     20.0, 0.0, _d("2011-10-01"), _d("2011-12-05"), 2, 4, 4 / 3, 3,
+     32.5, 1.5, 1.0, 1 / 3, 0.0, 1.0, "France", 5, 5, 5, 5, "555", "Champions"),
+    (AS_OF, "x2", 51, 1, Decimal("5.00"), 51, Decimal("5.00"),
+     5.0, 1.0, _d("2011-10-20"), _d("2011-10-20"), 1, 1, 1.0, 1,
+     51.0, 0.0, 1.0, 0.0, 1.0, 1.0, UK, 1, 2, 1, 2, "121", "Hibernating"),
+    (AS_OF, "x3", 20, 1, Decimal("8.00"), 20, Decimal("3.00"),
+     8.0, 0.375, _d("2011-11-20"), _d("2011-11-20"), 1, 1, 1.0, 1,
+     20.0, 0.0, 1.0, 1.0, 0.0, 1.0, UK, 3, 2, 3, 3, "323", "Need Attention"),
+]
+
+
+def test_several_snapshots_in_one_call(spark, settings):
+    lines = spark.createDataFrame(MULTI_LINES, LINES_DDL)
+    got = build_customer_features(lines, [AS_OF, SNAP_B], settings).select(*FEATURE_COLUMNS)
+    expected = spark.createDataFrame(MULTI_EXPECTED, FULL_DDL)
+    assert_approx_df_equality(plain(got), expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
+
+
+# --- the stage end to end on a lakehouse ---
+
+CLEAN_DDL = (
+    "invoice_id string, customer_id string, product_id string, description string, quantity int, "
+    "unit_price decimal(18,4), line_amount decimal(28,4), invoice_ts timestamp, invoice_date date, "
+    "country string, is_return boolean, run_id string, ingested_at timestamp"
+)
+INGESTED_AT = dt.datetime(2011, 12, 20, tzinfo=UTC)
+
+
+def clean_row(invoice, customer, product, qty, price, ts, country=UK):
+    stamp = dt.datetime.fromisoformat(ts).replace(tzinfo=UTC)
+    price = Decimal(price)
+    return (invoice, customer, product, product.lower(), qty, price, qty * price, stamp, stamp.date(),
+            country, qty < 0, "ingest-run", INGESTED_AT)
+
+
+CLEAN_V1 = [
+    clean_row("I1", "a", "P1", 2, "5.00", "2011-12-09 10:00:00"),  # latest date -> default as_of 2011-12-10
+    clean_row("I2", "a", "P2", 1, "4.00", "2011-11-01 10:00:00"),
+    clean_row("I3", "b", "P1", 1, "7.00", "2011-06-01 10:00:00", "France"),
+    clean_row("C4", "r", "P1", -1, "5.00", "2011-01-05 10:00:00"),  # r: returns only
+]
+CLEAN_V2 = [
+    clean_row("I1", "a", "P1", 2, "49.50", "2011-12-09 10:00:00"),
+    clean_row("I5", "c", "P3", 4, "5.00", "2011-12-01 10:00:00"),
+    clean_row("C4", "r", "P1", -1, "5.00", "2011-01-05 10:00:00"),
+]
+SNAP_STAGE_B = dt.date(2011, 11, 2)
+KEY_DDL = (
+    "as_of_date date, customer_id string, recency_days int, frequency bigint, monetary decimal(20,2), "
+    "run_id string"
+)
+KEY_COLUMNS = ["as_of_date", "customer_id", "recency_days", "frequency", "monetary", "run_id"]
+
+
+def write_clean(spark, config, rows):
+    df = spark.createDataFrame(rows, CLEAN_DDL)
+    lakehouse.write_table(df, config.table_path("transactions_clean"), TRANSACTIONS_CLEAN)
+
+
+def feature_table(spark, config):
+    return lakehouse.read_table(spark, config.table_path("customer_features"))
+
+
+@pytest.fixture(scope="module")
+def staged(spark, tmp_path_factory):
+    """Default snapshot (A) through StageRun, then snapshot B, then A again over different clean data."""
+    lake = tmp_path_factory.mktemp("features") / "lakehouse"
+    config = make_config(lake)
+    write_clean(spark, config, CLEAN_V1)
+    with StageRun(spark, config, "run-a1", "features") as stage:
+        counts_a1 = features.run_features(spark, config, "run-a1", stage)
+    counts_b = features.run_features(spark, make_config(lake, as_of_dates=[SNAP_STAGE_B]), "run-b1")
+    after_b = plain(feature_table(spark, config)).collect()
+    write_clean(spark, config, CLEAN_V2)
+    counts_a2 = features.run_features(spark, make_config(lake, as_of_dates=[AS_OF]), "run-a2")
+    return {"config": config, "lake": lake, "counts_a1": counts_a1, "counts_b": counts_b, "after_b": after_b,
+            "counts_a2": counts_a2}
+
+
+def test_default_as_of_is_day_after_latest_invoice(staged):
+    assert staged["config"].as_of_dates == []
+    assert staged["counts_a1"].customers == {AS_OF: 2}
+    assert staged["counts_a1"].returns_only_customers == {AS_OF: 1}
+
+
+def test_stage_run_records_counts_in_pipeline_runs(spark, staged):
+    runs = lakehouse.read_table(spark, staged["config"].table_path("pipeline_runs")).collect()
+    assert len(runs) == 1
+    run = runs[0]
+    got = (run.run_id, run.stage, run.status, run.rows_in, run.rows_out)
+    assert got == ("run-a1", "features", "succeeded", 4, 2)
+    assert run.counts["customers_2011-12-10"] == 2
+    assert run.counts["returns_only_customers_2011-12-10"] == 1
+
+
+def test_snapshot_b_after_its_first_run(spark, staged):
+    # B = 2011-11-02: a bought I2 on 11-01 (1 day, 4.00); b bought on 2011-06-01 (154 days).
+    # A (default 2011-12-10) from run-a1: a 10.00 + 4.00, last 12-09; b 192 days.
+    assert staged["counts_b"].customers == {SNAP_STAGE_B: 2}
+    assert staged["counts_b"].returns_only_customers == {SNAP_STAGE_B: 1}
+    got = spark.createDataFrame([tuple(r[c] for c in KEY_COLUMNS) for r in staged["after_b"]], KEY_DDL)
+    expected = spark.createDataFrame(
+        [
+            (AS_OF, "a", 1, 2, Decimal("14.00"), "run-a1"),
+            (AS_OF, "b", 192, 1, Decimal("7.00"), "run-a1"),
+            (SNAP_STAGE_B, "a", 1, 1, Decimal("4.00"), "run-b1"),
+            (SNAP_STAGE_B, "b", 154, 1, Decimal("7.00"), "run-b1"),
+        ],
+        KEY_DDL,
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+
+
+def test_rerun_replaces_its_snapshot_and_keeps_the_others(spark, staged):
+    assert staged["counts_a2"].customers == {AS_OF: 2}
+    got = feature_table(spark, staged["config"]).select(*KEY_COLUMNS)
+    expected = spark.createDataFrame(
+        [
+            # A over CLEAN_V2: a 2 x 49.50 on 12-09; c 4 x 5.00 on 12-01 (9 days); b is gone
+            (AS_OF, "a", 1, 1, Decimal("99.00"), "run-a2"),
+            (AS_OF, "c", 9, 1, Decimal("20.00"), "run-a2"),
+            # B untouched
+            (SNAP_STAGE_B, "a", 1, 1, Decimal("4.00"), "run-b1"),
+            (SNAP_STAGE_B, "b", 154, 1, Decimal("7.00"), "run-b1"),
+        ],
+        KEY_DDL,
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+    untouched_b = [r for r in staged["after_b"] if r.as_of_date == SNAP_STAGE_B]
+    now_b = plain(feature_table(spark, staged["config"])).where(F.col("as_of_date") == SNAP_STAGE_B).collect()
+    assert sorted(now_b) == sorted(untouched_b)
+
+
+def test_snapshot_without_purchases_is_an_error(spark, staged):
+    # 2011-01-06: only r's return (2011-01-05) is before it; 2010-01-01: nothing at all.
+    config = make_config(staged["lake"], as_of_dates=[AS_OF, dt.date(2011, 1, 6), dt.date(2010, 1, 1)])
+    path = config.table_path("customer_features")
+    version = lakehouse.current_version(spark, path)
+    with pytest.raises(InputError) as err:
+        features.run_features(spark, config, "run-bad")
+    assert "2011-01-06" in str(err.value) and "2010-01-01" in str(err.value)
+    assert lakehouse.current_version(spark, path) == version  # nothing written
+
+
+def test_missing_clean_table_is_an_error(spark, tmp_path):
+    with pytest.raises(InputError, match="transactions_clean"):
+        features.run_features(spark, make_config(tmp_path / "empty-lakehouse"), "run-x")
+
+
+# --- real data ---
+
+
+@pytest.mark.slow
+@pytest.mark.real_data
+@requires_real_data
+def test_online_retail_features(spark, tmp_path):
+    config = retail_config(tmp_path / "lh", REAL_DATA, timestamp_formats=["yyyy-MM-dd HH:mm:ss"])
+    ingest.run_ingest(spark, config, "real")
+    counts = features.run_features(spark, config, "real-features")
+    assert counts.customers == {AS_OF: 4_338}
+    table = feature_table(spark, config)
+    picked = table.where(F.col("customer_id").isin("12346", "12347", "18102")).collect()
+    rows = {r.customer_id: r for r in picked}
+    c = rows["12347"]
+    assert (c.as_of_date, c.recency_days, c.frequency, c.monetary, c.tenure_days, c.returned_value) == (
+        AS_OF, 3, 7, Decimal("4310.00"), 368, Decimal("0.00"))
+    c = rows["12346"]
+    assert (c.recency_days, c.frequency, c.monetary, c.returned_value) == (
+        326, 1, Decimal("77183.60"), Decimal("77183.60"))
+    assert c.return_rate == pytest.approx(1.0)
+    c = rows["18102"]
+    assert (c.recency_days, c.frequency, c.monetary) == (1, 60, Decimal("259657.30"))
+    model_columns = [c for c in FEATURE_COLUMNS if c != "country"]
+    nulls = table.select(*[F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c in model_columns]).first()
+    assert {c: n for c, n in nulls.asDict().items() if n} == {}
+    assert table.count() == 4_338
