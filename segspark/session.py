@@ -21,7 +21,7 @@ from pyspark.sql import SparkSession
 from segspark.config import SparkSettings
 from segspark.errors import EnvironmentProblem
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("segspark")
 
 #: PySpark 3.5 wheels are built for Scala 2.12; the Delta artifact must match.
 SCALA_BINARY_VERSION = "2.12"
@@ -124,6 +124,14 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
         raise EnvironmentProblem(f"could not start Spark: {str(exc).splitlines()[0]}") from exc
     session.sparkContext.setLogLevel(settings.log_level)
     _require_delta_classes(session)
+    log.info(
+        "Spark %s, master %s, shuffle partitions %s, Delta %s%s",
+        session.version,
+        session.sparkContext.master,
+        session.conf.get("spark.sql.shuffle.partitions"),
+        DELTA_VERSION,
+        " (under spark-submit)" if submitted else "",
+    )
     return session
 
 
