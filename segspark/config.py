@@ -27,6 +27,13 @@ from segspark.errors import ConfigError
 REPO_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
+def _as_text_map(value: Any) -> Any:
+    """Spark options are text: YAML's true/4/0.5 become "true"/"4"/"0.5" (booleans lower-case, as Spark wants)."""
+    if isinstance(value, dict):
+        return {str(k): ("true" if v is True else "false" if v is False else str(v)) for k, v in value.items()}
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,12 +51,7 @@ class SparkSettings(_Section):
     conf: dict[str, str] = Field(default_factory=dict)
     log_level: str = "WARN"
 
-    @field_validator("conf", mode="before")
-    @classmethod
-    def _stringify(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {str(k): ("true" if v is True else "false" if v is False else str(v)) for k, v in value.items()}
-        return value
+    _text_values = field_validator("conf", mode="before")(lambda value: _as_text_map(value))
 
 
 class SourceColumns(_Section):
@@ -85,12 +87,7 @@ class SourceSettings(_Section):
     #: Invoice ids starting with this text are returns/cancellations.
     returns_prefix: str | None = "C"
 
-    @field_validator("csv_options", mode="before")
-    @classmethod
-    def _stringify(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {str(k): ("true" if v is True else "false" if v is False else str(v)) for k, v in value.items()}
-        return value
+    _text_values = field_validator("csv_options", mode="before")(lambda value: _as_text_map(value))
 
     @field_validator("timezone")
     @classmethod
