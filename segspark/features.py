@@ -193,19 +193,27 @@ def with_rfm_scores(features_df: DataFrame, settings: FeatureSettings) -> DataFr
     )
 
 
-def build_customer_features(
-    lines_df: DataFrame, as_of_dates: list[dt.date], settings: FeatureSettings
-) -> DataFrame:
-    """Clean lines to ``customer_features`` rows (without run metadata) for every snapshot date."""
+def customer_aggregates(lines_df: DataFrame, as_of_dates: list[dt.date], settings: FeatureSettings) -> DataFrame:
+    """Clean lines to raw per-customer aggregates for every snapshot (returns-only customers included)."""
     require_columns(lines_df, FEATURE_INPUT_COLUMNS, "customer features")
     return (
         lines_df.select(*FEATURE_INPUT_COLUMNS)
         .transform(with_snapshot_dates, as_of_dates)
         .transform(aggregate_invoices)
         .transform(aggregate_customers, settings)
-        .transform(with_derived_features)
-        .transform(with_rfm_scores, settings)
     )
+
+
+def scored_features(customers_df: DataFrame, settings: FeatureSettings) -> DataFrame:
+    """Raw aggregates to model-ready features with RFM scores and segments (returns-only customers dropped)."""
+    return customers_df.transform(with_derived_features).transform(with_rfm_scores, settings)
+
+
+def build_customer_features(
+    lines_df: DataFrame, as_of_dates: list[dt.date], settings: FeatureSettings
+) -> DataFrame:
+    """Clean lines to ``customer_features`` rows (without run metadata) for every snapshot date."""
+    return scored_features(customer_aggregates(lines_df, as_of_dates, settings), settings)
 
 
 def default_as_of_date(lines_df: DataFrame) -> dt.date:
@@ -230,7 +238,7 @@ def snapshot_counts(customers_df: DataFrame) -> FeatureCounts:
             F.count(F.when(F.col("frequency") > 0, True)).alias("kept"),
             F.count(F.when(F.col("frequency") == 0, True)).alias("returns_only"),
         )
-        .collect()
+        .collect()  # one row per snapshot date
     )
     return FeatureCounts(
         customers={r[AS_OF_DATE]: int(r["kept"]) for r in rows},
@@ -247,24 +255,14 @@ def run_features(spark: SparkSession, config: Config, run_id: str, stage=None) -
     as_of_dates = sorted(set(config.as_of_dates)) or [default_as_of_date(lines_df)]
     settings = config.features
 
-    customers_df = (
-        lines_df.select(*FEATURE_INPUT_COLUMNS)
-        .transform(with_snapshot_dates, as_of_dates)
-        .transform(aggregate_invoices)
-        .transform(aggregate_customers, settings)
-        # Reused by the counts and the write: the transactions are scanned once.
-        .persist(StorageLevel.MEMORY_AND_DISK)
-    )
+    # Reused by the counts and the write: the transactions are scanned once.
+    customers_df = customer_aggregates(lines_df, as_of_dates, settings).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         counts = snapshot_counts(customers_df)
         empty = [d.isoformat() for d in as_of_dates if counts.customers.get(d, 0) == 0]
         if empty:
             raise InputError(f"no customer has a purchase before as_of_date {', '.join(empty)}")
-        features_df = (
-            customers_df.transform(with_derived_features)
-            .transform(with_rfm_scores, settings)
-            .withColumn(RUN_ID, F.lit(run_id))
-        )
+        features_df = scored_features(customers_df, settings).withColumn(RUN_ID, F.lit(run_id))
         in_list = ", ".join(f"DATE'{d.isoformat()}'" for d in as_of_dates)
         written = lakehouse.write_table(
             features_df,

@@ -269,7 +269,7 @@ def expected_counts(parsed_df: DataFrame) -> IngestCounts:
     by_reason = (
         parsed_df.groupBy(REJECT_REASON)
         .agg(F.sum(COPIES).alias("lines"), F.count(F.lit(1)).alias("distinct_rows"))
-        .collect()
+        .collect()  # at most six rows: clean plus one per reason
     )
     rejected = dict.fromkeys(REJECT_REASONS, 0)
     rows_in = rows_clean = 0
