@@ -21,9 +21,13 @@ log = logging.getLogger("segspark")
 
 #: Subcommand -> (stages it runs, help). ``run`` runs every stage in order.
 COMMANDS: dict[str, tuple[list[str], str]] = {
-    "run": (["ingest", "features"], "run the whole pipeline: every stage in order"),
+    "run": (["ingest", "features", "train"], "run the whole pipeline: every stage in order"),
     "ingest": (["ingest"], "raw transactions -> transactions_clean + transactions_rejected"),
     "features": (["features"], "transactions_clean -> customer_features for the --as-of snapshots"),
+    "train": (
+        ["train"],
+        "customer_features -> K sweep, saved model, model_selection + customer_segments + segment_centroids",
+    ),
 }
 
 

@@ -20,7 +20,6 @@ import logging
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
-from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -73,19 +72,7 @@ def read_source(spark: SparkSession, source: SourceSettings) -> DataFrame:
     """Read the raw transactions as configured; CSV columns are all text (no inference)."""
     if not source.path:
         raise ConfigError("config key 'source.path' is not set: pass --input PATH or set source.path")
-    try:
-        if source.format == "csv":
-            df = spark.read.options(**source.csv_options).option("inferSchema", "false").csv(source.path)
-        elif source.format == "parquet":
-            df = spark.read.parquet(source.path)
-        elif source.format == "delta":
-            df = spark.read.format("delta").load(source.path)
-        else:
-            df = spark.table(source.path)
-    except AnalysisException as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise InputError(f"cannot read {source.format} input '{source.path}': {first_line}") from None
-    return df
+    return lakehouse.read_input(spark, source.format, source.path, source.csv_options, what="input")
 
 
 def check_source_columns(raw_df: DataFrame, source: SourceSettings) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from segspark.errors import InputError
 from segspark.schemas import TableSpec
 
 
@@ -92,3 +94,21 @@ def restore(spark: SparkSession, path: str, version: int | None) -> None:
 
 def read_table(spark: SparkSession, path: str) -> DataFrame:
     return spark.read.format("delta").load(path)
+
+
+def read_input(spark: SparkSession, fmt: str, path: str, csv_options: dict[str, str], what: str) -> DataFrame:
+    """Read a user's csv/parquet/delta path or catalog table (``fmt == "table"``); CSV columns stay text.
+
+    A missing path or table raises InputError naming ``what`` and the path, not a Java stack trace.
+    """
+    try:
+        if fmt == "csv":
+            return spark.read.options(**csv_options).option("inferSchema", "false").csv(path)
+        if fmt == "parquet":
+            return spark.read.parquet(path)
+        if fmt == "delta":
+            return spark.read.format("delta").load(path)
+        return spark.table(path)
+    except AnalysisException as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise InputError(f"cannot read {fmt} {what} '{path}': {first_line}") from None

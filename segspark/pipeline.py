@@ -11,6 +11,7 @@ from segspark.config import Config
 from segspark.features import run_features
 from segspark.ingest import run_ingest
 from segspark.runs import StageRun, new_run_id
+from segspark.train import run_train
 
 log = logging.getLogger("segspark")
 
@@ -18,6 +19,7 @@ log = logging.getLogger("segspark")
 STAGES: dict[str, Callable[..., object]] = {
     "ingest": run_ingest,
     "features": run_features,
+    "train": run_train,
 }
 
 

@@ -179,3 +179,106 @@ CUSTOMER_FEATURES = TableSpec(
         ]
     ),
 )
+
+SEGMENT_ID = "segment_id"
+MODEL_VERSION = "model_version"
+
+MODEL_SELECTION = TableSpec(
+    comment=(
+        "The K sweep of each train run: one row per (algorithm, K) with its evidence, and the decision record "
+        "(is_chosen, structure, reason) (segspark train)."
+    ),
+    schema=T.StructType(
+        [
+            field(RUN_ID, T.StringType(), "Train run", False),
+            field(MODEL_VERSION, T.StringType(), "Model version the run saved (its run id)", False),
+            field(AS_OF_DATE, T.DateType(), "Snapshot trained on"),
+            field("algorithm", T.StringType(), "kmeans, bisecting_kmeans or gaussian_mixture", False),
+            field("k", T.IntegerType(), "Number of segments requested", False),
+            field("customers", T.LongType(), "Customers in the snapshot", False),
+            field("customers_evaluated", T.LongType(), "Customers the candidate was fitted and evaluated on", False),
+            field("wssse", T.DoubleType(), "Within-segment sum of squared distances to the model's centres", False),
+            field(
+                "silhouette_squared_euclidean", T.DoubleType(),
+                "MLlib ClusteringEvaluator silhouette; it uses SQUARED Euclidean distance",
+            ),
+            field(
+                "silhouette_euclidean", T.DoubleType(),
+                "Silhouette with Euclidean distance on a seeded sample (as scikit-learn's silhouette_score)",
+            ),
+            field("silhouette_sample", T.IntegerType(), "Customers in the Euclidean silhouette sample", False),
+            field(
+                "reference_silhouette", T.DoubleType(),
+                "Euclidean silhouette of the same fit on a structureless reference: one Gaussian with the "
+                "sample's mean and covariance",
+            ),
+            field("davies_bouldin", T.DoubleType(), "Davies-Bouldin index (lower is better)"),
+            field("calinski_harabasz", T.DoubleType(), "Calinski-Harabasz index (higher is better)"),
+            field("segments_found", T.IntegerType(), "Non-empty segments (can be below k on degenerate data)", False),
+            field("smallest_segment_share", T.DoubleType(), "Share of customers in the smallest segment", False),
+            field(
+                "stability_ari", T.DoubleType(),
+                "Mean adjusted Rand index of the assignments of fits with other seeds; null when not measured",
+            ),
+            field("iterations", T.IntegerType(), "Iterations of the main fit"),
+            field("converged", T.BooleanType(), "The main fit stopped before max_iter"),
+            field("is_elbow", T.BooleanType(), "K is the knee of this algorithm's WSSSE curve", False),
+            field("fit_seconds", T.DoubleType(), "Seconds to fit the main model", False),
+            field("seconds", T.DoubleType(), "Seconds for the candidate: all fits and every metric", False),
+            field("structure", T.StringType(), "Evidence of cluster structure: strong, moderate or weak", False),
+            field("is_chosen", T.BooleanType(), "The (algorithm, K) the run fitted on all customers and saved", False),
+            field("reason", T.StringType(), "Plain-language reason it was or was not chosen", False),
+            field("created_at", T.TimestampType(), "When the row was written (UTC)", False),
+        ]
+    ),
+)
+
+CUSTOMER_SEGMENTS = TableSpec(
+    comment="Segment of every customer per snapshot, from the saved model (segspark train, score).",
+    partition_by=(AS_OF_DATE,),
+    schema=T.StructType(
+        [
+            field(AS_OF_DATE, T.DateType(), "Snapshot the features are as of", False),
+            field(CUSTOMER_ID, T.StringType(), "Customer id", False),
+            field(SEGMENT_ID, T.IntegerType(), "Stable segment id (see segment_centroids)", False),
+            field(
+                "distance_to_centroid", T.DoubleType(),
+                "Euclidean distance to the segment's centre in model space (standardised, or PCA) units", False,
+            ),
+            field(MODEL_VERSION, T.StringType(), "Model that assigned the segment", False),
+            field(RUN_ID, T.StringType(), "Run that wrote the row", False),
+        ]
+    ),
+)
+
+SEGMENT_CENTROIDS = TableSpec(
+    comment="One row per segment of each saved model: size, centroid in standardised and original units.",
+    schema=T.StructType(
+        [
+            field(MODEL_VERSION, T.StringType(), "Model version", False),
+            field(SEGMENT_ID, T.IntegerType(), "Stable segment id", False),
+            field("algorithm", T.StringType(), "Clustering algorithm", False),
+            field("k", T.IntegerType(), "Segments in the model", False),
+            field(AS_OF_DATE, T.DateType(), "Snapshot the model was trained on"),
+            field("customers", T.LongType(), "Training customers in the segment", False),
+            field("share", T.DoubleType(), "Share of training customers in the segment", False),
+            field(
+                "centroid_standardised", T.MapType(T.StringType(), T.DoubleType(), False),
+                "Feature -> mean of the members' standardised values (one-hot slots as feature=value)", False,
+            ),
+            field(
+                "centroid_original", T.MapType(T.StringType(), T.DoubleType(), False),
+                "Feature -> the standardised centroid mapped back to original units (log undone); for a "
+                "one-hot slot, the share of members with that value", False,
+            ),
+            field("feature_columns", T.ArrayType(T.StringType(), False), "Input columns the model reads", False),
+            field("previous_model_version", T.StringType(), "Model whose segment ids this model's ids continue"),
+            field(
+                "previous_centroid_distance", T.DoubleType(),
+                "Distance (this model's standardised units) to the matched previous segment's centroid",
+            ),
+            field(RUN_ID, T.StringType(), "Train run", False),
+            field("created_at", T.TimestampType(), "When the model was saved (UTC)", False),
+        ]
+    ),
+)

@@ -1,0 +1,13 @@
+"""spark-submit entry point for `segspark train`; takes the same options (--config, --set, --input, ...)."""
+
+import sys
+
+from segspark.cli import job_main
+
+
+def main(argv=None) -> int:
+    return job_main("train", argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

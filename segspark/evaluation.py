@@ -1,0 +1,319 @@
+"""Clustering evidence and the rule that chooses K.
+
+Everything here works on small, already collected numbers: a bounded silhouette sample, K x K contingency
+tables, K cluster statistics, one row per (algorithm, K). The distributed passes that produce them live in
+:mod:`segspark.train`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from segspark.config import ModelSettings
+
+#: Rows of the silhouette sample compared at once: bounds driver memory to chunk x n distances.
+_SILHOUETTE_CHUNK = 512
+
+
+def euclidean_silhouette(points: np.ndarray, labels: np.ndarray) -> float | None:
+    """Mean silhouette with Euclidean distance, as scikit-learn's ``silhouette_score`` defines it.
+
+    A point alone in its cluster scores 0. Returns None when fewer than two clusters are present.
+    """
+    points = np.asarray(points, dtype=float)
+    labels = np.asarray(labels)
+    uniq, codes = np.unique(labels, return_inverse=True)
+    n_clusters = len(uniq)
+    if n_clusters < 2 or len(points) < 2:
+        return None
+    sizes = np.bincount(codes, minlength=n_clusters).astype(float)
+    one_hot = np.zeros((len(points), n_clusters))
+    one_hot[np.arange(len(points)), codes] = 1.0
+    scores = np.empty(len(points))
+    sq_norms = np.einsum("ij,ij->i", points, points)
+    for start in range(0, len(points), _SILHOUETTE_CHUNK):
+        block = points[start : start + _SILHOUETTE_CHUNK]
+        sq = sq_norms[start : start + len(block), None] + sq_norms[None, :] - 2.0 * block @ points.T
+        dist = np.sqrt(np.maximum(sq, 0.0))
+        dist[np.arange(len(block)), np.arange(start, start + len(block))] = 0.0
+        sums = dist @ one_hot  # block x clusters: summed distance to each cluster's members
+        own = codes[start : start + len(block)]
+        own_size = sizes[own]
+        a = np.where(own_size > 1, sums[np.arange(len(block)), own] / np.maximum(own_size - 1, 1), 0.0)
+        mean_other = sums / sizes[None, :]
+        mean_other[np.arange(len(block)), own] = np.inf
+        b = mean_other.min(axis=1)
+        denom = np.maximum(a, b)
+        s = np.where(denom > 0, (b - a) / np.where(denom > 0, denom, 1.0), 0.0)
+        scores[start : start + len(block)] = np.where(own_size > 1, s, 0.0)
+    return float(scores.mean())
+
+
+def adjusted_rand_index(contingency: np.ndarray) -> float:
+    """Adjusted Rand index from a contingency table of two labelings (rows: one, columns: the other).
+
+    Identical partitions score 1 (also when both put everyone in one cluster); independent ones about 0.
+    """
+    table = np.asarray(contingency, dtype=float)
+    n = table.sum()
+
+    def pairs(x: np.ndarray | float) -> np.ndarray | float:
+        return x * (x - 1) / 2.0
+
+    sum_cells = pairs(table).sum()
+    sum_rows = pairs(table.sum(axis=1)).sum()
+    sum_cols = pairs(table.sum(axis=0)).sum()
+    total = pairs(n)
+    expected = sum_rows * sum_cols / total if total else 0.0
+    maximum = (sum_rows + sum_cols) / 2.0
+    if maximum == expected:  # both labelings trivial (one cluster, or all singletons)
+        return 1.0
+    return float((sum_cells - expected) / (maximum - expected))
+
+
+@dataclass(frozen=True)
+class ClusterStats:
+    """Per-cluster statistics from one distributed pass: sizes, empirical means, and distances to them."""
+
+    counts: np.ndarray  # (k,)
+    means: np.ndarray  # (k, d) empirical mean of each cluster's members
+    mean_distance: np.ndarray  # (k,) mean Euclidean distance of members to their cluster's mean
+    within_ss: float  # sum of squared distances of members to their cluster's mean
+
+
+def davies_bouldin(stats: ClusterStats) -> float | None:
+    """Davies-Bouldin index (scikit-learn's definition); None with fewer than two clusters."""
+    k = len(stats.counts)
+    if k < 2:
+        return None
+    diff = stats.means[:, None, :] - stats.means[None, :, :]
+    separation = np.sqrt((diff**2).sum(axis=2))
+    spread = stats.mean_distance[:, None] + stats.mean_distance[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(separation > 0, spread / np.where(separation > 0, separation, 1.0), np.inf)
+    np.fill_diagonal(ratio, -np.inf)
+    worst = ratio.max(axis=1)
+    if np.isinf(worst).any():
+        return None  # two clusters share a centre: the index is undefined
+    return float(worst.mean())
+
+
+def calinski_harabasz(stats: ClusterStats) -> float | None:
+    """Calinski-Harabasz index (scikit-learn's definition); None when undefined."""
+    k = len(stats.counts)
+    n = float(stats.counts.sum())
+    if k < 2 or n <= k:
+        return None
+    overall = (stats.counts[:, None] * stats.means).sum(axis=0) / n
+    between = float((stats.counts * ((stats.means - overall) ** 2).sum(axis=1)).sum())
+    if stats.within_ss == 0:
+        return math.inf if between > 0 else None
+    return between * (n - k) / (stats.within_ss * (k - 1))
+
+
+def elbow_knee(ks: list[int], costs: list[float]) -> int | None:
+    """The knee of a decreasing cost curve: the K farthest below the chord from the first to the last point.
+
+    Both axes are scaled to [0, 1] first (the Kneedle idea), so the answer does not depend on units.
+    Returns None with fewer than three points or a flat curve.
+    """
+    if len(ks) < 3:
+        return None
+    x = np.asarray(ks, dtype=float)
+    y = np.asarray(costs, dtype=float)
+    if y[0] == y[-1]:
+        return None
+    xn = (x - x[0]) / (x[-1] - x[0])
+    yn = (y - y[-1]) / (y[0] - y[-1])
+    gap = (1.0 - xn) - yn  # chord from (0, 1) to (1, 0), minus the curve
+    best = int(np.argmax(gap))
+    return int(ks[best]) if gap[best] > 0 else None
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """The evidence about one (algorithm, K) and, after :func:`choose`, its verdict."""
+
+    algorithm: str
+    k: int
+    silhouette: float | None
+    reference_silhouette: float | None
+    stability: float | None
+    smallest_share: float
+    segments_found: int
+    is_elbow: bool = False
+    structure: str = ""
+    is_chosen: bool = False
+    reason: str = ""
+
+
+def structure_of(c: Candidate, settings: ModelSettings) -> tuple[str, list[str]]:
+    """``strong``, ``moderate`` or ``weak``, with the plain-language findings that make it weak."""
+    problems = []
+    if c.silhouette is None:
+        problems.append("the silhouette is undefined (fewer than two segments in the sample)")
+    else:
+        if c.silhouette < settings.min_silhouette:
+            problems.append(f"silhouette {c.silhouette:.3f} is below {settings.min_silhouette:.3f}")
+        if c.reference_silhouette is not None:
+            gain = c.silhouette - c.reference_silhouette
+            if gain < settings.min_silhouette_gain:
+                problems.append(
+                    f"silhouette {c.silhouette:.3f} is only {gain:+.3f} against a structureless reference "
+                    f"({c.reference_silhouette:.3f}; at least {settings.min_silhouette_gain:+.3f} needed)"
+                )
+    if c.stability is not None and c.stability < settings.min_stability:
+        problems.append(
+            f"assignments change with the seed (mean adjusted Rand index {c.stability:.3f} < "
+            f"{settings.min_stability:.3f})"
+        )
+    if problems:
+        return "weak", problems
+    assert c.silhouette is not None
+    return ("strong" if c.silhouette >= settings.strong_silhouette else "moderate"), []
+
+
+def _label(c: Candidate) -> str:
+    return f"K={c.k} ({c.algorithm})"
+
+
+def _sil(c: Candidate) -> float:
+    return c.silhouette if c.silhouette is not None else -math.inf
+
+
+def choose(candidates: list[Candidate], settings: ModelSettings) -> list[Candidate]:
+    """Mark one candidate chosen and give every candidate its structure and reason.
+
+    The rule (documented in the README, "Choosing K"):
+
+    1. Eligible: every requested segment is non-empty, the smallest holds at least ``min_segment_share`` of
+       customers, and (when measured) the mean adjusted Rand index across seeds is at least
+       ``min_stability``. If nothing is eligible, the stability requirement is dropped, then the size one.
+    2. Among eligible candidates, those within ``silhouette_tolerance`` of the best Euclidean silhouette are
+       equally good; of those, an elbow of the WSSSE curve is preferred; otherwise the best silhouette.
+       Remaining ties go to the smaller K, then to the algorithm listed first.
+    3. ``force_k`` overrides the choice (the best candidate at that K); the automatic pick is still named.
+    4. Every candidate gets a structure verdict; a weak chosen one says so in its reason.
+    """
+    if not candidates:
+        raise ValueError("no candidates to choose from")
+    order = {a: i for i, a in enumerate(settings.algorithms)}
+
+    def tiebreak(c: Candidate) -> tuple:
+        return (-_sil(c), c.k, order.get(c.algorithm, len(order)))
+
+    def size_ok(c: Candidate) -> bool:
+        return c.segments_found == c.k and c.smallest_share >= settings.min_segment_share
+
+    def stable_ok(c: Candidate) -> bool:
+        return c.stability is None or c.stability >= settings.min_stability
+
+    relaxed = ""
+    eligible = [c for c in candidates if size_ok(c) and stable_ok(c)]
+    if not eligible:
+        eligible = [c for c in candidates if size_ok(c)]
+        relaxed = "no candidate met every rule, so stability was not required"
+    if not eligible:
+        eligible = list(candidates)
+        relaxed = "no candidate met the segment-size rule, so every candidate was considered"
+    best_sil = max(_sil(c) for c in eligible)
+    near = [c for c in eligible if _sil(c) >= best_sil - settings.silhouette_tolerance]
+    elbows = [c for c in near if c.is_elbow]
+    auto = min(elbows or near, key=tiebreak) if best_sil > -math.inf else min(eligible, key=lambda c: c.k)
+
+    chosen = auto
+    if settings.force_k is not None:
+        at_k = [c for c in candidates if c.k == settings.force_k]
+        chosen = min(at_k, key=tiebreak)
+
+    out = []
+    for c in candidates:
+        structure, problems = structure_of(c, settings)
+        if c is chosen:
+            reason = _chosen_reason(c, auto, structure, problems, elbows, relaxed, settings)
+        else:
+            reason = _rejected_reason(c, chosen, auto, eligible, near, settings)
+        out.append(replace(c, structure=structure, is_chosen=c is chosen, reason=reason))
+    return out
+
+
+def _chosen_reason(
+    c: Candidate,
+    auto: Candidate,
+    structure: str,
+    problems: list[str],
+    elbows: list[Candidate],
+    relaxed: str,
+    settings: ModelSettings,
+) -> str:
+    parts = []
+    if settings.force_k is not None:
+        parts.append(f"Chosen: {_label(c)} because model.force_k is {settings.force_k}")
+        if auto is not c:
+            parts.append(f"the evidence alone would choose {_label(auto)}")
+    else:
+        if c.silhouette is None:
+            why = f"Chosen: {_label(c)}"
+        elif c in elbows:
+            why = (
+                f"Chosen: {_label(c)}: the elbow of the WSSSE curve, with a sampled Euclidean silhouette "
+                f"({c.silhouette:.3f}) within {settings.silhouette_tolerance:.2f} of the best"
+            )
+        else:
+            why = f"Chosen: {_label(c)}: best sampled Euclidean silhouette ({c.silhouette:.3f})"
+        why += (
+            f", among candidates whose smallest segment holds at least {settings.min_segment_share:.0%} "
+            f"of customers and whose assignments are stable across seeds"
+        )
+        parts.append(why)
+        if relaxed:
+            parts.append(relaxed)
+    if structure == "weak":
+        parts.append(
+            "WEAK STRUCTURE: " + "; ".join(problems) + ". These segments cut a continuum rather than "
+            "separate distinct groups: use them as bands (e.g. value tiers), not as customer types"
+        )
+    else:
+        gain = (
+            f", {c.silhouette - c.reference_silhouette:+.3f} against a structureless reference"
+            if c.reference_silhouette is not None and c.silhouette is not None
+            else ""
+        )
+        stab = f", stability {c.stability:.2f}" if c.stability is not None else ""
+        parts.append(f"Structure: {structure} (silhouette {c.silhouette:.3f}{gain}{stab})")
+    return "; ".join(parts) + "."
+
+
+def _rejected_reason(
+    c: Candidate,
+    chosen: Candidate,
+    auto: Candidate,
+    eligible: list[Candidate],
+    near: list[Candidate],
+    settings: ModelSettings,
+) -> str:
+    if settings.force_k is not None and c is auto:
+        return f"Not chosen: the evidence favours it, but model.force_k is {settings.force_k}."
+    if c.segments_found < c.k:
+        return f"Not chosen: only {c.segments_found} of {c.k} segments are non-empty."
+    if c.smallest_share < settings.min_segment_share:
+        return (
+            f"Not chosen: the smallest segment holds {c.smallest_share:.1%} of customers "
+            f"(at least {settings.min_segment_share:.0%} required)."
+        )
+    if c.stability is not None and c.stability < settings.min_stability and c not in eligible:
+        return (
+            f"Not chosen: assignments change with the seed (mean adjusted Rand index {c.stability:.2f} < "
+            f"{settings.min_stability:.2f})."
+        )
+    if c in near:
+        return (
+            f"Not chosen: silhouette {_sil(c):.3f} is within {settings.silhouette_tolerance:.2f} of the best, "
+            f"but {_label(chosen)} is preferred (elbow, then smaller K)."
+        )
+    if c.silhouette is None:
+        return "Not chosen: silhouette undefined."
+    return f"Not chosen: silhouette {c.silhouette:.3f} is below {_label(chosen)}'s {_sil(chosen):.3f}."

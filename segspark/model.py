@@ -1,0 +1,264 @@
+"""The segmentation model: one Spark ML ``PipelineModel`` from raw feature columns to ``segment_id``.
+
+Stages, in order (column names are internal and start with ``_``):
+
+1. ``SQLTransformer``: numeric features cast to double, ``log_features`` replaced by sign(x) * ln(1 + |x|);
+   categorical features cast to text with null as ``(missing)``.
+2. ``Imputer`` (median of the training customers) for nulls left in numeric features.
+3. ``StringIndexer`` (alphabetical, unseen values kept in their own slot) and ``OneHotEncoder`` (no slot
+   dropped) for categorical features.
+4. ``VectorAssembler`` and ``StandardScaler`` (mean 0, standard deviation 1) into ``_scaled``.
+5. Optional ``PCA``. The model-space vector is ``features``.
+6. The clustering model (KMeans, BisectingKMeans or GaussianMixture) adds ``prediction``.
+7. ``SQLTransformer`` mapping MLlib's arbitrary ``prediction`` to the stable ``segment_id``.
+
+The fitted model is saved with ``PipelineModel.save`` under ``<lakehouse>/models/<model_version>`` and loads
+with :func:`load_model` to score any frame holding the feature columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from pyspark.ml import Estimator, Pipeline, PipelineModel, Transformer
+from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, GaussianMixtureModel, KMeans
+from pyspark.ml.feature import (
+    PCA,
+    Imputer,
+    OneHotEncoder,
+    SQLTransformer,
+    StandardScaler,
+    StringIndexer,
+    StringIndexerModel,
+    VectorAssembler,
+)
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+
+from segspark.config import ModelSettings
+from segspark.schemas import SEGMENT_ID
+
+FEATURES_COL = "features"
+SCALED_COL = "_scaled"
+PREDICTION_COL = "prediction"
+MISSING_CATEGORY = "(missing)"
+#: Name of a one-hot slot for values not seen in training.
+UNSEEN_CATEGORY = "(unseen)"
+
+
+def quote(name: str) -> str:
+    """A column name as a Spark SQL identifier (backticks doubled), safe inside SQLTransformer statements."""
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _num(name: str) -> str:
+    return f"_num_{name}"
+
+
+def _imp(name: str) -> str:
+    return f"_imp_{name}"
+
+
+def _cat(name: str) -> str:
+    return f"_cat_{name}"
+
+
+def _idx(name: str) -> str:
+    return f"_idx_{name}"
+
+
+def _ohe(name: str) -> str:
+    return f"_ohe_{name}"
+
+
+def signed_log_sql(expr: str) -> str:
+    """sign(x) * ln(1 + |x|): compresses skewed values, keeps 0 at 0 and the sign of negatives."""
+    return f"SIGNUM({expr}) * LN(1D + ABS({expr}))"
+
+
+def preprocessing_pipeline(settings: ModelSettings, numeric: list[str], categorical: list[str]) -> Pipeline:
+    """Stages 1-5 (see the module docstring) for the given feature columns, unfitted."""
+    exprs = []
+    for name in numeric:
+        value = f"CAST({quote(name)} AS DOUBLE)"
+        if name in settings.log_features:
+            value = signed_log_sql(value)
+        exprs.append(f"{value} AS {quote(_num(name))}")
+    for name in categorical:
+        exprs.append(f"COALESCE(CAST({quote(name)} AS STRING), '{MISSING_CATEGORY}') AS {quote(_cat(name))}")
+    stages: list = [SQLTransformer(statement=f"SELECT *, {', '.join(exprs)} FROM __THIS__")]
+    assembled = []
+    if numeric:
+        stages.append(
+            Imputer(inputCols=[_num(c) for c in numeric], outputCols=[_imp(c) for c in numeric], strategy="median")
+        )
+        assembled += [_imp(c) for c in numeric]
+    if categorical:
+        stages.append(
+            StringIndexer(
+                inputCols=[_cat(c) for c in categorical],
+                outputCols=[_idx(c) for c in categorical],
+                stringOrderType="alphabetAsc",
+                handleInvalid="keep",
+            )
+        )
+        stages.append(
+            OneHotEncoder(
+                inputCols=[_idx(c) for c in categorical], outputCols=[_ohe(c) for c in categorical], dropLast=False
+            )
+        )
+        assembled += [_ohe(c) for c in categorical]
+    stages.append(VectorAssembler(inputCols=assembled, outputCol="_assembled", handleInvalid="error"))
+    pca = settings.pca.enabled
+    stages.append(
+        StandardScaler(
+            inputCol="_assembled", outputCol=SCALED_COL if pca else FEATURES_COL, withMean=True, withStd=True
+        )
+    )
+    return Pipeline(stages=stages)
+
+
+def fit_pca(scaled_df: DataFrame, settings: ModelSettings, dimensions: int) -> tuple[Transformer, int]:
+    """Fit PCA on ``_scaled`` keeping ``pca.components`` or enough components for ``pca.variance``."""
+    if settings.pca.components is not None:
+        k = min(settings.pca.components, dimensions)
+        return PCA(k=k, inputCol=SCALED_COL, outputCol=FEATURES_COL).fit(scaled_df), k
+    full = PCA(k=dimensions, inputCol=SCALED_COL, outputCol=FEATURES_COL).fit(scaled_df)
+    explained = np.cumsum(full.explainedVariance.toArray())
+    k = int(np.searchsorted(explained, settings.pca.variance - 1e-12) + 1)
+    k = min(max(k, 1), dimensions)
+    return PCA(k=k, inputCol=SCALED_COL, outputCol=FEATURES_COL).fit(scaled_df), k
+
+
+def clustering_estimator(algorithm: str, k: int, seed: int, settings: ModelSettings) -> Estimator:
+    """The MLlib estimator for one candidate, reading ``features`` and writing ``prediction``."""
+    common = dict(featuresCol=FEATURES_COL, predictionCol=PREDICTION_COL, k=k, seed=seed, maxIter=settings.max_iter)
+    if algorithm == "kmeans":
+        return KMeans(initMode="k-means||", tol=settings.tol, **common)
+    if algorithm == "bisecting_kmeans":
+        return BisectingKMeans(**common)
+    if algorithm == "gaussian_mixture":
+        return GaussianMixture(tol=settings.tol, probabilityCol="_probability", **common)
+    raise ValueError(f"unknown algorithm {algorithm!r}")
+
+
+def cluster_centers(model: Transformer) -> np.ndarray:
+    """Centres of a fitted clustering model by MLlib cluster index (GaussianMixture: component means)."""
+    if isinstance(model, GaussianMixtureModel):
+        return np.array([g.mean.toArray() for g in model.gaussians])
+    return np.array([np.asarray(c) for c in model.clusterCenters()])
+
+
+def iterations(model: Transformer) -> int | None:
+    return int(model.summary.numIter) if model.hasSummary else None
+
+
+def _array_literal(matrix: np.ndarray) -> Column:
+    return F.array(*[F.array(*[F.lit(float(v)) for v in row]) for row in matrix])
+
+
+def euclidean_distance(vector: Column, centre: Column) -> Column:
+    """Euclidean distance between two double arrays (native higher-order functions, no Python UDF)."""
+    squares = F.zip_with(vector, centre, lambda a, b: (a - b) * (a - b))
+    return F.sqrt(F.aggregate(squares, F.lit(0.0), lambda acc, x: acc + x))
+
+
+def distance_to(centres: np.ndarray, index: Column, features: Column | None = None) -> Column:
+    """Distance from the ``features`` vector to ``centres[index]``."""
+    features = features if features is not None else F.col(FEATURES_COL)
+    centre = F.element_at(_array_literal(centres), index.cast("int") + 1)
+    return euclidean_distance(vector_to_array(features), centre)
+
+
+def segment_id_stage(prediction_to_segment: dict[int, int]) -> SQLTransformer:
+    """Stage 7: map MLlib's cluster index to the stable segment id."""
+    cases = " ".join(f"WHEN {p} THEN {s}" for p, s in sorted(prediction_to_segment.items()))
+    return SQLTransformer(
+        statement=f"SELECT *, CAST(CASE {quote(PREDICTION_COL)} {cases} END AS INT) AS {SEGMENT_ID} FROM __THIS__"
+    )
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Fitted stages 1-5 and the names of the slots of the standardised vector."""
+
+    stages: list[Transformer]
+    slot_names: list[str]
+    #: For each slot: (numeric feature name or None, was it log-transformed).
+    slot_sources: list[tuple[str | None, bool]]
+    scaler_mean: np.ndarray
+    scaler_std: np.ndarray
+    pca_components: int | None
+
+
+def describe_slots(
+    stages: list[Transformer], numeric: list[str], categorical: list[str], settings: ModelSettings
+) -> tuple[list[str], list[tuple[str | None, bool]]]:
+    """Names of the assembled vector's slots: numeric features, then ``feature=value`` one-hot slots."""
+    names = list(numeric)
+    sources: list[tuple[str | None, bool]] = [(c, c in settings.log_features) for c in numeric]
+    indexers = [s for s in stages if isinstance(s, StringIndexerModel)]
+    if categorical:
+        for column, labels in zip(categorical, indexers[0].labelsArray, strict=True):
+            for label in [*labels, UNSEEN_CATEGORY]:
+                names.append(f"{column}={label}")
+                sources.append((None, False))
+    return names, sources
+
+
+def to_original_units(prep: Preprocessing, standardised: np.ndarray) -> np.ndarray:
+    """Undo standardisation (and the log transform) slot by slot; one-hot slots become shares."""
+    values = prep.scaler_mean + prep.scaler_std * standardised
+    out = values.copy()
+    for i, (_, logged) in enumerate(prep.slot_sources):
+        if logged:
+            out[i] = np.sign(values[i]) * np.expm1(np.abs(values[i]))
+    return out
+
+
+def to_standardised(prep: Preprocessing, original: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_original_units`: original units to this model's standardised units."""
+    values = np.array(original, dtype=float)
+    for i, (_, logged) in enumerate(prep.slot_sources):
+        if logged:
+            values[i] = np.sign(values[i]) * np.log1p(np.abs(values[i]))
+    std = np.where(prep.scaler_std > 0, prep.scaler_std, 1.0)
+    return np.where(prep.scaler_std > 0, (values - prep.scaler_mean) / std, 0.0)
+
+
+def assemble_model(
+    prep: Preprocessing, clustering: Transformer, prediction_to_segment: dict[int, int]
+) -> PipelineModel:
+    """Stages 1-7 as one PipelineModel."""
+    return PipelineModel(stages=[*prep.stages, clustering, segment_id_stage(prediction_to_segment)])
+
+
+def clustering_stage(model: PipelineModel) -> Transformer:
+    """The clustering model inside a segmentation PipelineModel (the stage before the segment-id mapping)."""
+    return model.stages[-2]
+
+
+def assign_segments(model: PipelineModel, customers_df: DataFrame) -> DataFrame:
+    """Score customers: the input's columns plus ``segment_id`` and ``distance_to_centroid``.
+
+    Parameters
+    ----------
+    customers_df : one row per customer with the model's feature columns (nulls are imputed).
+    """
+    centres = cluster_centers(clustering_stage(model))
+    scored_df = model.transform(customers_df)
+    return scored_df.select(
+        *customers_df.columns,
+        F.col(SEGMENT_ID),
+        distance_to(centres, F.col(PREDICTION_COL)).alias("distance_to_centroid"),
+    )
+
+
+def save_model(model: PipelineModel, path: str) -> None:
+    model.write().overwrite().save(path)
+
+
+def load_model(path: str) -> PipelineModel:
+    return PipelineModel.load(path)
