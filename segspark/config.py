@@ -255,9 +255,12 @@ class ModelSettings(_Section):
     sample_size: int = Field(default=100_000, ge=100)
     #: Customers in the seeded sample for the Euclidean silhouette (computed on the driver).
     silhouette_sample_size: int = Field(default=3_000, ge=50, le=20_000)
-    #: Extra fits per (algorithm, K) with other seeds; stability is their mean adjusted Rand index against
-    #: the main fit. 0 skips stability.
-    stability_runs: int = Field(default=3, ge=0)
+    #: Fits per model, each from another seed; the lowest WSSSE (GMM: highest likelihood) is kept, like
+    #: scikit-learn's n_init. More restarts cost time but avoid poor local optima.
+    restarts: int = Field(default=5, ge=1)
+    #: Independent repeats of the whole fit (each ``restarts`` fits on fresh seeds); stability is the mean
+    #: adjusted Rand index of their assignments against the kept fit's. 0 skips stability.
+    stability_runs: int = Field(default=2, ge=0)
     #: A K whose smallest segment holds less than this share of customers is not chosen automatically.
     min_segment_share: float = Field(default=0.02, ge=0, lt=1)
     #: Mean adjusted Rand index below this means unstable assignments (weak structure).

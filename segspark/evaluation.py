@@ -14,6 +14,8 @@ import numpy as np
 
 from segspark.config import ModelSettings
 
+#: Slack for comparing a difference of two scores with a threshold (0.60 - 0.50 < 0.10 in floating point).
+_EPSILON = 1e-9
 #: Rows of the silhouette sample compared at once: bounds driver memory to chunk x n distances.
 _SILHOUETTE_CHUNK = 512
 
@@ -130,7 +132,8 @@ def elbow_knee(ks: list[int], costs: list[float]) -> int | None:
     yn = (y - y[-1]) / (y[0] - y[-1])
     gap = (1.0 - xn) - yn  # chord from (0, 1) to (1, 0), minus the curve
     best = int(np.argmax(gap))
-    return int(ks[best]) if gap[best] > 0 else None
+    # Rounding leaves gaps of ~1e-16 on a straight line: only a real bend counts.
+    return int(ks[best]) if gap[best] > 1e-9 else None
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ def structure_of(c: Candidate, settings: ModelSettings) -> tuple[str, list[str]]
             problems.append(f"silhouette {c.silhouette:.3f} is below {settings.min_silhouette:.3f}")
         if c.reference_silhouette is not None:
             gain = c.silhouette - c.reference_silhouette
-            if gain < settings.min_silhouette_gain:
+            if gain < settings.min_silhouette_gain - _EPSILON:
                 problems.append(
                     f"silhouette {c.silhouette:.3f} is only {gain:+.3f} against a structureless reference "
                     f"({c.reference_silhouette:.3f}; at least {settings.min_silhouette_gain:+.3f} needed)"

@@ -151,6 +151,23 @@ def cluster_centers(model: Transformer) -> np.ndarray:
     return np.array([np.asarray(c) for c in model.clusterCenters()])
 
 
+def objective(model: Transformer) -> float:
+    """What the fit minimised, lower is better: WSSSE (KMeans, BisectingKMeans) or -log-likelihood (GMM)."""
+    if isinstance(model, GaussianMixtureModel):
+        return -float(model.summary.logLikelihood)
+    return float(model.summary.trainingCost)
+
+
+def fit_best(algorithm: str, k: int, df: DataFrame, settings: ModelSettings, seed: int) -> Transformer:
+    """Fit with ``model.restarts`` seeds from ``seed`` on and keep the lowest objective (then the lowest seed).
+
+    Restarts are scikit-learn's n_init: MLlib's k-means|| start can settle in a poor local optimum (on the
+    planted test data about half of the single starts did).
+    """
+    fits = [clustering_estimator(algorithm, k, s, settings).fit(df) for s in range(seed, seed + settings.restarts)]
+    return min(enumerate(fits), key=lambda item: (objective(item[1]), item[0]))[1]
+
+
 def iterations(model: Transformer) -> int | None:
     return int(model.summary.numIter) if model.hasSummary else None
 

@@ -58,9 +58,9 @@ from segspark.model import (
     assemble_model,
     assign_segments,
     cluster_centers,
-    clustering_estimator,
     describe_slots,
     distance_to,
+    fit_best,
     fit_pca,
     iterations,
     preprocessing_pipeline,
@@ -348,17 +348,15 @@ def cluster_stats(
     return stats, float(sum(second[i]["cost"] for i in index))
 
 
-def stability(
-    base_df: DataFrame, algorithm: str, k: int, settings: ModelSettings, seed: int, sweep_df: DataFrame
-) -> float | None:
-    """Mean adjusted Rand index between the main fit's assignments and fits with other seeds."""
-    if settings.stability_runs == 0:
+def stability(base_df: DataFrame, repeats: list[Transformer], k: int) -> float | None:
+    """Mean adjusted Rand index between the kept fit's assignments (``prediction`` in ``base_df``) and each
+    repeat's; None without repeats."""
+    if not repeats:
         return None
     scores = []
     renamed_df = base_df.select(CUSTOMER_ID, FEATURES_COL, F.col(PREDICTION_COL).alias("_base"))
-    for run in range(1, settings.stability_runs + 1):
-        other = clustering_estimator(algorithm, k, seed + run, settings).fit(sweep_df)
-        cells = other.transform(renamed_df).groupBy("_base", PREDICTION_COL).count().collect()  # <= K x K rows
+    for repeat in repeats:
+        cells = repeat.transform(renamed_df).groupBy("_base", PREDICTION_COL).count().collect()  # <= K x K rows
         table = np.zeros((k, k))
         for r in cells:
             table[int(r["_base"]), int(r[PREDICTION_COL])] = r["count"]
@@ -392,7 +390,7 @@ def evaluate_candidate(
 ) -> tuple[Evaluated, Transformer]:
     """Fit one (algorithm, K) on the sweep customers and measure everything model_selection records."""
     started = time.perf_counter()
-    model = clustering_estimator(algorithm, k, seed, settings).fit(sweep_df)
+    model = fit_best(algorithm, k, sweep_df, settings, seed)
     fit_seconds = time.perf_counter() - started
     centres = cluster_centers(model)
     predictions_df = model.transform(sweep_df).select(CUSTOMER_ID, FEATURES_COL, PREDICTION_COL)
@@ -409,9 +407,14 @@ def evaluate_candidate(
         sample_df, points = sample
         silhouette = euclidean_silhouette(points, labels_of(model, sample_df))
         reference_df, reference_points = reference
-        reference_model = clustering_estimator(algorithm, k, seed, settings).fit(reference_df)
+        # The reference gets the same restarts, so a lucky or unlucky start favours neither side.
+        reference_model = fit_best(algorithm, k, reference_df, settings, seed)
         reference_silhouette = euclidean_silhouette(reference_points, labels_of(reference_model, reference_df))
-        stable = stability(predictions_df, algorithm, k, settings, seed, sweep_df)
+        repeats = [
+            fit_best(algorithm, k, sweep_df, settings, seed + run * settings.restarts)
+            for run in range(1, settings.stability_runs + 1)
+        ]
+        stable = stability(predictions_df, repeats, k)
     finally:
         predictions_df.unpersist()
     n_iter = iterations(model)
@@ -590,7 +593,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
 
         final = models[(chosen.algorithm, chosen.k)]
         if sweep_df is not vectors_df:
-            final = clustering_estimator(chosen.algorithm, chosen.k, seed, settings).fit(vectors_df)
+            final = fit_best(chosen.algorithm, chosen.k, vectors_df, settings, seed)
         segments = segment_table(final, vectors_df, prep)
         previous = previous_model(spark, config, prep.slot_names) if settings.match_previous else None
         ids, distances = number_segments(segments.standardised, segments.counts, prep, previous)

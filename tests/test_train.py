@@ -1,0 +1,468 @@
+"""The train stage end to end on a real local SparkSession: planted types, weak structure, determinism,
+saved models, stable segment ids and errors."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+from sklearn.metrics import adjusted_rand_score, silhouette_score
+
+from segspark import lakehouse
+from segspark.config import ModelSettings, load_config
+from segspark.errors import ConfigError, InputError, SchemaError
+from segspark.evaluation import euclidean_silhouette
+from segspark.features import run_features
+from segspark.ingest import run_ingest
+from segspark.model import (
+    FEATURES_COL,
+    PREDICTION_COL,
+    Preprocessing,
+    assign_segments,
+    cluster_centers,
+    clustering_stage,
+    load_model,
+)
+from segspark.train import (
+    PreviousModel,
+    collect_points,
+    hash_sample,
+    labels_of,
+    number_segments,
+    run_train,
+)
+from tests.conftest import ROOT
+
+SCRIPT = ROOT / "scripts" / "generate_transactions.py"
+#: A quick sweep for tests: K 2..6, one repeat for stability.
+FAST_MODEL = {"k_min": 2, "k_max": 6, "restarts": 5, "stability_runs": 1}
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("generate_transactions", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def retail_config(lake: Path, source: Path | None = None, **overrides):
+    flags = {"lakehouse": str(lake), **overrides}
+    if source is not None:
+        flags["source"] = {"path": str(source)}
+    return load_config([ROOT / "conf" / "online_retail.yaml"], env=None, flags=flags)
+
+
+def copy_features(planted, lake: Path) -> Path:
+    """A new lakehouse holding only the planted customer_features (so tests do not see each other's models)."""
+    shutil.copytree(planted["config"].table_path("customer_features"), lake / "customer_features")
+    return lake
+
+
+@pytest.fixture(scope="module")
+def planted(spark, tmp_path_factory):
+    """30,000 generated lines with 4 planted behaviour types, ingested, featurised and trained once."""
+    root = tmp_path_factory.mktemp("planted")
+    data, truth = root / "tx", root / "truth.csv"
+    _generator().generate(data, rows=30_000, seed=7, truth_path=truth)
+    config = retail_config(root / "lake", data, model=FAST_MODEL)
+    run_ingest(spark, config, "run-ingest")
+    run_features(spark, config, "run-features")
+    result = run_train(spark, config, "run-train")
+    with truth.open(newline="") as handle:
+        types = {row["customer_id"]: row["behaviour_type"] for row in csv.DictReader(handle)}
+    return {"config": config, "result": result, "truth": types, "root": root}
+
+
+def segments_of(spark, config, model_version: str):
+    return (
+        lakehouse.read_table(spark, config.table_path("customer_segments"))
+        .filter(F.col("model_version") == model_version)
+        .select("customer_id", "segment_id", "distance_to_centroid")
+        .orderBy("customer_id")
+    )
+
+
+def test_planted_types_give_k4_matching_the_truth(spark, planted):
+    result = planted["result"]
+    assert result.chosen.k == 4
+    assert result.chosen.structure in ("strong", "moderate")
+    rows = segments_of(spark, planted["config"], result.model_version).collect()
+    assert len(rows) == result.customers
+    labels = [r["segment_id"] for r in rows]
+    truth = [planted["truth"][r["customer_id"]] for r in rows]
+    assert adjusted_rand_score(truth, labels) >= 0.8
+
+
+def test_model_selection_records_the_sweep_and_one_decision(spark, planted):
+    result = planted["result"]
+    rows = (
+        lakehouse.read_table(spark, planted["config"].table_path("model_selection"))
+        .filter(F.col("run_id") == "run-train")
+        .orderBy("k")
+        .collect()
+    )
+    assert [r["k"] for r in rows] == [2, 3, 4, 5, 6]
+    assert [r["is_chosen"] for r in rows] == [False, False, True, False, False]
+    chosen = rows[2]
+    assert chosen["reason"].startswith("Chosen: K=4 (kmeans)")
+    assert "WEAK STRUCTURE" not in chosen["reason"]
+    assert all(r["reason"].startswith("Not chosen") for r in rows if not r["is_chosen"])
+    assert all(r["customers"] == result.customers == r["customers_evaluated"] for r in rows)
+    costs = [r["wssse"] for r in rows]
+    assert costs == sorted(costs, reverse=True)
+    for r in rows:
+        assert r["converged"] and 0 < r["iterations"] < 100
+        assert 0 < r["smallest_segment_share"] <= 1 / r["k"]
+        assert r["davies_bouldin"] > 0 and r["calinski_harabasz"] > 0
+        assert r["stability_ari"] is not None and -1 <= r["stability_ari"] <= 1
+        # MLlib's silhouette uses squared distances: a different figure from the Euclidean one.
+        assert r["silhouette_squared_euclidean"] != pytest.approx(r["silhouette_euclidean"], abs=1e-6)
+        assert r["silhouette_euclidean"] > r["reference_silhouette"]
+    assert chosen["silhouette_euclidean"] == max(r["silhouette_euclidean"] for r in rows)
+
+
+def test_euclidean_silhouette_matches_scikit_learn(spark, planted):
+    """The silhouette the stage recorded equals scikit-learn's on the same points (here: every customer)."""
+    config, result = planted["config"], planted["result"]
+    recorded = (
+        lakehouse.read_table(spark, config.table_path("model_selection"))
+        .filter((F.col("run_id") == "run-train") & F.col("is_chosen"))
+        .first()
+    )
+    model = load_model(result.model_path)
+    features_df = lakehouse.read_table(spark, config.table_path("customer_features"))
+    rows = model.transform(features_df).select(FEATURES_COL, PREDICTION_COL).collect()
+    points = np.array([r[0].toArray() for r in rows])
+    labels = np.array([r[1] for r in rows])
+    assert recorded["silhouette_sample"] == len(rows)
+    assert recorded["silhouette_euclidean"] == pytest.approx(silhouette_score(points, labels), abs=0.02)
+
+
+def test_sampled_silhouette_matches_scikit_learn_on_the_same_sample(spark, planted):
+    config, result = planted["config"], planted["result"]
+    model = load_model(result.model_path)
+    features_df = lakehouse.read_table(spark, config.table_path("customer_features"))
+    vectors_df = model.transform(features_df).select("customer_id", FEATURES_COL)
+    sample_df = hash_sample(vectors_df, 120, seed=42, salt="silhouette")
+    ids, points = collect_points(sample_df)
+    assert len(ids) == 120 and ids == sorted(ids)
+    labels = labels_of(clustering_stage(model), sample_df)
+    ours = euclidean_silhouette(points, labels)
+    assert ours == pytest.approx(silhouette_score(points, labels), abs=0.02)
+    # The same seed picks the same customers from a differently partitioned frame.
+    again, _ = collect_points(hash_sample(vectors_df.repartition(5), 120, seed=42, salt="silhouette"))
+    assert again == ids
+
+
+def test_saved_model_reproduces_the_written_assignments(spark, planted):
+    config, result = planted["config"], planted["result"]
+    loaded = load_model(result.model_path)
+    features_df = lakehouse.read_table(spark, config.table_path("customer_features"))
+    rescored_df = assign_segments(loaded, features_df).select("customer_id", "segment_id", "distance_to_centroid")
+    assert_df_equality(
+        rescored_df,
+        segments_of(spark, config, result.model_version),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+
+
+def test_distance_to_centroid_is_euclidean_distance_to_the_model_centre(spark, planted):
+    config, result = planted["config"], planted["result"]
+    model = load_model(result.model_path)
+    centres = cluster_centers(clustering_stage(model))
+    features_df = lakehouse.read_table(spark, config.table_path("customer_features")).orderBy("customer_id").limit(5)
+    for row in assign_segments(model, features_df).join(
+        model.transform(features_df).select("customer_id", FEATURES_COL, PREDICTION_COL), "customer_id", "inner"
+    ).collect():
+        expected = float(np.linalg.norm(row[FEATURES_COL].toArray() - centres[row[PREDICTION_COL]]))
+        assert row["distance_to_centroid"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_segments_are_numbered_by_size_with_centroids_in_both_units(spark, planted):
+    config, result = planted["config"], planted["result"]
+    rows = (
+        lakehouse.read_table(spark, config.table_path("segment_centroids"))
+        .filter(F.col("model_version") == result.model_version)
+        .orderBy("segment_id")
+        .collect()
+    )
+    assert [r["segment_id"] for r in rows] == [1, 2, 3, 4]
+    sizes = [r["customers"] for r in rows]
+    assert sizes == sorted(sizes, reverse=True) and sum(sizes) == result.customers
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+    written = segments_of(spark, config, result.model_version).groupBy("segment_id").count().orderBy("segment_id")
+    assert [r["count"] for r in written.collect()] == sizes
+    features = ["recency_days", "frequency", "monetary", "avg_basket_value", "tenure_days"]
+    for r in rows:
+        assert sorted(r["centroid_standardised"]) == sorted(features) == sorted(r["centroid_original"])
+        assert r["feature_columns"] == features
+        assert r["previous_model_version"] is None
+    # Original units: the champions' segment (most invoices) buys far more often than the one-time buyers'.
+    frequencies = sorted(r["centroid_original"]["frequency"] for r in rows)
+    assert frequencies[0] < 2.5 and frequencies[-1] > 15
+
+
+def test_layout_of_the_input_does_not_change_assignments(spark, planted, tmp_path):
+    """Same features written as 7 shuffled files: identical segments and distances."""
+    model_keys = {"k_min": 3, "k_max": 5, "stability_runs": 0}
+    first = retail_config(copy_features(planted, tmp_path / "a"), model=model_keys)
+    features_df = lakehouse.read_table(spark, planted["config"].table_path("customer_features"))
+    second = retail_config(tmp_path / "b", model=model_keys)
+    features_df.orderBy(F.rand(3)).repartition(7).write.format("delta").save(second.table_path("customer_features"))
+    a = run_train(spark, first, "run-a")
+    b = run_train(spark, second, "run-b")
+    assert a.chosen.k == b.chosen.k
+    assert_df_equality(
+        segments_of(spark, first, a.model_version), segments_of(spark, second, b.model_version), ignore_nullable=True
+    )
+
+
+def test_retraining_keeps_segment_ids(spark, planted, tmp_path):
+    lake = copy_features(planted, tmp_path / "lake")
+    fixed = {"k_min": 4, "k_max": 4, "stability_runs": 0}
+    first_config = retail_config(lake, model=fixed)
+    first = run_train(spark, first_config, "run-1")
+    features_df = lakehouse.read_table(spark, first_config.table_path("customer_features"))
+    before = {
+        r["customer_id"]: r["segment_id"]
+        for r in assign_segments(load_model(first.model_path), features_df).collect()
+    }
+    # Another seed may number MLlib's clusters differently; matching to the first model's centroids keeps ids.
+    second_config = retail_config(lake, seed=1234, model=fixed)
+    second = run_train(spark, second_config, "run-2")
+    after_df = segments_of(spark, second_config, second.model_version)
+    after = {r["customer_id"]: r["segment_id"] for r in after_df.collect()}
+    same = sum(before[c] == after[c] for c in before)
+    assert same / len(before) >= 0.99
+    # The snapshot's partition now holds the second model's segments only.
+    models = lakehouse.read_table(spark, second_config.table_path("customer_segments")).select("model_version")
+    assert [r[0] for r in models.distinct().collect()] == [second.model_version]
+    centroids = (
+        lakehouse.read_table(spark, second_config.table_path("segment_centroids"))
+        .filter(F.col("model_version") == second.model_version)
+        .collect()
+    )
+    assert {r["previous_model_version"] for r in centroids} == {first.model_version}
+    assert all(r["previous_centroid_distance"] < 0.2 for r in centroids)
+
+
+def test_force_k_overrides_the_evidence_and_says_so(spark, planted, tmp_path):
+    config = retail_config(
+        copy_features(planted, tmp_path / "lake"), model={"k_min": 4, "k_max": 4, "force_k": 5, "stability_runs": 0}
+    )
+    result = run_train(spark, config, "run-forced")
+    assert result.chosen.k == 5
+    assert "because model.force_k is 5" in result.chosen.reason
+    assert "the evidence alone would choose K=4 (kmeans)" in result.chosen.reason
+    assert [c.k for c in result.candidates] == [4, 5]
+    written = lakehouse.read_table(spark, config.table_path("customer_segments"))
+    assert sorted(r[0] for r in written.select("segment_id").distinct().collect()) == [1, 2, 3, 4, 5]
+
+
+def _prep(slot_names, means, stds, logged=None):
+    logged = logged or [False] * len(slot_names)
+    return Preprocessing(
+        stages=[],
+        slot_names=slot_names,
+        slot_sources=[(n, lg) for n, lg in zip(slot_names, logged, strict=True)],
+        scaler_mean=np.array(means, dtype=float),
+        scaler_std=np.array(stds, dtype=float),
+        pca_components=None,
+    )
+
+
+def test_number_segments_by_size_without_a_previous_model():
+    prep = _prep(["x", "y"], [0, 0], [1, 1])
+    means = np.array([[0.0, 1.0], [5.0, 5.0], [-3.0, 0.0], [1.0, 1.0]])
+    counts = np.array([10, 40, 25, 10])
+    ids, distances = number_segments(means, counts, prep, None)
+    # Largest first; the two clusters of 10 are ordered by centroid: (0, 1) before (1, 1).
+    assert ids == [3, 1, 2, 4]
+    assert distances == [None] * 4
+
+
+def test_number_segments_follows_previous_centroids_not_sizes():
+    # Previous model: ids 1, 2, 5 at x = 10, 0, -10 (original units: x logged, y not).
+    prep = _prep(["x", "y"], [1.0, 0.0], [2.0, 1.0], logged=[True, False])
+    old_original = np.array([[10.0, 0.0], [0.0, 0.0], [-10.0, 0.0]])
+    previous = PreviousModel("m1", [1, 2, 5], old_original)
+    old_std = np.array([[(np.log1p(10) - 1) / 2, 0.0], [-0.5, 0.0], [(-np.log1p(10) - 1) / 2, 0.0]])
+    # New clusters: near old 5, near old 1, a new one far away, near old 2; sizes disagree with old ids.
+    new = np.array([old_std[2] + 0.01, old_std[0] - 0.02, [0.0, 9.0], old_std[1]])
+    counts = np.array([50, 5, 30, 20])
+    ids, distances = number_segments(new, counts, prep, previous)
+    assert ids == [5, 1, 6, 2]
+    assert distances[0] == pytest.approx(0.01 * np.sqrt(2))
+    assert distances[1] == pytest.approx(0.02 * np.sqrt(2))
+    assert distances[2] is None and distances[3] == pytest.approx(0.0, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------------------------
+# Attribute-only mode, weak structure and errors
+
+
+ATTRIBUTES = "customer_id string, age double, income double, spending_score double"
+
+
+def write_attributes(spark, path: Path, rows, schema: str) -> Path:
+    spark.createDataFrame(rows, schema).write.format("delta").save(str(path))
+    return path
+
+
+def attribute_config(lake: Path, table: Path, **model):
+    settings = {
+        "input": "attributes",
+        "attributes": {"path": str(table)},
+        "numeric_features": ["age", "income", "spending_score"],
+        "log_features": [],
+        "k_min": 2,
+        "k_max": 5,
+        "stability_runs": 1,
+        **model,
+    }
+    return load_config(env=None, flags={"lakehouse": str(lake), "as_of_dates": ["2024-01-01"], "model": settings})
+
+
+def test_homogeneous_population_is_reported_as_weak_structure(spark, tmp_path, caplog):
+    rng = np.random.default_rng(11)
+    values = rng.multivariate_normal([40, 60, 50], [[100, 30, 0], [30, 400, 20], [0, 20, 225]], size=600)
+    rows = [(f"c{i:04d}", float(a), float(b), float(c)) for i, (a, b, c) in enumerate(values)]
+    table = write_attributes(
+        spark, tmp_path / "attrs", rows, "customer_id string, age double, income double, spending_score double"
+    )
+    config = attribute_config(tmp_path / "lake", table)
+    with caplog.at_level("WARNING", logger="segspark"):
+        result = run_train(spark, config, "run-weak")
+    assert result.chosen.structure == "weak"
+    assert "WEAK STRUCTURE" in result.chosen.reason and "structureless reference" in result.chosen.reason
+    assert any("weak structure" in message for message in caplog.messages)
+    written = lakehouse.read_table(spark, config.table_path("customer_segments"))
+    assert written.count() == 600
+    assert written.select("as_of_date").distinct().collect()[0][0].isoformat() == "2024-01-01"
+
+
+def mall_rows():
+    """Three planted groups in income x spending score; gender categorical with a null; one missing income."""
+    rng = np.random.default_rng(5)
+    centres = [(30, 20, 80), (45, 90, 15), (55, 60, 50)]
+    rows = []
+    for g, (age, income, score) in enumerate(centres):
+        for i in range(70):
+            gender = [None, "Female", "Male"][(i + g) % 3] if i % 10 else None
+            rows.append(
+                (
+                    f"m{g}{i:03d}",
+                    float(age + rng.normal(0, 3)),
+                    float(income + rng.normal(0, 4)),
+                    float(score + rng.normal(0, 4)),
+                    gender,
+                )
+            )
+    rows[0] = (rows[0][0], rows[0][1], None, rows[0][3], rows[0][4])
+    return rows
+
+
+def test_attribute_only_mode_with_categorical_and_missing_values(spark, tmp_path):
+    schema = "cust string, age double, income double, spending_score double, gender string"
+    table = write_attributes(spark, tmp_path / "mall", mall_rows(), schema)
+    attributes = {"path": str(table), "customer_id": "cust"}
+    config = attribute_config(tmp_path / "lake", table, attributes=attributes, categorical_features=["gender"])
+    result = run_train(spark, config, "run-mall")
+    assert result.chosen.k == 3
+    truth = {r[0]: r[0][1] for r in mall_rows()}
+    rows = lakehouse.read_table(spark, config.table_path("customer_segments")).collect()
+    assert len(rows) == 210
+    assert adjusted_rand_score([truth[r["customer_id"]] for r in rows], [r["segment_id"] for r in rows]) > 0.95
+    centroid = lakehouse.read_table(spark, config.table_path("segment_centroids")).first()
+    assert set(centroid["centroid_original"]) == {
+        "age", "income", "spending_score", "gender=(missing)", "gender=Female", "gender=Male", "gender=(unseen)"
+    }
+    # A saved model scores values it never saw: an unseen category and a null income.
+    model = load_model(result.model_path)
+    new_df = spark.createDataFrame(
+        [("n1", 31.0, None, 79.0, "Other")], "customer_id string, age double, income double, spending_score double, "
+        "gender string"
+    )
+    scored = assign_segments(model, new_df).first()
+    seg_of_m0 = [r["segment_id"] for r in rows if r["customer_id"].startswith("m0")]
+    assert scored["segment_id"] == max(set(seg_of_m0), key=seg_of_m0.count)
+
+
+def test_k_larger_than_the_customers_is_a_clear_error(spark, tmp_path):
+    rows = [(f"c{i}", float(i), float(i % 3), float(i % 5)) for i in range(7)]
+    table = write_attributes(spark, tmp_path / "few", rows, ATTRIBUTES)
+    with pytest.raises(ConfigError, match=r"model.k_max asks for K=10 but the attribute table has only 7 customers"):
+        run_train(spark, attribute_config(tmp_path / "lake", table, k_max=10), "run-x")
+    with pytest.raises(ConfigError, match=r"model.force_k asks for K=8"):
+        run_train(spark, attribute_config(tmp_path / "lake", table, k_max=3, force_k=8), "run-x")
+
+
+def test_k_min_above_k_max_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"k_min \(6\) is greater than k_max \(4\)"):
+        load_config(env=None, flags={"model": {"k_min": 6, "k_max": 4}})
+    with pytest.raises(ValueError):
+        ModelSettings(k_min=1)
+
+
+@pytest.mark.parametrize(
+    ("rows", "schema", "model", "error", "message"),
+    [
+        pytest.param(
+            [("a", 1.0)], "customer_id string, age double", {}, SchemaError,
+            r"model feature column\(s\) \['income', 'spending_score'\] not found", id="missing-column",
+        ),
+        pytest.param(
+            [("a", "x", 1.0, 2.0), ("b", "3", 1.0, 2.0)], "customer_id string, age string, income double, "
+            "spending_score double", {}, SchemaError, r"not a number \(count\): age \(1\)", id="text-not-number",
+        ),
+        pytest.param(
+            [("a", None, 1.0, 2.0), ("b", None, 3.0, 2.0)], "customer_id string, age double, income double, "
+            "spending_score double", {}, SchemaError, r"\['age'\] are null for every customer", id="all-null",
+        ),
+        pytest.param(
+            [("a", 1.0, 1.0, 2.0), ("a", 2.0, 3.0, 2.0)], "customer_id string, age double, income double, "
+            "spending_score double", {}, InputError, r"1 repeated customer id\(s\), e.g. 'a'", id="repeated-id",
+        ),
+        pytest.param(
+            [], "customer_id string, age double, income double, spending_score double", {}, InputError,
+            "has no customers to segment", id="empty",
+        ),
+        pytest.param(
+            [("a", dt.datetime(2024, 1, 1), 1.0, 2.0)], "customer_id string, age timestamp, income double, "
+            "spending_score double", {}, SchemaError, r"must be numbers; these are not: age \(timestamp\)",
+            id="wrong-type",
+        ),
+    ],
+)
+def test_bad_training_input_is_named(spark, tmp_path, rows, schema, model, error, message):
+    table = write_attributes(spark, tmp_path / "attrs", rows, schema)
+    with pytest.raises(error, match=message):
+        run_train(spark, attribute_config(tmp_path / "lake", table, **model), "run-x")
+
+
+def test_train_without_features_says_what_to_run(spark, tmp_path):
+    config = load_config(env=None, flags={"lakehouse": str(tmp_path / "nothing")})
+    with pytest.raises(InputError, match="run 'segspark features' first"):
+        run_train(spark, config, "run-x")
+
+
+def test_cli_train_exits_2_with_a_readable_message(planted, tmp_path):
+    lake = copy_features(planted, tmp_path / "lake")
+    result = subprocess.run(
+        [sys.executable, "-m", "segspark.cli", "train", "--lakehouse", str(lake), "--env", "local",
+         "--set", "model.k_max=100000", "--set", "spark.master=local[1]"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "segspark: error: model.k_max asks for K=100000 but snapshot" in result.stderr
+    assert "Traceback" not in result.stderr
