@@ -187,6 +187,13 @@ def _sil(c: Candidate) -> float:
     return c.silhouette if c.silhouette is not None else -math.inf
 
 
+def _gain(c: Candidate) -> float:
+    """Silhouette minus the structureless reference's; -inf when either is missing."""
+    if c.silhouette is None or c.reference_silhouette is None:
+        return -math.inf
+    return c.silhouette - c.reference_silhouette
+
+
 def choose(candidates: list[Candidate], settings: ModelSettings) -> list[Candidate]:
     """Mark one candidate chosen and give every candidate its structure and reason.
 
@@ -196,8 +203,9 @@ def choose(candidates: list[Candidate], settings: ModelSettings) -> list[Candida
        customers, and (when measured) the mean adjusted Rand index across seeds is at least
        ``min_stability``. If nothing is eligible, the stability requirement is dropped, then the size one.
     2. Among eligible candidates, those within ``silhouette_tolerance`` of the best Euclidean silhouette are
-       equally good; of those, an elbow of the WSSSE curve is preferred; otherwise the best silhouette.
-       Remaining ties go to the smaller K, then to the algorithm listed first.
+       equally good. Of those, the one whose silhouette beats its structureless reference by the most wins
+       (it is the least likely to be a cut of one blob), then an elbow of the WSSSE curve, then the higher
+       silhouette, the smaller K and the algorithm listed first.
     3. ``force_k`` overrides the choice (the best candidate at that K); the automatic pick is still named.
     4. Every candidate gets a structure verdict; a weak chosen one says so in its reason.
     """
@@ -223,9 +231,11 @@ def choose(candidates: list[Candidate], settings: ModelSettings) -> list[Candida
         eligible = list(candidates)
         relaxed = "no candidate met the segment-size rule, so every candidate was considered"
     best_sil = max(_sil(c) for c in eligible)
-    near = [c for c in eligible if _sil(c) >= best_sil - settings.silhouette_tolerance]
-    elbows = [c for c in near if c.is_elbow]
-    auto = min(elbows or near, key=tiebreak) if best_sil > -math.inf else min(eligible, key=lambda c: c.k)
+    near = [c for c in eligible if _sil(c) >= best_sil - settings.silhouette_tolerance - _EPSILON]
+    if best_sil > -math.inf:
+        auto = min(near, key=lambda c: (-round(_gain(c), 9), not c.is_elbow, *tiebreak(c)))
+    else:
+        auto = min(eligible, key=lambda c: c.k)
 
     chosen = auto
     if settings.force_k is not None:
@@ -236,7 +246,7 @@ def choose(candidates: list[Candidate], settings: ModelSettings) -> list[Candida
     for c in candidates:
         structure, problems = structure_of(c, settings)
         if c is chosen:
-            reason = _chosen_reason(c, auto, structure, problems, elbows, relaxed, settings)
+            reason = _chosen_reason(c, auto, structure, problems, best_sil, candidates, relaxed, settings)
         else:
             reason = _rejected_reason(c, chosen, auto, eligible, near, settings)
         out.append(replace(c, structure=structure, is_chosen=c is chosen, reason=reason))
@@ -248,7 +258,8 @@ def _chosen_reason(
     auto: Candidate,
     structure: str,
     problems: list[str],
-    elbows: list[Candidate],
+    best_sil: float,
+    candidates: list[Candidate],
     relaxed: str,
     settings: ModelSettings,
 ) -> str:
@@ -260,18 +271,24 @@ def _chosen_reason(
     else:
         if c.silhouette is None:
             why = f"Chosen: {_label(c)}"
-        elif c in elbows:
-            why = (
-                f"Chosen: {_label(c)}: the elbow of the WSSSE curve, with a sampled Euclidean silhouette "
-                f"({c.silhouette:.3f}) within {settings.silhouette_tolerance:.2f} of the best"
-            )
-        else:
+        elif c.silhouette >= best_sil:
             why = f"Chosen: {_label(c)}: best sampled Euclidean silhouette ({c.silhouette:.3f})"
+        else:
+            why = (
+                f"Chosen: {_label(c)}: sampled Euclidean silhouette {c.silhouette:.3f}, within "
+                f"{settings.silhouette_tolerance:.2f} of the best ({best_sil:.3f}), with the largest gain over a "
+                f"structureless reference ({_gain(c):+.3f})"
+            )
         why += (
             f", among candidates whose smallest segment holds at least {settings.min_segment_share:.0%} "
             f"of customers and whose assignments are stable across seeds"
         )
         parts.append(why)
+        knees = [o.k for o in candidates if o.is_elbow and o.algorithm == c.algorithm]
+        if c.is_elbow:
+            parts.append("it is also the elbow of the WSSSE curve")
+        elif knees:
+            parts.append(f"the elbow of the WSSSE curve is at K={knees[0]}")
         if relaxed:
             parts.append(relaxed)
     if structure == "weak":
@@ -315,7 +332,7 @@ def _rejected_reason(
     if c in near:
         return (
             f"Not chosen: silhouette {_sil(c):.3f} is within {settings.silhouette_tolerance:.2f} of the best, "
-            f"but {_label(chosen)} is preferred (elbow, then smaller K)."
+            f"but {_label(chosen)} is preferred (larger gain over the reference, then elbow, then smaller K)."
         )
     if c.silhouette is None:
         return "Not chosen: silhouette undefined."

@@ -426,17 +426,27 @@ def test_choose_stability_not_measured_is_not_a_problem():
     assert chosen.structure == "strong"
 
 
-def test_choose_prefers_an_elbow_within_tolerance():
-    out, chosen = run([cand(2, 0.40), cand(3, 0.55, elbow=True), cand(4, 0.56)])
+def test_choose_prefers_the_larger_gain_over_the_reference_within_tolerance():
+    # K=4 has the best silhouette, but K=3 beats its structureless reference by more (0.35 against 0.26).
+    out, chosen = run([cand(2, 0.40), cand(3, 0.55, reference=0.20), cand(4, 0.56, reference=0.30)])
     assert chosen.k == 3
-    assert "elbow of the WSSSE curve" in chosen.reason
+    assert "within 0.02 of the best (0.560), with the largest gain over a structureless reference (+0.350)" in (
+        chosen.reason
+    )
     assert "within 0.02 of the best" in by_k(out)[4].reason
+
+
+def test_choose_elbow_breaks_a_tie_in_gain_within_tolerance():
+    out, chosen = run([cand(2, 0.40), cand(3, 0.55, reference=0.05, elbow=True), cand(4, 0.56, reference=0.06)])
+    assert chosen.k == 3
+    assert "it is also the elbow of the WSSSE curve" in chosen.reason
 
 
 def test_choose_ignores_an_elbow_outside_tolerance():
     _, chosen = run([cand(2, 0.40), cand(3, 0.50, elbow=True), cand(4, 0.56)])
     assert chosen.k == 4
     assert "best sampled Euclidean silhouette (0.560)" in chosen.reason
+    assert "the elbow of the WSSSE curve is at K=3" in chosen.reason
 
 
 def test_choose_without_an_elbow_takes_the_best_silhouette_within_tolerance():
