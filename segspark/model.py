@@ -7,7 +7,8 @@ Stages, in order (column names are internal and start with ``_``):
 2. ``Imputer`` (median of the training customers) for nulls left in numeric features.
 3. ``StringIndexer`` (alphabetical, unseen values kept in their own slot) and ``OneHotEncoder`` (no slot
    dropped) for categorical features.
-4. ``VectorAssembler`` and ``StandardScaler`` (mean 0, standard deviation 1) into ``_scaled``.
+4. ``StandardScaler`` (mean 0, standard deviation 1) for numeric features; one-hot slots stay 0/1; both
+   assembled into one vector.
 5. Optional ``PCA``. The model-space vector is ``features``.
 6. The clustering model (KMeans, BisectingKMeans or GaussianMixture) adds ``prediction``.
 7. ``SQLTransformer`` mapping MLlib's arbitrary ``prediction`` to the stable ``segment_id``.
@@ -89,12 +90,10 @@ def preprocessing_pipeline(settings: ModelSettings, numeric: list[str], categori
     for name in categorical:
         exprs.append(f"COALESCE(CAST({quote(name)} AS STRING), '{MISSING_CATEGORY}') AS {quote(_cat(name))}")
     stages: list = [SQLTransformer(statement=f"SELECT *, {', '.join(exprs)} FROM __THIS__")]
-    assembled = []
     if numeric:
         stages.append(
             Imputer(inputCols=[_num(c) for c in numeric], outputCols=[_imp(c) for c in numeric], strategy="median")
         )
-        assembled += [_imp(c) for c in numeric]
     if categorical:
         stages.append(
             StringIndexer(
@@ -109,14 +108,14 @@ def preprocessing_pipeline(settings: ModelSettings, numeric: list[str], categori
                 inputCols=[_idx(c) for c in categorical], outputCols=[_ohe(c) for c in categorical], dropLast=False
             )
         )
-        assembled += [_ohe(c) for c in categorical]
-    stages.append(VectorAssembler(inputCols=assembled, outputCol="_assembled", handleInvalid="error"))
-    pca = settings.pca.enabled
-    stages.append(
-        StandardScaler(
-            inputCol="_assembled", outputCol=SCALED_COL if pca else FEATURES_COL, withMean=True, withStd=True
-        )
-    )
+    out = SCALED_COL if settings.pca.enabled else FEATURES_COL
+    if numeric:
+        stages.append(VectorAssembler(inputCols=[_imp(c) for c in numeric], outputCol="_numeric"))
+        stages.append(StandardScaler(inputCol="_numeric", outputCol="_standardised", withMean=True, withStd=True))
+    # One-hot slots stay 0/1: two customers with different values are sqrt(2) apart on that feature, which
+    # is what two typical customers are apart on a standardised numeric feature (E[(x - y)^2] = 2).
+    parts = (["_standardised"] if numeric else []) + [_ohe(c) for c in categorical]
+    stages.append(VectorAssembler(inputCols=parts, outputCol=out, handleInvalid="error"))
     return Pipeline(stages=stages)
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from pyspark import StorageLevel
 from pyspark.ml import PipelineModel, Transformer
 from pyspark.ml.evaluation import ClusteringEvaluator
+from pyspark.ml.feature import StandardScalerModel
 from pyspark.ml.linalg import Vectors
 from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame, SparkSession
@@ -256,11 +257,17 @@ def fit_preprocessing(customers_df: DataFrame, settings: ModelSettings, profile:
     """Fit stages 1-5 of the model on all training customers."""
     pipeline_model = preprocessing_pipeline(settings, profile.numeric, profile.categorical).fit(customers_df)
     stages = list(pipeline_model.stages)
-    scaler = stages[-1]
     slot_names, slot_sources = describe_slots(stages, profile.numeric, profile.categorical, settings)
-    mean, std = scaler.mean.toArray(), scaler.std.toArray()
-    if len(slot_names) != len(mean):
-        raise AssertionError(f"slot names {slot_names} do not match the {len(mean)}-wide feature vector")
+    # Numeric slots come first and are standardised; one-hot slots are left as they are (mean 0, scale 1).
+    scalers = [s for s in stages if isinstance(s, StandardScalerModel)]
+    mean, std = np.zeros(len(slot_names)), np.ones(len(slot_names))
+    if scalers:
+        width = len(profile.numeric)
+        mean[:width], std[:width] = scalers[0].mean.toArray(), scalers[0].std.toArray()
+    out = SCALED_COL if settings.pca.enabled else FEATURES_COL
+    width = pipeline_model.transform(customers_df).schema[out].metadata.get("ml_attr", {}).get("num_attrs")
+    if width is not None and width != len(slot_names):  # schema metadata only: no Spark job
+        raise AssertionError(f"slot names {slot_names} do not match the {width}-wide feature vector")
     components = None
     if settings.pca.enabled:
         scaled_df = pipeline_model.transform(customers_df)
