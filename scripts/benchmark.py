@@ -1,10 +1,10 @@
-"""Benchmark ingest and features on generated data; prints figures, asserts nothing.
+"""Benchmark ingest, features and train on generated data; prints figures, asserts nothing.
 
     .venv/bin/python scripts/benchmark.py --rows 5000000 --work /tmp/segspark-bench
 
-Generates the transactions once (seeded; reused on later runs), then times the ingest and features stages
-in Spark local mode and prints rows per second, plus how many times the features plan scans the
-transactions (from the executed plan).
+Generates the transactions once (seeded; reused on later runs), then times the stages in Spark local
+mode and prints rows per second, the cost of each K of the sweep, and how many times the features plan
+scans the transactions (from the executed plan).
 """
 
 from __future__ import annotations
@@ -32,12 +32,34 @@ def count_scans(plan: str, table_folder: str) -> int:
     return sum(1 for line in plan.splitlines() if "FileScan" in line and table_folder in line)
 
 
+def print_sweep_costs(spark, config, run_id: str) -> None:
+    """Seconds per candidate of one train run, from its model_selection rows (one per algorithm and K)."""
+    from pyspark.sql import functions as F
+
+    from segspark import lakehouse
+
+    rows = (
+        lakehouse.read_table(spark, config.table_path("model_selection"))
+        .filter(F.col("run_id") == run_id)
+        .orderBy("algorithm", "k")
+        .collect()  # one row per candidate
+    )
+    m = config.model
+    fits = m.restarts * (2 + m.stability_runs)
+    for r in rows:
+        print(
+            f"  {r['algorithm']} K={r['k']}: {r['seconds']:.1f} s for the candidate ({fits} fits, "
+            f"{r['customers_evaluated']:,} customers), kept fit's {m.restarts} restarts {r['fit_seconds']:.1f} s"
+            f"{' <- chosen' if r['is_chosen'] else ''}"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--work", default="/tmp/segspark-bench", help="folder for data and lakehouse")
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    parser.add_argument("--stages", default="ingest,features")
+    parser.add_argument("--stages", default="ingest,features,train")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
@@ -68,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for stage in args.stages.split(","):
             t0 = time.perf_counter()
-            STAGES[stage](spark, config, new_run_id())
+            run_id = new_run_id()
+            STAGES[stage](spark, config, run_id)
             seconds = time.perf_counter() - t0
             print(f"{stage}: {seconds:.1f} s, {args.rows / seconds:,.0f} source rows/s")
+            if stage == "train":
+                print_sweep_costs(spark, config, run_id)
         clean_path = config.table_path("transactions_clean")
         clean_df = lakehouse.read_table(spark, clean_path)
         clean_rows = clean_df.count()

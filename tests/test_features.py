@@ -15,7 +15,7 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
-from segspark import features, ingest, lakehouse
+from segspark import features, ingest, lakehouse, train
 from segspark.config import DEFAULT_RFM_RULES, FeatureSettings
 from segspark.errors import InputError, SchemaError
 from segspark.features import build_customer_features, quintile_score, rfm_segment
@@ -548,3 +548,14 @@ def test_online_retail_features(spark, tmp_path):
     nulls = table.select(*[F.count(F.when(F.col(c).isNull(), 1)).alias(c) for c in model_columns]).first()
     assert {c: n for c, n in nulls.asDict().items() if n} == {}
     assert table.count() == 4_338
+
+    # Segmenting the real customers finishes and its decision record says how strong the structure is.
+    sweep = config.model.model_copy(update={"k_min": 2, "k_max": 5, "restarts": 2, "stability_runs": 1})
+    result = train.run_train(spark, config.model_copy(update={"model": sweep}), "real-train")
+    assert result.customers == 4_338
+    assert [c.k for c in result.candidates] == [2, 3, 4, 5]
+    assert sum(c.is_chosen for c in result.candidates) == 1
+    assert result.chosen.reason.startswith(f"Chosen: K={result.chosen.k} (kmeans)")
+    assert result.chosen.structure == "weak" and "WEAK STRUCTURE" in result.chosen.reason
+    segments = lakehouse.read_table(spark, config.table_path("customer_segments"))
+    assert segments.count() == 4_338

@@ -258,9 +258,8 @@ def test_retraining_keeps_segment_ids(spark, planted, tmp_path):
 
 
 def test_force_k_overrides_the_evidence_and_says_so(spark, planted, tmp_path):
-    config = retail_config(
-        copy_features(planted, tmp_path / "lake"), model={"k_min": 4, "k_max": 4, "force_k": 5, "restarts": 2, "stability_runs": 0}
-    )
+    forced = {"k_min": 4, "k_max": 4, "force_k": 5, "restarts": 2, "stability_runs": 0}
+    config = retail_config(copy_features(planted, tmp_path / "lake"), model=forced)
     result = run_train(spark, config, "run-forced")
     assert result.chosen.k == 5
     assert "because model.force_k is 5" in result.chosen.reason
