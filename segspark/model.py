@@ -7,8 +7,8 @@ Stages, in order (column names are internal and start with ``_``):
 2. ``Imputer`` (median of the training customers) for nulls left in numeric features.
 3. ``StringIndexer`` (alphabetical, unseen values kept in their own slot) and ``OneHotEncoder`` (no slot
    dropped) for categorical features.
-4. ``StandardScaler`` (mean 0, standard deviation 1) for numeric features; one-hot slots stay 0/1; both
-   assembled into one vector.
+4. ``StandardScaler`` (divided by the standard deviation; the mean is subtracted only in reports) for numeric
+   features; one-hot slots stay 0/1; both assembled into one vector.
 5. Optional ``PCA``. The model-space vector is ``features``.
 6. The clustering model (KMeans, BisectingKMeans or GaussianMixture) adds ``prediction``.
 7. ``SQLTransformer`` mapping MLlib's arbitrary ``prediction`` to the stable ``segment_id``.
@@ -111,7 +111,10 @@ def preprocessing_pipeline(settings: ModelSettings, numeric: list[str], categori
     out = SCALED_COL if settings.pca.enabled else FEATURES_COL
     if numeric:
         stages.append(VectorAssembler(inputCols=[_imp(c) for c in numeric], outputCol="_numeric"))
-        stages.append(StandardScaler(inputCol="_numeric", outputCol="_standardised", withMean=True, withStd=True))
+        # Divided by the standard deviation but not centred: clustering does not care where the origin is,
+        # and Spark's BisectingKMeans cannot split mean-centred data (it perturbs the root centre in
+        # proportion to its norm, which is then 0). Reports subtract the mean (see standardised_offset).
+        stages.append(StandardScaler(inputCol="_numeric", outputCol="_standardised", withMean=False, withStd=True))
     # One-hot slots stay 0/1: two customers with different values are sqrt(2) apart on that feature, which
     # is what two typical customers are apart on a standardised numeric feature (E[(x - y)^2] = 2).
     parts = (["_standardised"] if numeric else []) + [_ohe(c) for c in categorical]
@@ -222,6 +225,12 @@ def describe_slots(
                 names.append(f"{column}={label}")
                 sources.append((None, False))
     return names, sources
+
+
+def standardised_offset(prep: Preprocessing) -> np.ndarray:
+    """What the model-space (pre-PCA) vector holds beyond standardised units: mean / sd on numeric slots."""
+    std = np.where(prep.scaler_std > 0, prep.scaler_std, 1.0)
+    return np.where(prep.scaler_std > 0, prep.scaler_mean / std, 0.0)
 
 
 def to_original_units(prep: Preprocessing, standardised: np.ndarray) -> np.ndarray:

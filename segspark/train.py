@@ -67,6 +67,7 @@ from segspark.model import (
     preprocessing_pipeline,
     quote,
     save_model,
+    standardised_offset,
     to_original_units,
     to_standardised,
 )
@@ -295,7 +296,7 @@ def hash_sample(df: DataFrame, size: int, seed: int, salt: str) -> DataFrame:
 
 def collect_points(sample_df: DataFrame) -> tuple[list[str], np.ndarray]:
     """The silhouette sample on the driver (bounded by model.silhouette_sample_size), ordered by customer."""
-    rows = sample_df.select(CUSTOMER_ID, FEATURES_COL).orderBy(CUSTOMER_ID).collect()
+    rows = sample_df.select(CUSTOMER_ID, FEATURES_COL).orderBy(CUSTOMER_ID).collect()  # <= silhouette_sample_size
     return [r[0] for r in rows], np.array([r[1].toArray() for r in rows])
 
 
@@ -311,7 +312,7 @@ def reference_frame(spark: SparkSession, points: np.ndarray, seed: int) -> tuple
 
 def labels_of(model: Transformer, points_df: DataFrame) -> np.ndarray:
     """Cluster index of each point of a small frame, in customer_id order."""
-    rows = model.transform(points_df).select(CUSTOMER_ID, PREDICTION_COL).orderBy(CUSTOMER_ID).collect()
+    rows = model.transform(points_df).select(CUSTOMER_ID, PREDICTION_COL).orderBy(CUSTOMER_ID).collect()  # bounded
     return np.array([r[1] for r in rows])
 
 
@@ -654,7 +655,7 @@ def segment_table(final: Transformer, vectors_df: DataFrame, prep: Preprocessing
     return SegmentTable(
         predictions=[int(r[PREDICTION_COL]) for r in rows],
         counts=np.array([r["n"] for r in rows], dtype=float),
-        standardised=np.array([r["mean"].toArray() for r in rows]),
+        standardised=np.array([r["mean"].toArray() for r in rows]) - standardised_offset(prep),
     )
 
 

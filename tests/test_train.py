@@ -230,7 +230,8 @@ def test_layout_of_the_input_does_not_change_assignments(spark, planted, tmp_pat
 
 def test_retraining_keeps_segment_ids(spark, planted, tmp_path):
     lake = copy_features(planted, tmp_path / "lake")
-    fixed = {"k_min": 4, "k_max": 4, "restarts": 3, "stability_runs": 0}
+    # Enough restarts that both fits reach the planted optimum (a poor local one would be another grouping).
+    fixed = {"k_min": 4, "k_max": 4, "restarts": 5, "stability_runs": 0}
     first_config = retail_config(lake, model=fixed)
     first = run_train(spark, first_config, "run-1")
     features_df = lakehouse.read_table(spark, first_config.table_path("customer_features"))
@@ -467,3 +468,32 @@ def test_cli_train_exits_2_with_a_readable_message(planted, tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert "segspark: error: model.k_max asks for K=100000 but snapshot" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_other_algorithms_and_pca_run_through_the_same_machinery(spark, tmp_path):
+    table = write_attributes(spark, tmp_path / "mall", [r[:4] for r in mall_rows()], ATTRIBUTES)
+    config = attribute_config(
+        tmp_path / "lake",
+        table,
+        algorithms=["kmeans", "bisecting_kmeans", "gaussian_mixture"],
+        k_min=2,
+        k_max=4,
+        restarts=1,
+        stability_runs=0,
+        pca={"components": 2},
+    )
+    result = run_train(spark, config, "run-algorithms")
+    assert [(c.algorithm, c.k) for c in result.candidates] == [
+        (a, k) for a in ("kmeans", "bisecting_kmeans", "gaussian_mixture") for k in (2, 3, 4)
+    ]
+    assert result.chosen.k == 3
+    selection = lakehouse.read_table(spark, config.table_path("model_selection")).collect()
+    assert all(r["silhouette_euclidean"] is not None and r["wssse"] > 0 for r in selection)
+    # Two PCA components in model space; centroids still come back in the three original features.
+    model = load_model(result.model_path)
+    assert len(cluster_centers(clustering_stage(model))[0]) == 2
+    centroid = lakehouse.read_table(spark, config.table_path("segment_centroids")).first()
+    assert set(centroid["centroid_original"]) == {"age", "income", "spending_score"}
+    truth = {r[0]: r[0][1] for r in mall_rows()}
+    rows = lakehouse.read_table(spark, config.table_path("customer_segments")).collect()
+    assert adjusted_rand_score([truth[r["customer_id"]] for r in rows], [r["segment_id"] for r in rows]) > 0.95
