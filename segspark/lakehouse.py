@@ -87,9 +87,16 @@ def write_table(
 
 
 def restore(spark: SparkSession, path: str, version: int | None) -> None:
-    """Put the table back to ``version`` (the one before a failed run); no-op when it did not exist then."""
-    if version is not None and table_exists(spark, path):
-        DeltaTable.forPath(spark, path).restoreToVersion(version)
+    """Put the table back to ``version`` (the one before a failed run).
+
+    ``None`` means the table did not exist before the run: it goes back to version 0, the empty table
+    :func:`write_table` creates first, so no partial rows survive.
+    """
+    if not table_exists(spark, path):
+        return
+    target = 0 if version is None else version
+    if current_version(spark, path) != target:
+        DeltaTable.forPath(spark, path).restoreToVersion(target)
 
 
 def read_table(spark: SparkSession, path: str) -> DataFrame:

@@ -611,14 +611,24 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
         save_model(model, model_path)
 
         now = dt.datetime.now(dt.UTC)
-        written = write_segments(model, customers_df, as_of, model_version, run_id, config)
-        if written != n:
-            raise ReconciliationError(f"customer_segments wrote {written:,} rows for {n:,} customers")
-        write_centroids(
-            spark, config, segments, ids, distances, prep, chosen, as_of, model_version, run_id, now,
-            previous.model_version if previous is not None else None, settings.features,
-        )
-        write_selection(spark, config, results, decided, n, evaluated_n, len(points), as_of, model_version, run_id, now)
+        # The three tables change together or not at all: on any failure each goes back to its version before.
+        tables = ["customer_segments", "segment_centroids", "model_selection"]
+        before = {t: lakehouse.current_version(spark, config.table_path(t)) for t in tables}
+        try:
+            written = write_segments(model, customers_df, as_of, model_version, run_id, config)
+            if written != n:
+                raise ReconciliationError(f"customer_segments wrote {written:,} rows for {n:,} customers")
+            write_centroids(
+                spark, config, segments, ids, distances, prep, chosen, as_of, model_version, run_id, now,
+                previous.model_version if previous is not None else None, settings.features,
+            )
+            write_selection(
+                spark, config, results, decided, n, evaluated_n, len(points), as_of, model_version, run_id, now
+            )
+        except Exception:
+            for t in tables:
+                lakehouse.restore(spark, config.table_path(t), before[t])
+            raise
     finally:
         for df in reversed(cached):
             df.unpersist()

@@ -497,3 +497,28 @@ def test_other_algorithms_and_pca_run_through_the_same_machinery(spark, tmp_path
     truth = {r[0]: r[0][1] for r in mall_rows()}
     rows = lakehouse.read_table(spark, config.table_path("customer_segments")).collect()
     assert adjusted_rand_score([truth[r["customer_id"]] for r in rows], [r["segment_id"] for r in rows]) > 0.95
+
+
+def test_a_failed_write_leaves_no_partial_segment_tables(spark, planted, tmp_path, monkeypatch):
+    import segspark.train as train_module
+
+    lake = copy_features(planted, tmp_path / "lake")
+    config = retail_config(lake, model={"k_min": 4, "k_max": 4, "restarts": 1, "stability_runs": 0})
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(train_module, "write_selection", broken)
+    with pytest.raises(OSError, match="disk full"):
+        run_train(spark, config, "run-broken")
+    assert lakehouse.read_table(spark, config.table_path("customer_segments")).count() == 0
+    assert lakehouse.read_table(spark, config.table_path("segment_centroids")).count() == 0
+
+    monkeypatch.undo()
+    first = run_train(spark, config, "run-ok")
+    monkeypatch.setattr(train_module, "write_selection", broken)
+    with pytest.raises(OSError):
+        run_train(spark, config, "run-broken-again")
+    kept = lakehouse.read_table(spark, config.table_path("customer_segments"))
+    assert [r[0] for r in kept.select("model_version").distinct().collect()] == [first.model_version]
+    assert kept.count() == first.customers
