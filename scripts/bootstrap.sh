@@ -38,8 +38,13 @@ fi
 stamp="$venv/.segspark-installed"
 want="$(cat "$root/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "segspark: installing segspark and its dependencies into $venv"
-  "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -e "$root[dev]"
+  echo "segspark: installing segspark and its dependencies into $venv (log: $venv/install.log)"
+  # pip's and the build backend's chatter goes to the log; it is shown only when the install fails.
+  if ! { "$venv/bin/python" -m pip install --upgrade pip &&
+         "$venv/bin/python" -m pip install -e "$root[dev]"; } > "$venv/install.log" 2>&1; then
+    tail -n 40 "$venv/install.log" >&2
+    echo "segspark: installing into $venv failed; the whole log is $venv/install.log" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi

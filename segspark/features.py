@@ -108,7 +108,8 @@ def aggregate_customers(invoices_df: DataFrame, settings: FeatureSettings) -> Da
 
 
 def _ratio(numerator: Column, denominator: Column) -> Column:
-    return (numerator.cast(T.DoubleType()) / denominator.cast(T.DoubleType())).cast(T.DoubleType())
+    # try_divide: null, not an ANSI-mode error, if a denominator is ever 0.
+    return F.try_divide(numerator.cast(T.DoubleType()), denominator.cast(T.DoubleType())).cast(T.DoubleType())
 
 
 def with_derived_features(customers_df: DataFrame) -> DataFrame:

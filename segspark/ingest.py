@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segspark import lakehouse
+from segspark.compat import try_cast
 from segspark.config import Config, SourceSettings
 from segspark.errors import ConfigError, InputError, ReconciliationError, SchemaError
 from segspark.schemas import (
@@ -107,7 +108,7 @@ def normalized_customer_id(raw: Column) -> Column:
     Leading zeros stay (``"007"`` is kept as given): only float renderings of integers are rewritten.
     """
     text = F.trim(raw)
-    as_double = text.cast(T.DoubleType())
+    as_double = try_cast(text, T.DoubleType())
     is_scientific_integer = text.rlike(r"^[+-]?\d(\.\d+)?[eE]\+?\d+$") & (as_double == F.floor(as_double))
     return (
         F.when(text.isNull() | (text == "") | (F.lower(text) == "nan"), F.lit(None).cast(T.StringType()))
@@ -128,7 +129,7 @@ def parsed_timestamp(raw: Column, formats: list[str], timezone: str) -> Column:
 def parsed_number(raw: Column) -> Column:
     """The text as a double when it is a plain decimal number (sign, fraction, exponent), else null."""
     text = F.trim(raw)
-    return F.when(text.rlike(NUMBER_PATTERN), text.cast(T.DoubleType()))
+    return F.when(text.rlike(NUMBER_PATTERN), try_cast(text, T.DoubleType()))
 
 
 def parsed_quantity(raw: Column) -> Column:
@@ -141,7 +142,7 @@ def parsed_quantity(raw: Column) -> Column:
 def parsed_decimal(raw: Column, data_type: T.DecimalType) -> Column:
     """The text as an exact decimal (rounded half-up to the type's scale), null when unparseable or too big."""
     text = F.trim(raw)
-    return F.when(text.rlike(NUMBER_PATTERN), text.cast(data_type))
+    return F.when(text.rlike(NUMBER_PATTERN), try_cast(text, data_type))
 
 
 def with_canonical_columns(df: DataFrame, source: SourceSettings) -> DataFrame:
@@ -155,7 +156,8 @@ def with_canonical_columns(df: DataFrame, source: SourceSettings) -> DataFrame:
     quantity = parsed_quantity(source_column(cols.quantity)) if cols.quantity else F.lit(1)
     if source.price_kind == "unit":
         unit_price = parsed_decimal(source_column(cols.price), PRICE_TYPE)
-        line_amount = (quantity * unit_price).cast(AMOUNT_TYPE)
+        # try_cast: a product beyond decimal(28,4) is an invalid_price reject, not a failed job (ANSI mode).
+        line_amount = try_cast(quantity * unit_price, AMOUNT_TYPE)
     else:
         line_amount = parsed_decimal(source_column(cols.price), AMOUNT_TYPE)
         unit_price = F.round(line_amount / quantity, PRICE_TYPE.scale).cast(PRICE_TYPE)

@@ -83,7 +83,8 @@ def preprocessing_pipeline(settings: ModelSettings, numeric: list[str], categori
     """Stages 1-5 (see the module docstring) for the given feature columns, unfitted."""
     exprs = []
     for name in numeric:
-        value = f"CAST({quote(name)} AS DOUBLE)"
+        # TRY_CAST: text that is not a number becomes null (then imputed), not a failed job in ANSI mode.
+        value = f"TRY_CAST({quote(name)} AS DOUBLE)"
         if name in settings.log_features:
             value = signed_log_sql(value)
         exprs.append(f"{value} AS {quote(_num(name))}")

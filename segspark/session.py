@@ -8,24 +8,22 @@ the jars and every key it set: segspark only fills in keys that are missing.
 
 from __future__ import annotations
 
-import importlib.metadata
+import contextlib
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
-from delta import configure_spark_with_delta_pip
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
+from segspark.compat import DELTA_VERSION, delta_artifact
 from segspark.config import SparkSettings
 from segspark.errors import EnvironmentProblem
 
 log = logging.getLogger("segspark")
 
-#: PySpark 3.5 wheels are built for Scala 2.12; the Delta artifact must match.
-SCALA_BINARY_VERSION = "2.12"
-DELTA_VERSION = importlib.metadata.version("delta-spark")
 
 #: Settings every segspark session needs; a submitter's own value for any of them is kept.
 BASE_CONF: dict[str, str] = {
@@ -33,28 +31,41 @@ BASE_CONF: dict[str, str] = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.adaptive.enabled": "true",
-    # Malformed dates and numbers become rejects, not exceptions; the parsers are chosen for that.
+    # segspark prints its own progress lines (segspark.progress); Spark's bar would interleave with them.
+    "spark.ui.showConsoleProgress": "false",
+    # Spark's own default since 3.0, stated so a cluster's legacy setting cannot change how dates parse.
+    # ANSI mode is left as the cluster has it: every parse that may fail is a try_* function.
     "spark.sql.legacy.timeParserPolicy": "CORRECTED",
-    "spark.sql.ansi.enabled": "false",
     "spark.sql.sources.partitionOverwriteMode": "static",
     # Delta write statistics (numOutputRows) are used to reconcile counts.
     "spark.databricks.delta.history.metricsEnabled": "true",
 }
 
 
-def delta_jar_names() -> list[str]:
-    """File names Ivy gives Delta's two jars when it retrieves them into ``<cache>/jars``."""
-    return [
-        f"io.delta_delta-spark_{SCALA_BINARY_VERSION}-{DELTA_VERSION}.jar",
-        f"io.delta_delta-storage-{DELTA_VERSION}.jar",
-    ]
+def delta_cache_dir(cache_root: str | Path) -> Path:
+    """Ivy folder for this Delta artifact: one per artifact, so the 3.5 and 4.1 lines never mix jars."""
+    group, artifact, version = delta_artifact().split(":")
+    return Path(cache_root).expanduser() / f"{group}_{artifact}-{version}"
 
 
-def cached_delta_jars(cache_dir: str | Path) -> list[str] | None:
-    """Paths of Delta's jars in the cache folder, or None when any is missing."""
-    jars_dir = Path(cache_dir).expanduser() / "jars"
-    paths = [jars_dir / name for name in delta_jar_names()]
-    return [str(p) for p in paths] if all(p.is_file() for p in paths) else None
+#: Written into the Ivy folder once Spark started with the resolved jars: their file names, one a line.
+MANIFEST = "segspark-jars.txt"
+
+
+def cached_delta_jars(cache_root: str | Path) -> list[str] | None:
+    """Paths of every jar the Delta artifact resolved to (itself and its dependencies), or None when the
+    cache has no complete resolution yet."""
+    folder = delta_cache_dir(cache_root)
+    manifest = folder / MANIFEST
+    if not manifest.is_file():
+        return None
+    paths = [folder / "jars" / name for name in manifest.read_text().split()]
+    return [str(p) for p in paths] if paths and all(p.is_file() for p in paths) else None
+
+
+def _write_manifest(cache_folder: Path) -> None:
+    jars = sorted(p.name for p in (cache_folder / "jars").glob("*.jar"))
+    (cache_folder / MANIFEST).write_text("\n".join(jars) + "\n")
 
 
 def running_under_spark_submit() -> bool:
@@ -72,12 +83,51 @@ def _require_java() -> None:
         )
 
 
-def build_spark_session(settings: SparkSettings) -> SparkSession:
+@contextlib.contextmanager
+def _jvm_output_to(log_file: Path | None):
+    """While the JVM is launched, point this process's stdout/stderr at ``log_file``.
+
+    The JVM inherits them: Ivy's resolution report, log4j's console lines and Spark's warnings go to the
+    file for the session's whole life, while Python's own output goes back to the terminal at once.
+    """
+    if log_file is None:
+        yield
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log_file, "ab") as handle:
+        try:
+            os.dup2(handle.fileno(), 1)
+            os.dup2(handle.fileno(), 2)
+            yield
+        finally:
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _tail(path: Path | None, lines: int = 15) -> str:
+    if path is None or not path.is_file():
+        return ""
+    text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    return "\n".join(text)
+
+
+def build_spark_session(
+    settings: SparkSettings, *, jvm_log: Path | None = None, warehouse_dir: str | None = None
+) -> SparkSession:
     """Build (or join) the SparkSession segspark runs in.
 
     Parameters
     ----------
     settings : the ``spark`` section of the configuration.
+    jvm_log : when segspark launches the JVM itself, the file its console output (Ivy, log4j) goes to;
+        ``None`` leaves it on this process's stdout/stderr.
+    warehouse_dir : ``spark.sql.warehouse.dir`` unless set elsewhere, so that no ``spark-warehouse/``
+        folder appears in the current directory.
 
     Returns
     -------
@@ -95,6 +145,8 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
 
     wanted = dict(BASE_CONF)
     wanted["spark.app.name"] = settings.app_name
+    if warehouse_dir is not None:
+        wanted["spark.sql.warehouse.dir"] = warehouse_dir
     wanted.update(settings.conf)
     builder = SparkSession.builder
     for key, value in wanted.items():
@@ -106,22 +158,30 @@ def build_spark_session(settings: SparkSettings) -> SparkSession:
             # Local mode needs no network: bind the driver to loopback, not the machine's other address.
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.master(settings.master)
-        cache_dir = str(Path(settings.jars_cache_dir).expanduser())
-        jars = cached_delta_jars(cache_dir)
+        cache_folder = delta_cache_dir(settings.jars_cache_dir)
+        jars = cached_delta_jars(settings.jars_cache_dir)
+        resolving = jars is None
         if jars is not None:
             builder = builder.config("spark.jars", ",".join(jars))
         elif settings.resolve_delta_jars:
-            log.info("resolving Delta %s jars into %s (first run only)", DELTA_VERSION, cache_dir)
-            builder = configure_spark_with_delta_pip(builder.config("spark.jars.ivy", cache_dir))
+            log.info("resolving %s and its dependencies into %s (first run only)", delta_artifact(), cache_folder)
+            builder = builder.config("spark.jars.ivy", str(cache_folder)).config(
+                "spark.jars.packages", delta_artifact()
+            )
         else:
             raise EnvironmentProblem(
-                f"Delta jars not found in {cache_dir}/jars and spark.resolve_delta_jars is false"
+                f"Delta jars not found in {cache_folder} and spark.resolve_delta_jars is false"
             )
 
     try:
-        session = builder.getOrCreate()
-    except Exception as exc:  # the JVM failed to start: say why in one line before the Java detail
-        raise EnvironmentProblem(f"could not start Spark: {str(exc).splitlines()[0]}") from exc
+        with _jvm_output_to(None if submitted else jvm_log):
+            session = builder.getOrCreate()
+    except Exception as exc:  # the JVM failed to start: say why in one line, then what the JVM printed
+        detail = _tail(jvm_log)
+        where = f"\nlast lines of {jvm_log}:\n{detail}" if detail else ""
+        raise EnvironmentProblem(f"could not start Spark: {str(exc).splitlines()[0]}{where}") from exc
+    if not submitted and resolving:
+        _write_manifest(cache_folder)
     session.sparkContext.setLogLevel(settings.log_level)
     _require_delta_classes(session)
     log.info(
@@ -143,7 +203,7 @@ def _require_delta_classes(session: SparkSession) -> None:
     except Exception as exc:
         raise EnvironmentProblem(
             "Delta Lake classes are not on Spark's classpath; submit with "
-            f"--packages io.delta:delta-spark_{SCALA_BINARY_VERSION}:{DELTA_VERSION} "
+            f"--packages {delta_artifact()} "
             "(or use a cluster runtime that ships Delta)"
         ) from exc
 

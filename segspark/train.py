@@ -39,6 +39,7 @@ from pyspark.sql import types as T
 from scipy.optimize import linear_sum_assignment
 
 from segspark import lakehouse
+from segspark.compat import try_cast
 from segspark.config import Config, ModelSettings
 from segspark.errors import ConfigError, InputError, ReconciliationError, SchemaError
 from segspark.evaluation import (
@@ -206,7 +207,7 @@ def profile_features(customers_df: DataFrame, settings: ModelSettings) -> Featur
         raise SchemaError(f"model.numeric_features must be numbers; these are not: {', '.join(wrong)}")
     aggs = [F.count(F.lit(1)).alias("_rows")]
     for i, c in enumerate(settings.numeric_features):
-        value = F.col(quote(c)).cast("double")
+        value = try_cast(F.col(quote(c)), "double")
         aggs += [
             F.count(value).alias(f"n{i}"),
             F.min(value).alias(f"lo{i}"),

@@ -385,5 +385,7 @@ def test_spark_submit_keeps_the_submitters_settings(tmp_path):
     # spark-submit merges the Python driver's stderr into its stdout.
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    assert "master local[1], shuffle partitions 3, Delta 3.3.2 (under spark-submit)" in output
+    from segspark.compat import DELTA_VERSION
+
+    assert f"master local[1], shuffle partitions 3, Delta {DELTA_VERSION} (under spark-submit)" in output
     assert "stage ingest succeeded: rows in 21, rows out 6" in output
