@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh clone: set up, generate demo transactions, run the whole pipeline in Spark local
-# mode, and print where the Delta tables are. Re-running reuses the environment and the generated data.
+# mode, and print the segments it found (size and centroid of each) and the decision record. Re-running
+# reuses the environment and the generated data.
 #   ROWS=1000000 scripts/demo.sh      # a bigger demo
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -16,9 +17,9 @@ if [ ! -f "$data/_SUCCESS" ]; then
 fi
 lakehouse="${LAKEHOUSE:-$root/lakehouse}"
 "$py" -m segspark.cli run --config conf/online_retail.yaml --input "$data" --lakehouse "$lakehouse"
-echo
-echo "Delta tables in $lakehouse:"
+tables=""
 for table in "$lakehouse"/*/; do
-  [ -d "$table/_delta_log" ] && echo "  $(basename "$table")"
+  [ -d "$table/_delta_log" ] && tables="$tables $(basename "$table")"
 done
+echo "Delta tables in $lakehouse:$tables"
 echo "Read them with Spark (spark.read.format('delta').load(PATH)) or the deltalake package."

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from segspark import __version__
+from segspark import __version__, progress
 from segspark.config import Config, load_config
 from segspark.errors import SegsparkError
 
@@ -86,7 +86,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 class _CurrentStderr(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a record is emitted (pytest and notebooks replace it)."""
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (pytest and notebooks replace it), after
+    erasing the progress line so the two never share a line."""
 
     @property
     def stream(self):
@@ -95,6 +96,10 @@ class _CurrentStderr(logging.StreamHandler):
     @stream.setter
     def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property always wins
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        progress.clear_line()
+        super().emit(record)
 
 
 def configure_logging(verbose: bool = False) -> None:
@@ -105,18 +110,41 @@ def configure_logging(verbose: bool = False) -> None:
     log.propagate = False
 
 
+def spark_log_file(config: Config, run_id: str) -> Path:
+    """Where Spark's own console output (Ivy, log4j, JVM warnings) goes: ``<lakehouse>/_logs/<run_id>.log``,
+    or a cache folder when the lakehouse is not a local folder."""
+    folder = config.lakehouse_local_path
+    base = folder / "_logs" if folder is not None else Path("~/.cache/segspark/logs").expanduser()
+    return base / f"{run_id}.log"
+
+
 def execute(stages: list[str], args: argparse.Namespace) -> int:
     """Load config, build the session, run the stages, stop the session; map errors to exit codes."""
+    from segspark.lakehouse import check_lakehouse
     from segspark.pipeline import run_stages
+    from segspark.runs import new_run_id
     from segspark.session import build_spark_session
+    from segspark.summary import run_summary
 
-    configure_logging(args.verbose)
+    verbose = getattr(args, "verbose", False)
+    configure_logging(verbose)
     spark = None
     try:
         config = config_from_args(args)
-        spark = build_spark_session(config.spark)
-        run_id = run_stages(spark, config, stages)
-        print(f"segspark: run {run_id} finished; tables under {Path(config.lakehouse).resolve()}")
+        check_lakehouse(config)
+        run_id = new_run_id()
+        jvm_log = None if verbose else spark_log_file(config, run_id)
+        if jvm_log is not None:
+            log.info("Spark's own log: %s", jvm_log)
+        spark = build_spark_session(
+            config.spark, jvm_log=jvm_log, warehouse_dir=f"{config.lakehouse}/_spark_warehouse"
+        )
+        with progress.ProgressReporter(spark):
+            run_stages(spark, config, stages, run_id)
+        summary = run_summary(spark, config, run_id) if "train" in stages else None
+        if summary:
+            print(summary)
+        print(f"segspark: run {run_id} finished; tables under {config.lakehouse}")
         return 0
     except SegsparkError as exc:
         print(f"segspark: error: {exc}", file=sys.stderr)

@@ -14,6 +14,8 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import os
+import re
 import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +27,39 @@ from segspark.errors import ConfigError
 
 #: Where the repository's ``conf/`` folder is when segspark runs from a checkout (editable install).
 REPO_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+#: ``s3a://bucket``, ``abfss://c@a.dfs.core.windows.net``, ``gs://b``, ``hdfs://nn/x``, ``file:/x``: a URI scheme.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
+
+
+def absolute_uri(path: str) -> str:
+    """The one form every path takes once config is loaded: an absolute URI.
+
+    A path without a scheme is a path on the machine that runs the driver, made absolute against the
+    current directory (``~`` expanded) and written as ``file:/...``: the driver's Python and its JVM then
+    agree on where it is, whatever either's working directory. ``file:/`` is the form Hadoop itself gives a
+    qualified local path; Delta compares locations as text, so ``file:///x`` is rewritten to it. Other URIs
+    (``s3a://``, ``abfss://``, ``gs://``, ``hdfs://``) are kept as given, without a trailing slash. Globs stay
+    globs.
+    """
+    text = path.strip()
+    if text.startswith("file:"):
+        text = "/" + text[len("file:"):].lstrip("/")
+    elif _SCHEME.match(text):
+        return text.rstrip("/") if not text.endswith(":/") and not text.endswith("://") else text
+    return "file:" + os.path.abspath(os.path.expanduser(text))
+
+
+def local_path(uri: str) -> Path | None:
+    """The local filesystem path of a ``file:`` URI (or a path without a scheme); None for other schemes."""
+    if uri.startswith("file:"):
+        rest = uri[len("file:"):]
+        # file:///a/b and file:/a/b are the same path; file://host/a is not supported (no host).
+        return Path("/" + rest.lstrip("/"))
+    if _SCHEME.match(uri):
+        return None
+    return Path(uri)
 
 
 def _as_text_map(value: Any) -> Any:
@@ -88,6 +123,13 @@ class SourceSettings(_Section):
     returns_prefix: str | None = "C"
 
     _text_values = field_validator("csv_options", mode="before")(lambda value: _as_text_map(value))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_as_uri(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("path"), str) and data.get("format", "csv") != "table":
+            data = {**data, "path": absolute_uri(data["path"])}
+        return data
 
     @field_validator("timezone")
     @classmethod
@@ -201,6 +243,13 @@ class AttributeSource(_Section):
     csv_options: dict[str, str] = Field(default_factory=lambda: {"header": "true", "encoding": "UTF-8"})
 
     _text_values = field_validator("csv_options", mode="before")(lambda value: _as_text_map(value))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_as_uri(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("path"), str) and data.get("format", "delta") != "table":
+            data = {**data, "path": absolute_uri(data["path"])}
+        return data
 
 
 class PcaSettings(_Section):
@@ -326,7 +375,7 @@ class TableNames(_Section):
 class Config(_Section):
     """The whole validated configuration of one segspark run."""
 
-    #: Root folder of every output table and model.
+    #: Root folder of every output table and model; an absolute URI once loaded (see :func:`absolute_uri`).
     lakehouse: str = "lakehouse"
     seed: int = 42
     spark: SparkSettings = Field(default_factory=SparkSettings)
@@ -337,16 +386,25 @@ class Config(_Section):
     #: Snapshot dates for features (``--as-of``); empty means the day after the latest clean invoice.
     as_of_dates: list[dt.date] = Field(default_factory=list)
 
+    @field_validator("lakehouse")
+    @classmethod
+    def _lakehouse_as_uri(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the lakehouse must be a folder or URI, not empty")
+        return absolute_uri(value)
+
     def table_path(self, table: str) -> str:
-        """Path of the Delta folder for a logical table name such as ``"transactions_clean"``."""
-        name = getattr(self.tables, table)
-        return str(Path(self.lakehouse) / name) if "://" not in self.lakehouse else f"{self.lakehouse}/{name}"
+        """URI of the Delta folder for a logical table name such as ``"transactions_clean"``."""
+        return f"{self.lakehouse}/{getattr(self.tables, table)}"
 
     def model_path(self, model_version: str) -> str:
-        """Folder of a saved segmentation PipelineModel: ``<lakehouse>/models/<model_version>``."""
-        if "://" in self.lakehouse:
-            return f"{self.lakehouse}/models/{model_version}"
-        return str(Path(self.lakehouse) / "models" / model_version)
+        """URI of a saved segmentation PipelineModel: ``<lakehouse>/models/<model_version>``."""
+        return f"{self.lakehouse}/models/{model_version}"
+
+    @property
+    def lakehouse_local_path(self) -> Path | None:
+        """The lakehouse as a local folder, or None when it lives on another filesystem (s3a://, ...)."""
+        return local_path(self.lakehouse)
 
     def config_hash(self) -> str:
         """Short stable hash of the effective configuration, recorded with every run."""

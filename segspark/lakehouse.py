@@ -7,6 +7,7 @@ row count Delta recorded for that commit, so that stages can reconcile counts ag
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
@@ -14,7 +15,8 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segspark.errors import InputError
+from segspark.config import Config
+from segspark.errors import ConfigError, InputError
 from segspark.schemas import TableSpec
 
 
@@ -25,6 +27,25 @@ class WriteResult:
     path: str
     version: int
     rows_written: int
+
+
+def check_lakehouse(config: Config) -> None:
+    """Make sure a local lakehouse folder exists and is writable, before any Spark work starts.
+
+    A lakehouse on another filesystem (s3a://, abfss://, gs://, hdfs://) is checked by its first write.
+    Raises ConfigError (exit 2) naming the folder and what is wrong with it.
+    """
+    folder = config.lakehouse_local_path
+    if folder is None:
+        return
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"lakehouse '{folder}' is a file, not a folder: pass --lakehouse DIR")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"lakehouse '{folder}' cannot be created: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"lakehouse '{folder}' is not writable by this user")
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:

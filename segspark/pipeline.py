@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 
+from segspark import progress
 from segspark.config import Config
 from segspark.features import run_features
 from segspark.ingest import run_ingest
@@ -31,6 +32,7 @@ def run_stages(spark: SparkSession, config: Config, stages: list[str], run_id: s
     run_id = run_id or new_run_id()
     log.info("run %s: stages %s, lakehouse %s", run_id, ", ".join(stages), config.lakehouse)
     for name in stages:
+        progress.start_stage(name)
         with StageRun(spark, config, run_id, name) as stage:
             STAGES[name](spark, config, run_id, stage)
     return run_id

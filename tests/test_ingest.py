@@ -10,6 +10,7 @@ from chispa import assert_column_equality, assert_df_equality
 from pyspark.sql import functions as F
 
 from segspark import ingest, lakehouse
+from segspark.compat import DELTA_VERSION
 from segspark.errors import InputError, ReconciliationError, SchemaError
 from segspark.runs import StageRun
 from tests.conftest import REAL_DATA, make_config, requires_real_data
@@ -209,7 +210,7 @@ def test_counts_reconcile_and_are_recorded_in_pipeline_runs(spark, ingested):
     assert (run[0]["stage"], run[0]["status"], run[0]["rows_in"], run[0]["rows_out"]) == ("ingest", "succeeded", 21, 6)
     assert run[0]["counts"]["rejected_invalid_price"] == 4
     assert run[0]["counts"]["rows_rejected"] == 15
-    assert run[0]["versions"]["delta"] == "3.3.2"
+    assert run[0]["versions"]["delta"] == DELTA_VERSION
 
 
 def test_rerun_replaces_instead_of_duplicating(spark, tmp_path):

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# End-to-end smoke run on the Spark 3.5 + Delta 3.3 line, in its own virtual environment: ingest, features
+# and train on a small generated input, then check the tables and the printed segments. CI runs it after the
+# main suite (Spark 4.1 + Delta 4.3); the same segspark code serves both lines (README, "Spark versions").
+#   SEGSPARK_VENV35=/path/to/venv scripts/smoke_spark35.sh
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+venv="${SEGSPARK_VENV35:-$root/.venv-spark35}"
+python_bin="${PYTHON:-python3}"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "smoke 3.5: creating $venv"
+  "$python_bin" -m venv "$venv"
+fi
+stamp="$venv/.segspark-installed"
+want="$(cat scripts/requirements-spark35.txt pyproject.toml | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "smoke 3.5: installing the Spark 3.5 + Delta 3.3 pair into $venv (log: $venv/install.log)"
+  if ! { "$venv/bin/python" -m pip install --upgrade pip &&
+         "$venv/bin/python" -m pip install -r scripts/requirements-spark35.txt &&
+         "$venv/bin/python" -m pip install --no-deps -e .; } > "$venv/install.log" 2>&1; then
+    tail -n 40 "$venv/install.log" >&2
+    exit 1
+  fi
+  echo "$want" > "$stamp"
+fi
+py="$venv/bin/python"
+"$py" -c 'import pyspark, delta; import importlib.metadata as m; print("smoke 3.5: pyspark", pyspark.__version__, "delta-spark", m.version("delta-spark"))'
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+"$py" scripts/generate_transactions.py --rows 3000 --out "$work/tx" --seed 5 > /dev/null
+layout=conf/layouts/online_retail.yaml
+[ -f "$layout" ] || layout=conf/online_retail.yaml
+start=$(date +%s)
+"$py" -m segspark.cli run --config "$layout" --input "$work/tx" --lakehouse "$work/lh" \
+  --set model.k_max=3 --set model.restarts=1 --set model.stability_runs=0 | tee "$work/out.txt"
+grep -q "Segments of model" "$work/out.txt"
+for table in transactions_clean transactions_rejected customer_features customer_segments segment_centroids \
+             model_selection pipeline_runs; do
+  [ -d "$work/lh/$table/_delta_log" ] || { echo "smoke 3.5: table $table missing" >&2; exit 1; }
+done
+"$py" - "$work/lh" <<'PY'
+import sys
+from segspark.config import SparkSettings
+from segspark.session import build_spark_session
+spark = build_spark_session(SparkSettings(master="local[1]", conf={"spark.ui.enabled": "false"}, log_level="ERROR"))
+lh = sys.argv[1]
+runs = spark.read.format("delta").load(f"{lh}/pipeline_runs")
+statuses = sorted((r.stage, r.status) for r in runs.collect())
+assert statuses == [("features", "succeeded"), ("ingest", "succeeded"), ("train", "succeeded")], statuses
+clean = spark.read.format("delta").load(f"{lh}/transactions_clean").count()
+rejected = spark.read.format("delta").load(f"{lh}/transactions_rejected").count()
+assert clean + rejected == 3000, (clean, rejected)
+print(f"smoke 3.5: Spark {spark.version}: 3000 lines = {clean} clean + {rejected} rejected; stages {statuses}")
+spark.stop()
+PY
+echo "smoke 3.5: passed in $(( $(date +%s) - start )) s"

@@ -1,0 +1,87 @@
+"""What a person wants to see when a run ends: each segment's size and headline, and the decision record.
+
+Reads only K-row tables (``segment_centroids`` and the chosen ``model_selection`` row of one run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from segspark import lakehouse
+from segspark.config import Config
+from segspark.schemas import RUN_ID, SEGMENT_ID
+
+
+def _number(value: float) -> str:
+    """Short, readable figures: 3, 39.2, 12,345."""
+    magnitude = abs(value)
+    if magnitude >= 1000:
+        return f"{value:,.0f}"
+    if magnitude >= 100 or value == int(value):
+        return f"{value:.0f}"
+    return f"{value:.1f}" if magnitude >= 10 else f"{value:.2f}"
+
+
+def format_segments(
+    segments: Sequence[dict], features: Sequence[str], header: str, decision: str | None
+) -> str:
+    """A fixed-width table: one line per segment with its customers, share and centroid in original units.
+
+    Parameters
+    ----------
+    segments : dicts with ``segment_id``, ``customers``, ``share`` and ``centroid_original`` (feature -> value).
+    features : the centroid entries to show, in order (missing entries show as ``-``).
+    header : the line above the table.
+    decision : the chosen candidate's reason, printed under the table.
+    """
+    columns = ["segment", "customers", "share", *features]
+    rows = [
+        [
+            str(s["segment_id"]),
+            f"{s['customers']:,}",
+            f"{100 * s['share']:.1f}%",
+            *[
+                _number(s["centroid_original"][f]) if f in s["centroid_original"] else "-"
+                for f in features
+            ],
+        ]
+        for s in sorted(segments, key=lambda s: s["segment_id"])
+    ]
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    lines = [header, "  " + "  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  " + "  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    if decision:
+        lines += ["", f"Decision: {decision}"]
+    return "\n".join(lines)
+
+
+def run_summary(spark: SparkSession, config: Config, run_id: str) -> str | None:
+    """The segment table and decision of the model ``run_id`` trained, or None when it trained none."""
+    path = config.table_path("segment_centroids")
+    if not lakehouse.table_exists(spark, path):
+        return None
+    rows = lakehouse.read_table(spark, path).filter(F.col(RUN_ID) == run_id).orderBy(SEGMENT_ID).collect()  # K rows
+    if not rows:
+        return None
+    first = rows[0]
+    decision = None
+    selection_path = config.table_path("model_selection")
+    if lakehouse.table_exists(spark, selection_path):
+        chosen = (
+            lakehouse.read_table(spark, selection_path)
+            .filter((F.col(RUN_ID) == run_id) & F.col("is_chosen"))
+            .select("reason")
+            .first()  # one row per run
+        )
+        decision = chosen["reason"] if chosen else None
+    # Original-unit centroids of the numeric model features; one-hot slots (feature=value) are left out.
+    features = [k for k in config.model.numeric_features if k in first["centroid_original"]]
+    total = sum(r["customers"] for r in rows)
+    header = (
+        f"Segments of model {first['model_version']} ({first['algorithm']}, K={first['k']}, "
+        f"snapshot {first['as_of_date']}, {total:,} customers); centroids in original units:"
+    )
+    return format_segments([r.asDict() for r in rows], features, header, decision)

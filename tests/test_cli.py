@@ -1,0 +1,174 @@
+"""The command line as a new user meets it: paths, the lakehouse, progress, what a run prints at the end."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from segspark import progress
+from segspark.config import absolute_uri, load_config, local_path
+from segspark.errors import ConfigError
+from segspark.lakehouse import check_lakehouse, table_exists
+from segspark.pipeline import run_stages
+from segspark.summary import format_segments
+from tests.conftest import ROOT
+
+LAYOUT = ROOT / "conf" / "layouts" / "online_retail.yaml"
+if not LAYOUT.is_file():
+    LAYOUT = ROOT / "conf" / "online_retail.yaml"
+
+HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+LINES = [
+    "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",
+    "536366,22633,HAND WARMER,6,2010-12-02 08:28:00,1.85,17851,United Kingdom",
+    "536367,84879,ASSORTED BIRD,32,2010-12-03 08:34:00,1.69,13047,France",
+]
+
+
+# --- every path is an absolute URI once config is loaded ---
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("lh", "file:{cwd}/lh"),
+        ("./a/../lh/", "file:{cwd}/lh"),
+        ("~/lh", "file:{home}/lh"),
+        ("/data/tx/*.csv", "file:/data/tx/*.csv"),
+        ("file:///data/lh", "file:/data/lh"),
+        ("file:/data/lh/", "file:/data/lh"),
+        ("s3a://bucket/lh/", "s3a://bucket/lh"),
+        ("abfss://c@acct.dfs.core.windows.net/lh", "abfss://c@acct.dfs.core.windows.net/lh"),
+        ("gs://bucket/lh", "gs://bucket/lh"),
+        ("hdfs://nn:8020/lh", "hdfs://nn:8020/lh"),
+    ],
+)
+def test_paths_become_absolute_uris(given, expected, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    want = expected.format(cwd=tmp_path.resolve(), home=os.path.expanduser("~"))
+    assert absolute_uri(given) == want
+
+
+def test_config_resolves_lakehouse_and_input_once(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    config = load_config(env=None, flags={"lakehouse": "lh", "source": {"path": "in/*.csv"}})
+    assert config.lakehouse == f"file:{tmp_path.resolve()}/lh"
+    assert config.table_path("customer_segments") == f"file:{tmp_path.resolve()}/lh/customer_segments"
+    assert config.model_path("m1") == f"file:{tmp_path.resolve()}/lh/models/m1"
+    assert config.source.path == f"file:{tmp_path.resolve()}/in/*.csv"
+    assert local_path(config.lakehouse) == tmp_path.resolve() / "lh"
+    # A catalog table name is not a path.
+    table = load_config(env=None, flags={"source": {"format": "table", "path": "raw.retail_lines"}})
+    assert table.source.path == "raw.retail_lines"
+    remote = load_config(env=None, flags={"lakehouse": "s3a://bucket/segments/"})
+    assert remote.table_path("pipeline_runs") == "s3a://bucket/segments/pipeline_runs"
+    assert remote.lakehouse_local_path is None
+
+
+def test_relative_lakehouse_lands_where_the_user_ran(spark, monkeypatch, tmp_path):
+    """The JVM's working directory is not the user's: a relative lakehouse must mean the user's folder."""
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "day.csv").write_text("\n".join([HEADER, *LINES]) + "\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    config = load_config([LAYOUT], env=None, flags={"lakehouse": "lh", "source": {"path": "../in"}})
+    run_stages(spark, config, ["ingest", "features"], run_id="rel")
+    for table in ("transactions_clean", "transactions_rejected", "customer_features", "pipeline_runs"):
+        assert (work / "lh" / table / "_delta_log").is_dir(), table
+        assert table_exists(spark, config.table_path(table))
+    assert not (ROOT / "lh").exists()
+
+
+def test_check_lakehouse_creates_the_folder_or_names_the_problem(tmp_path):
+    config = load_config(env=None, flags={"lakehouse": str(tmp_path / "new" / "lh")})
+    check_lakehouse(config)
+    assert (tmp_path / "new" / "lh").is_dir()
+
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        check_lakehouse(load_config(env=None, flags={"lakehouse": str(tmp_path / "a-file")}))
+    with pytest.raises(ConfigError, match="cannot be created"):
+        check_lakehouse(load_config(env=None, flags={"lakehouse": str(tmp_path / "a-file" / "lh")}))
+    # Remote lakehouses are checked by their first write, not here.
+    check_lakehouse(load_config(env=None, flags={"lakehouse": "s3a://bucket/lh"}))
+
+
+# --- what a run prints ---
+
+
+def test_format_segments_golden():
+    segments = [
+        {"segment_id": 1, "customers": 1543, "share": 0.3557, "centroid_original": {"recency_days": 24.04,
+         "frequency": 6.7, "monetary": 2566.4}},
+        {"segment_id": 0, "customers": 2795, "share": 0.6443, "centroid_original": {"recency_days": 139.4,
+         "frequency": 1.25, "monetary": 356.0}},
+    ]
+    text = format_segments(segments, ["recency_days", "frequency", "monetary"], "Segments:", "K=2: best silhouette")
+    assert text.splitlines() == [
+        "Segments:",
+        "  segment  customers  share  recency_days  frequency  monetary",
+        "        0      2,795  64.4%           139       1.25       356",
+        "        1      1,543  35.6%          24.0       6.70     2,566",
+        "",
+        "Decision: K=2: best silhouette",
+    ]
+
+
+def test_progress_prints_plain_lines_when_not_a_terminal(spark):
+    stream = io.StringIO()
+    progress.start_stage("ingest")
+    progress.step("grouping identical source rows")
+
+    def slow(rows):
+        time.sleep(1.5)
+        return rows
+
+    with progress.ProgressReporter(spark, interval=0.3, stream=stream, interactive=False):
+        spark.sparkContext.parallelize(range(4), 2).mapPartitions(slow).count()
+    lines = stream.getvalue().splitlines()
+    assert lines, "no progress line in 1.5 s at a 0.3 s interval"
+    assert all(line.startswith("segspark: ingest · grouping identical source rows") for line in lines)
+    assert any("Spark stage" in line and "/2 tasks" in line for line in lines), lines
+    assert "\r" not in stream.getvalue()
+    assert progress.status_line(spark) is None  # the reporter's end clears the stage
+
+
+@pytest.mark.slow
+def test_run_from_a_fresh_shell_prints_segments_and_keeps_its_folder_clean(tmp_path):
+    """`segspark run` with a relative lakehouse, as a person runs it: exit 0, the segment table and decision
+    at the end, Spark's own chatter in the run's log file, no spark-warehouse/ where the user stands."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import generate_transactions as gen
+    finally:
+        sys.path.pop(0)
+    gen.main(["--rows", "3000", "--out", str(tmp_path / "tx"), "--seed", "3"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "segspark.cli", "run", "--config", str(LAYOUT), "--input", "tx",
+         "--lakehouse", "lh", "--set", "model.k_max=3", "--set", "model.restarts=1",
+         "--set", "model.stability_runs=0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    seconds = time.perf_counter() - started
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    assert "Segments of model" in result.stdout and "Decision: " in result.stdout, result.stdout
+    assert "recency_days" in result.stdout and "monetary" in result.stdout
+    assert (tmp_path / "lh" / "customer_segments" / "_delta_log").is_dir()
+    assert not (tmp_path / "spark-warehouse").exists()
+    assert not (ROOT / "spark-warehouse").exists() or (ROOT / "spark-warehouse").stat().st_mtime < time.time() - seconds
+    logs = list((tmp_path / "lh" / "_logs").glob("*.log"))
+    assert len(logs) == 1 and logs[0].stat().st_size > 0
+    # Only segspark's own lines reach the person: no JVM/Ivy/log4j lines.
+    foreign = [line for line in output.splitlines() if line and not line.startswith(("segspark", " ", "Segments",
+                                                                                       "Decision"))]
+    assert foreign == [], foreign
