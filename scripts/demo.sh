@@ -15,7 +15,7 @@ if [ ! -f "$data/_SUCCESS" ]; then
   touch "$data/_SUCCESS"
 fi
 lakehouse="${LAKEHOUSE:-$root/lakehouse}"
-"$py" -m segspark.cli run --config conf/online_retail.yaml --input "$data" --lakehouse "$lakehouse"
+"$py" -m segspark.cli run --config conf/layouts/online_retail.yaml --input "$data" --lakehouse "$lakehouse"
 echo
 echo "Delta tables in $lakehouse:"
 for table in "$lakehouse"/*/; do

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
@@ -21,7 +22,7 @@ def test_layers_apply_in_order(tmp_path):
     later = tmp_path / "later.yaml"
     later.write_text("seed: 8\n")
     config = load_config(
-        [REPO_CONF_DIR / "online_retail.yaml", extra, later],
+        [REPO_CONF_DIR / "layouts" / "online_retail.yaml", extra, later],
         ["source.returns_prefix=X", "spark.conf.spark.sql.shuffle.partitions=3"],
         env="local",
         flags={"lakehouse": "/tmp/lh", "as_of_dates": ["2011-12-10"]},
@@ -93,3 +94,33 @@ def test_cli_bad_usage_exits_2(capsys):
         cli.main(["ingest", "--as-of", "10/12/2011"])
     assert exit_info.value.code == 2
     assert "expected a date as YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_unknown_env_lists_only_the_env_overlays():
+    with pytest.raises(ConfigError) as error:
+        load_config(env="prod")
+    found = str(error.value).partition("(found: ")[2]
+    assert found == "cluster, local)"  # base.yaml is not an overlay and source layouts live in conf/layouts/
+
+
+def test_layout_is_layered_after_the_env_overlay_and_before_config_files(tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "layouts").mkdir(parents=True)
+    (conf / "dev.yaml").write_text("seed: 1\nsource:\n  timezone: Europe/London\n")
+    (conf / "layouts" / "shop.yaml").write_text("seed: 2\nsource:\n  columns:\n    customer_id: cust\n")
+    later = tmp_path / "later.yaml"
+    later.write_text("seed: 3\n")
+    config = load_config(env="dev", layout="shop", conf_dir=conf)
+    assert (config.seed, config.source.timezone, config.source.columns.customer_id) == (2, "Europe/London", "cust")
+    assert load_config([later], env="dev", layout="shop", conf_dir=conf).seed == 3
+
+
+def test_repository_layout_by_name():
+    config = load_config(env=None, layout="online_retail")
+    assert config.source.columns.customer_id == "CustomerID"
+
+
+@pytest.mark.parametrize("name", ["shopify", "../local"])
+def test_unknown_layout_names_the_available_ones(name):
+    with pytest.raises(ConfigError, match=rf"no source layout '{re.escape(name)}' .*\(found: online_retail\)"):
+        load_config(env=None, layout=name)

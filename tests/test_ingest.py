@@ -378,7 +378,7 @@ def test_spark_submit_keeps_the_submitters_settings(tmp_path):
     result = subprocess.run(
         [str(spark_submit), "--master", "local[1]", "--conf", "spark.sql.shuffle.partitions=3",
          "--conf", "spark.ui.enabled=false", "--jars", ",".join(jars),
-         str(root / "jobs" / "ingest.py"), "--config", str(root / "conf" / "online_retail.yaml"),
+         str(root / "jobs" / "ingest.py"), "--config", str(root / "conf" / "layouts" / "online_retail.yaml"),
          "--input", str(folder), "--lakehouse", str(tmp_path / "lh")],
         capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path,
     )
