@@ -91,7 +91,7 @@ def test_cli_bad_config_exits_2_naming_the_key(capsys):
 
 def test_cli_bad_usage_exits_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["ingest", "--as-of", "10/12/2011"])
+        cli.main(["features", "--as-of", "10/12/2011"])
     assert exit_info.value.code == 2
     assert "expected a date as YYYY-MM-DD" in capsys.readouterr().err
 
@@ -124,3 +124,86 @@ def test_repository_layout_by_name():
 def test_unknown_layout_names_the_available_ones(name):
     with pytest.raises(ConfigError, match=rf"no source layout '{re.escape(name)}' .*\(found: online_retail\)"):
         load_config(env=None, layout=name)
+
+
+#: Options each command shows and accepts beyond the shared ones, and the example its help gives.
+COMMAND_OPTIONS = {
+    "run": ({"--input", "--layout", "--as-of"}, "run --layout online_retail --input data/ --lakehouse lakehouse"),
+    "ingest": (
+        {"--input", "--layout"},
+        "ingest --config conf/layouts/online_retail.yaml --input data/ --lakehouse lakehouse",
+    ),
+    "features": ({"--as-of"}, "features --lakehouse lakehouse --as-of 2011-11-01 --as-of 2011-12-01"),
+    "train": ({"--as-of"}, "train --lakehouse lakehouse --as-of 2011-12-01"),
+}
+SHARED_OPTIONS = {"--config", "--set", "--lakehouse", "--env", "--conf-dir", "--verbose"}
+
+
+def _help(capsys, entry, argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        entry(argv)
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def _options_shown(help_text: str) -> set[str]:
+    options = help_text.partition("\noptions:\n")[2].partition("\nexample:\n")[0]
+    return set(re.findall(r"^\s+(?:-\w, )?(--[\w-]+)", options, flags=re.MULTILINE)) - {"--help"}
+
+
+@pytest.mark.parametrize("command", COMMAND_OPTIONS)
+def test_each_command_shows_only_the_options_it_uses_and_an_example(capsys, command):
+    uses, example = COMMAND_OPTIONS[command]
+    out = _help(capsys, cli.main, [command, "--help"])
+    assert _options_shown(out) == SHARED_OPTIONS | uses
+    assert f"example:\n  segspark {example}" in out
+
+
+@pytest.mark.parametrize("command", COMMAND_OPTIONS)
+def test_each_job_entry_point_shows_the_same_options_and_a_submit_example(capsys, command):
+    uses, example = COMMAND_OPTIONS[command]
+    out = _help(capsys, lambda argv: cli.job_main(command, argv), ["--help"])
+    assert out.startswith(f"usage: jobs/{command}.py")
+    assert _options_shown(out) == SHARED_OPTIONS | uses
+    assert f"scripts/submit.sh --master 'local[2]' jobs/{command}.py {example.partition(' ')[2]}" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["ingest", "--as-of", "2011-01-01"], "--as-of"),
+        (["features", "--input", "data/"], "--input"),
+        (["train", "--input", "data/"], "--input"),
+        (["train", "--layout", "online_retail"], "--layout"),
+        (["features", "--layout", "online_retail"], "--layout"),
+    ],
+)
+def test_an_option_the_command_does_not_use_is_a_usage_error(capsys, argv, option):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"usage: segspark {argv[0]}" in err
+    assert f"error: argument {option}: segspark {argv[0]} does not use it" in err
+
+
+def test_a_job_entry_point_rejects_an_option_its_stage_does_not_use(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.job_main("ingest", ["--as-of", "2011-01-01"])
+    assert exit_info.value.code == 2
+    assert "error: argument --as-of: jobs/ingest.py does not use it" in capsys.readouterr().err
+
+
+def test_config_from_args_without_the_command_specific_options():
+    parser = cli.build_parser()
+    ingest = cli.config_from_args(parser.parse_args(["ingest", "--layout", "online_retail", "--input", "in"]))
+    assert (ingest.source.path, ingest.source.columns.customer_id, ingest.as_of_dates) == ("in", "CustomerID", [])
+    train = cli.config_from_args(parser.parse_args(["train", "--as-of", "2011-12-01", "--lakehouse", "lh"]))
+    assert (train.as_of_dates, train.source.path, train.lakehouse) == ([dt.date(2011, 12, 1)], None, "lh")
+    features = cli.config_from_args(parser.parse_args(["features", "--as-of", "2011-11-01", "--as-of", "2011-12-01"]))
+    assert features.as_of_dates == [dt.date(2011, 11, 1), dt.date(2011, 12, 1)]
+
+
+def test_cli_unknown_layout_exits_2_naming_the_layouts(capsys):
+    assert cli.main(["ingest", "--layout", "shopify"]) == 2
+    assert "no source layout 'shopify'" in capsys.readouterr().err
