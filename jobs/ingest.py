@@ -1,4 +1,4 @@
-"""spark-submit entry point for `segspark ingest`; takes the same options (--config, --set, --input, ...)."""
+"""spark-submit entry point for `segspark ingest`: the same options (--config, --layout, --input, --lakehouse, ...)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""spark-submit entry point for `segspark run`; takes the same options (--config, --set, --input, ...)."""
+"""spark-submit entry point for `segspark run`: the same options (--config, --layout, --input, --as-of, ...)."""
 
 import sys
 

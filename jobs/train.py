@@ -1,4 +1,4 @@
-"""spark-submit entry point for `segspark train`; takes the same options (--config, --set, --input, ...)."""
+"""spark-submit entry point for `segspark train`: the same options (--config, --lakehouse, --as-of, ...)."""
 
 import sys
 

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         (data / "_SUCCESS").touch()
         print(f"generated {args.rows:,} rows in {time.perf_counter() - t0:.1f} s -> {data}")
     config = load_config(
-        [ROOT / "conf" / "online_retail.yaml"],
+        [ROOT / "conf" / "layouts" / "online_retail.yaml"],
         [f"source.format={args.format}", *args.overrides],
         env="local",
         flags={"lakehouse": str(work / "lakehouse"), "source": {"path": str(data)}},

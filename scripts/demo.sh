@@ -16,7 +16,7 @@ if [ ! -f "$data/_SUCCESS" ]; then
   touch "$data/_SUCCESS"
 fi
 lakehouse="${LAKEHOUSE:-$root/lakehouse}"
-"$py" -m segspark.cli run --config conf/online_retail.yaml --input "$data" --lakehouse "$lakehouse"
+"$py" -m segspark.cli run --layout online_retail --input "$data" --lakehouse "$lakehouse"
 tables=""
 for table in "$lakehouse"/*/; do
   [ -d "$table/_delta_log" ] && tables="$tables $(basename "$table")"

@@ -30,10 +30,8 @@ py="$venv/bin/python"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 "$py" scripts/generate_transactions.py --rows 3000 --out "$work/tx" --seed 5 > /dev/null
-layout=conf/layouts/online_retail.yaml
-[ -f "$layout" ] || layout=conf/online_retail.yaml
 start=$(date +%s)
-"$py" -m segspark.cli run --config "$layout" --input "$work/tx" --lakehouse "$work/lh" \
+"$py" -m segspark.cli run --layout online_retail --input "$work/tx" --lakehouse "$work/lh" \
   --set model.k_max=3 --set model.restarts=1 --set model.stability_runs=0 | tee "$work/out.txt"
 grep -q "Segments of model" "$work/out.txt"
 for table in transactions_clean transactions_rejected customer_features customer_segments segment_centroids \

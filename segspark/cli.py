@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from segspark import __version__, progress
 from segspark.config import Config, load_config
@@ -19,16 +19,48 @@ from segspark.errors import SegsparkError
 
 log = logging.getLogger("segspark")
 
-#: Subcommand -> (stages it runs, help). ``run`` runs every stage in order.
-COMMANDS: dict[str, tuple[list[str], str]] = {
-    "run": (["ingest", "features", "train"], "run the whole pipeline: every stage in order"),
-    "ingest": (["ingest"], "raw transactions -> transactions_clean + transactions_rejected"),
-    "features": (["features"], "transactions_clean -> customer_features for the --as-of snapshots"),
-    "train": (
+class Command(NamedTuple):
+    """One subcommand (and its ``jobs/<name>.py`` entry point)."""
+
+    #: Stages it runs, in order.
+    stages: list[str]
+    help: str
+    #: Options beyond the shared ones that its stages use: ``input``, ``layout``, ``as_of``. Every other
+    #: command-specific option is a usage error for it.
+    uses: tuple[str, ...]
+    #: Arguments of the one example in its help, after ``segspark <name>`` or ``jobs/<name>.py``.
+    example: str
+
+
+COMMANDS: dict[str, Command] = {
+    "run": Command(
+        ["ingest", "features", "train"],
+        "run the whole pipeline: every stage in order",
+        ("input", "layout", "as_of"),
+        "--layout online_retail --input data/ --lakehouse lakehouse --as-of 2011-12-01",
+    ),
+    "ingest": Command(
+        ["ingest"],
+        "raw transactions -> transactions_clean + transactions_rejected",
+        ("input", "layout"),
+        "--config conf/layouts/online_retail.yaml --input data/ --lakehouse lakehouse",
+    ),
+    "features": Command(
+        ["features"],
+        "transactions_clean -> customer_features for the --as-of snapshots",
+        ("as_of",),
+        "--lakehouse lakehouse --as-of 2011-11-01 --as-of 2011-12-01",
+    ),
+    "train": Command(
         ["train"],
         "customer_features -> K sweep, saved model, model_selection + customer_segments + segment_centroids",
+        ("as_of",),
+        "--lakehouse lakehouse --as-of 2011-12-01 --set model.k_max=8",
     ),
 }
+
+#: Command-line flag of each command-specific option.
+_FLAGS = {"input": "--input", "layout": "--layout", "as_of": "--as-of"}
 
 
 def _iso_date(text: str) -> dt.date:
@@ -38,51 +70,127 @@ def _iso_date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"expected a date as YYYY-MM-DD, got {text!r}") from None
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
-    """Options every stage command and job entry point shares."""
+class _NotUsed(argparse.Action):
+    """A command-specific option given to a command that does not use it: a usage error naming it.
+
+    Without it argparse would report "unrecognized arguments" from the top-level parser, with the top-level
+    usage; this says which commands take the option instead.
+    """
+
+    def __init__(self, option_strings, dest, users: list[str], **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        self.users = users
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        raise argparse.ArgumentError(
+            self, f"{parser.prog} does not use it (commands that do: {', '.join(self.users)})"
+        )
+
+
+def _as_of_option(command: str) -> tuple[str, dict[str, Any]]:
+    if command == "train":
+        what = (
+            "the customer_features snapshot to train on, YYYY-MM-DD (default: the latest in the table; with "
+            "model.input=attributes, the date the segments are written under, default today)"
+        )
+        return what, {}
+    if command == "features":
+        what = "snapshot date YYYY-MM-DD to build (repeatable; default: the day after the latest clean invoice)"
+    else:
+        what = (
+            "snapshot date YYYY-MM-DD for features (repeatable; default: the day after the latest clean "
+            "invoice); train uses the latest"
+        )
+    return what, {"action": "append", "default": []}
+
+
+def add_common_options(parser: argparse.ArgumentParser, command: str = "run") -> None:
+    """The options of ``command``: the shared ones and those its stages use.
+
+    Command-specific options it does not use are hidden and rejected with a usage error (exit 2).
+    """
+    uses = COMMANDS[command].uses
     parser.add_argument(
         "--config", action="append", default=[], metavar="FILE", help="YAML config layer (repeatable; later wins)"
     )
+    if "layout" in uses:
+        parser.add_argument(
+            "--layout", metavar="NAME",
+            help="source layout conf/layouts/NAME.yaml, layered right after the env overlay (e.g. online_retail)",
+        )
     parser.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
         help="override one config key, e.g. --set source.format=parquet (repeatable)",
     )
-    parser.add_argument("--input", metavar="PATH", help="raw transactions: file, folder, glob or table name")
+    if "input" in uses:
+        parser.add_argument(
+            "--input", metavar="PATH", help="raw transactions: file, folder, glob or table name (source.path)"
+        )
     parser.add_argument("--lakehouse", metavar="DIR", help="root folder of all output Delta tables and models")
+    if "as_of" in uses:
+        help_text, kwargs = _as_of_option(command)
+        parser.add_argument("--as-of", type=_iso_date, metavar="DATE", dest="as_of", help=help_text, **kwargs)
     parser.add_argument(
-        "--as-of", action="append", default=[], type=_iso_date, metavar="DATE", dest="as_of",
-        help="snapshot date YYYY-MM-DD (repeatable)",
+        "--env", default="local", metavar="NAME",
+        help="environment overlay conf/NAME.yaml (default: local; cluster under spark-submit)",
     )
     parser.add_argument(
-        "--env", default="local", metavar="NAME", help="config overlay conf/<NAME>.yaml (default: local)"
+        "--conf-dir", metavar="DIR", help="folder with base.yaml, the env overlays and layouts/ (default: conf/)"
     )
-    parser.add_argument("--conf-dir", metavar="DIR", help="folder with base.yaml and overlays (default: conf/)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    for option, flag in _FLAGS.items():
+        if option not in uses:
+            users = [name for name, spec in COMMANDS.items() if option in spec.uses]
+            parser.add_argument(flag, action=_NotUsed, users=users)
+
+
+def _epilog(example: str) -> str:
+    return f"example:\n  {example}\n\nExit codes: 0 success, 2 bad usage or configuration, 1 job failure."
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="segspark",
         description="Customer segmentation on Apache Spark and Delta Lake.",
-        epilog="Exit codes: 0 success, 2 bad usage or configuration, 1 job failure.",
+        epilog="Run 'segspark COMMAND --help' for a command's options and an example.\n"
+        "Exit codes: 0 success, 2 bad usage or configuration, 1 job failure.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"segspark {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_text) in COMMANDS.items():
-        add_common_options(sub.add_parser(name, help=help_text, description=help_text))
+    for name, spec in COMMANDS.items():
+        add_common_options(
+            sub.add_parser(
+                name, help=spec.help, description=spec.help, epilog=_epilog(f"segspark {name} {spec.example}"),
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+            ),
+            name,
+        )
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Load the layered configuration the arguments describe."""
+    """Load the layered configuration the arguments describe.
+
+    A command-specific option the command does not have (``--input``, ``--layout``, ``--as-of``) may be absent
+    from ``args``; ``train``'s ``--as-of`` is one date, the others' a list.
+    """
     flags: dict[str, Any] = {}
-    if args.input:
+    if getattr(args, "input", None):
         flags.setdefault("source", {})["path"] = args.input
-    if args.lakehouse:
+    if getattr(args, "lakehouse", None):
         flags["lakehouse"] = args.lakehouse
-    if args.as_of:
-        flags["as_of_dates"] = [d.isoformat() for d in args.as_of]
-    return load_config(args.config, args.overrides, env=args.env, conf_dir=args.conf_dir, flags=flags)
+    as_of = getattr(args, "as_of", None) or []
+    if as_of:
+        flags["as_of_dates"] = [d.isoformat() for d in ([as_of] if isinstance(as_of, dt.date) else as_of)]
+    return load_config(
+        getattr(args, "config", None),
+        getattr(args, "overrides", None),
+        env=getattr(args, "env", "local"),
+        layout=getattr(args, "layout", None),
+        conf_dir=getattr(args, "conf_dir", None),
+        flags=flags,
+    )
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -166,10 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def job_main(stage_command: str, argv: Sequence[str] | None = None) -> int:
     """Entry point for ``jobs/<stage>.py`` under spark-submit: the same options as ``segspark <stage>``."""
-    stages, help_text = COMMANDS[stage_command]
-    parser = argparse.ArgumentParser(prog=f"jobs/{stage_command}.py", description=help_text)
-    add_common_options(parser)
-    return execute(stages, parser.parse_args(argv))
+    spec = COMMANDS[stage_command]
+    example = f"scripts/submit.sh --master 'local[2]' jobs/{stage_command}.py {spec.example}"
+    parser = argparse.ArgumentParser(
+        prog=f"jobs/{stage_command}.py", description=spec.help, epilog=_epilog(example),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_options(parser, stage_command)
+    return execute(spec.stages, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

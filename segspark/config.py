@@ -1,7 +1,8 @@
 """Typed, layered configuration.
 
 Layers, later wins: the model's defaults (which ``conf/base.yaml`` states in full), ``conf/base.yaml``,
-``conf/<env>.yaml``, each ``--config FILE`` in order, each ``--set dotted.key=value``, then the explicit CLI
+``conf/<env>.yaml`` (an environment overlay), ``conf/layouts/<name>.yaml`` (a source layout, ``--layout``), each
+``--config FILE`` in order, each ``--set dotted.key=value``, then the explicit CLI
 flags (``--input``, ``--lakehouse``, ``--as-of``). The result is validated once; any unknown key, wrong type or
 bad value raises :class:`~segspark.errors.ConfigError` naming the dotted key and what was expected.
 
@@ -27,6 +28,9 @@ from segspark.errors import ConfigError
 
 #: Where the repository's ``conf/`` folder is when segspark runs from a checkout (editable install).
 REPO_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+#: Sub-folder of the conf folder holding source layouts (``--layout NAME``); the YAML files directly in the
+#: conf folder, other than ``base.yaml``, are the environment overlays (``--env NAME``).
+LAYOUTS_SUBDIR = "layouts"
 
 
 #: ``s3a://bucket``, ``abfss://c@a.dfs.core.windows.net``, ``gs://b``, ``hdfs://nn/x``, ``file:/x``: a URI scheme.
@@ -422,6 +426,11 @@ _Loader.yaml_implicit_resolvers = {
 }
 
 
+def _names(folder: Path, *, exclude: str = "") -> str:
+    names = sorted(p.stem for p in folder.glob("*.yaml") if p.is_file() and p.stem != exclude)
+    return ", ".join(names) or "none"
+
+
 def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in overlay.items():
@@ -498,6 +507,7 @@ def load_config(
     overrides: list[str] | None = None,
     *,
     env: str | None = "local",
+    layout: str | None = None,
     conf_dir: str | Path | None = None,
     flags: dict[str, Any] | None = None,
 ) -> Config:
@@ -505,11 +515,14 @@ def load_config(
 
     Parameters
     ----------
-    config_files : files layered after ``base.yaml`` and ``<env>.yaml``, later wins.
+    config_files : files layered after ``base.yaml``, ``<env>.yaml`` and the layout, later wins.
     overrides : ``dotted.key=value`` strings, applied after the files.
     env : overlay name (``local``, ``cluster``); ``None`` for none. Missing env files are an error only when
         the conf folder exists.
-    conf_dir : folder holding ``base.yaml`` and the env overlays; defaults to the repository's ``conf/``.
+    layout : source layout name: ``<conf_dir>/layouts/<layout>.yaml`` is layered right after the env overlay;
+        ``None`` for none. An unknown name is an error naming the available layouts.
+    conf_dir : folder holding ``base.yaml``, the env overlays and ``layouts/``; defaults to the repository's
+        ``conf/``.
     flags : explicit CLI values (already nested), applied last.
     """
     folder = Path(conf_dir) if conf_dir is not None else REPO_CONF_DIR
@@ -521,11 +534,17 @@ def load_config(
         if env:
             overlay = folder / f"{env}.yaml"
             if not overlay.is_file():
-                known = sorted(p.stem for p in folder.glob("*.yaml") if p.stem != "base")
-                raise ConfigError(f"no overlay for env '{env}' in {folder} (found: {', '.join(known)})")
+                known = _names(folder, exclude="base")
+                raise ConfigError(f"no overlay for env '{env}' in {folder} (found: {known})")
             data = _deep_merge(data, read_yaml(overlay))
     elif conf_dir is not None:
         raise ConfigError(f"conf folder not found: {folder}")
+    if layout:
+        layouts = folder / LAYOUTS_SUBDIR
+        layout_file = layouts / f"{layout}.yaml"
+        if Path(layout).name != layout or not layout_file.is_file():  # a name, not a path out of layouts/
+            raise ConfigError(f"no source layout '{layout}' in {layouts} (found: {_names(layouts)})")
+        data = _deep_merge(data, read_yaml(layout_file))
     for path in config_files or []:
         data = _deep_merge(data, read_yaml(path))
     for text in overrides or []:

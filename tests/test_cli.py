@@ -20,8 +20,6 @@ from segspark.summary import format_segments
 from tests.conftest import ROOT
 
 LAYOUT = ROOT / "conf" / "layouts" / "online_retail.yaml"
-if not LAYOUT.is_file():
-    LAYOUT = ROOT / "conf" / "online_retail.yaml"
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
 LINES = [

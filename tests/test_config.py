@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 
 import pytest
 
@@ -21,7 +22,7 @@ def test_layers_apply_in_order(tmp_path):
     later = tmp_path / "later.yaml"
     later.write_text("seed: 8\n")
     config = load_config(
-        [REPO_CONF_DIR / "online_retail.yaml", extra, later],
+        [REPO_CONF_DIR / "layouts" / "online_retail.yaml", extra, later],
         ["source.returns_prefix=X", "spark.conf.spark.sql.shuffle.partitions=3"],
         env="local",
         flags={"lakehouse": "/tmp/lh", "as_of_dates": ["2011-12-10"]},
@@ -90,6 +91,119 @@ def test_cli_bad_config_exits_2_naming_the_key(capsys):
 
 def test_cli_bad_usage_exits_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["ingest", "--as-of", "10/12/2011"])
+        cli.main(["features", "--as-of", "10/12/2011"])
     assert exit_info.value.code == 2
     assert "expected a date as YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_unknown_env_lists_only_the_env_overlays():
+    with pytest.raises(ConfigError) as error:
+        load_config(env="prod")
+    found = str(error.value).partition("(found: ")[2]
+    assert found == "cluster, local)"  # base.yaml is not an overlay and source layouts live in conf/layouts/
+
+
+def test_layout_is_layered_after_the_env_overlay_and_before_config_files(tmp_path):
+    conf = tmp_path / "conf"
+    (conf / "layouts").mkdir(parents=True)
+    (conf / "dev.yaml").write_text("seed: 1\nsource:\n  timezone: Europe/London\n")
+    (conf / "layouts" / "shop.yaml").write_text("seed: 2\nsource:\n  columns:\n    customer_id: cust\n")
+    later = tmp_path / "later.yaml"
+    later.write_text("seed: 3\n")
+    config = load_config(env="dev", layout="shop", conf_dir=conf)
+    assert (config.seed, config.source.timezone, config.source.columns.customer_id) == (2, "Europe/London", "cust")
+    assert load_config([later], env="dev", layout="shop", conf_dir=conf).seed == 3
+
+
+def test_repository_layout_by_name():
+    config = load_config(env=None, layout="online_retail")
+    assert config.source.columns.customer_id == "CustomerID"
+
+
+@pytest.mark.parametrize("name", ["shopify", "../local"])
+def test_unknown_layout_names_the_available_ones(name):
+    with pytest.raises(ConfigError, match=rf"no source layout '{re.escape(name)}' .*\(found: online_retail\)"):
+        load_config(env=None, layout=name)
+
+
+#: Options each command shows and accepts beyond the shared ones, and the example its help gives.
+COMMAND_OPTIONS = {
+    "run": ({"--input", "--layout", "--as-of"}, "run --layout online_retail --input data/ --lakehouse lakehouse"),
+    "ingest": (
+        {"--input", "--layout"},
+        "ingest --config conf/layouts/online_retail.yaml --input data/ --lakehouse lakehouse",
+    ),
+    "features": ({"--as-of"}, "features --lakehouse lakehouse --as-of 2011-11-01 --as-of 2011-12-01"),
+    "train": ({"--as-of"}, "train --lakehouse lakehouse --as-of 2011-12-01"),
+}
+SHARED_OPTIONS = {"--config", "--set", "--lakehouse", "--env", "--conf-dir", "--verbose"}
+
+
+def _help(capsys, entry, argv) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        entry(argv)
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def _options_shown(help_text: str) -> set[str]:
+    options = help_text.partition("\noptions:\n")[2].partition("\nexample:\n")[0]
+    return set(re.findall(r"^\s+(?:-\w, )?(--[\w-]+)", options, flags=re.MULTILINE)) - {"--help"}
+
+
+@pytest.mark.parametrize("command", COMMAND_OPTIONS)
+def test_each_command_shows_only_the_options_it_uses_and_an_example(capsys, command):
+    uses, example = COMMAND_OPTIONS[command]
+    out = _help(capsys, cli.main, [command, "--help"])
+    assert _options_shown(out) == SHARED_OPTIONS | uses
+    assert f"example:\n  segspark {example}" in out
+
+
+@pytest.mark.parametrize("command", COMMAND_OPTIONS)
+def test_each_job_entry_point_shows_the_same_options_and_a_submit_example(capsys, command):
+    uses, example = COMMAND_OPTIONS[command]
+    out = _help(capsys, lambda argv: cli.job_main(command, argv), ["--help"])
+    assert out.startswith(f"usage: jobs/{command}.py")
+    assert _options_shown(out) == SHARED_OPTIONS | uses
+    assert f"scripts/submit.sh --master 'local[2]' jobs/{command}.py {example.partition(' ')[2]}" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["ingest", "--as-of", "2011-01-01"], "--as-of"),
+        (["features", "--input", "data/"], "--input"),
+        (["train", "--input", "data/"], "--input"),
+        (["train", "--layout", "online_retail"], "--layout"),
+        (["features", "--layout", "online_retail"], "--layout"),
+    ],
+)
+def test_an_option_the_command_does_not_use_is_a_usage_error(capsys, argv, option):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"usage: segspark {argv[0]}" in err
+    assert f"error: argument {option}: segspark {argv[0]} does not use it" in err
+
+
+def test_a_job_entry_point_rejects_an_option_its_stage_does_not_use(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.job_main("ingest", ["--as-of", "2011-01-01"])
+    assert exit_info.value.code == 2
+    assert "error: argument --as-of: jobs/ingest.py does not use it" in capsys.readouterr().err
+
+
+def test_config_from_args_without_the_command_specific_options():
+    parser = cli.build_parser()
+    ingest = cli.config_from_args(parser.parse_args(["ingest", "--layout", "online_retail", "--input", "in"]))
+    assert (ingest.source.path, ingest.source.columns.customer_id, ingest.as_of_dates) == ("in", "CustomerID", [])
+    train = cli.config_from_args(parser.parse_args(["train", "--as-of", "2011-12-01", "--lakehouse", "lh"]))
+    assert (train.as_of_dates, train.source.path, train.lakehouse) == ([dt.date(2011, 12, 1)], None, "lh")
+    features = cli.config_from_args(parser.parse_args(["features", "--as-of", "2011-11-01", "--as-of", "2011-12-01"]))
+    assert features.as_of_dates == [dt.date(2011, 11, 1), dt.date(2011, 12, 1)]
+
+
+def test_cli_unknown_layout_exits_2_naming_the_layouts(capsys):
+    assert cli.main(["ingest", "--layout", "shopify"]) == 2
+    assert "no source layout 'shopify'" in capsys.readouterr().err

@@ -58,7 +58,7 @@ def retail_config(lake: Path, source: Path | None = None, **overrides):
     flags = {"lakehouse": str(lake), **overrides}
     if source is not None:
         flags["source"] = {"path": str(source)}
-    return load_config([ROOT / "conf" / "online_retail.yaml"], env=None, flags=flags)
+    return load_config([ROOT / "conf" / "layouts" / "online_retail.yaml"], env=None, flags=flags)
 
 
 def copy_features(planted, lake: Path) -> Path:
