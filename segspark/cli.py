@@ -16,6 +16,7 @@ from typing import Any
 from segspark import __version__
 from segspark.config import Config, load_config
 from segspark.errors import SegsparkError
+from segspark.inputs import check_ingest_input
 
 log = logging.getLogger("segspark")
 
@@ -114,6 +115,8 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
     spark = None
     try:
         config = config_from_args(args)
+        if "ingest" in stages:
+            check_ingest_input(config)  # a bad local --input is a usage error, found before the JVM starts
         spark = build_spark_session(config.spark)
         run_id = run_stages(spark, config, stages)
         print(f"segspark: run {run_id} finished; tables under {Path(config.lakehouse).resolve()}")

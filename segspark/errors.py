@@ -25,6 +25,15 @@ class InputError(SegsparkError):
     exit_code = 1
 
 
+class InputPathError(InputError):
+    """A local input path is unusable as given: it matches nothing, holds only empty files, or is an archive.
+
+    A usage error (exit 2), found before Spark starts when the path is local; the message says what to pass.
+    """
+
+    exit_code = 2
+
+
 class ReconciliationError(SegsparkError):
     """Row counts do not reconcile: rows would be lost or invented."""
 

@@ -27,7 +27,8 @@ from pyspark.sql import types as T
 from segspark import lakehouse
 from segspark.compat import try_cast
 from segspark.config import Config, SourceSettings
-from segspark.errors import ConfigError, InputError, ReconciliationError, SchemaError
+from segspark.errors import InputError, InputPathError, ReconciliationError, SchemaError
+from segspark.inputs import require_path
 from segspark.schemas import (
     AMOUNT_TYPE,
     COUNTRY,
@@ -71,13 +72,17 @@ def source_column(name: str) -> Column:
 
 def read_source(spark: SparkSession, source: SourceSettings) -> DataFrame:
     """Read the raw transactions as configured; CSV columns are all text (no inference)."""
-    if not source.path:
-        raise ConfigError("config key 'source.path' is not set: pass --input PATH or set source.path")
-    return lakehouse.read_input(spark, source.format, source.path, source.csv_options, what="input")
+    path = require_path(source)
+    return lakehouse.read_input(spark, source.format, path, source.csv_options, what="input")
 
 
 def check_source_columns(raw_df: DataFrame, source: SourceSettings) -> None:
-    """Raise SchemaError naming each configured source column the input lacks."""
+    """Raise SchemaError naming each configured source column the input lacks.
+
+    A source without any column is an empty (0-byte) CSV: InputPathError says so, rather than "it has []".
+    """
+    if not raw_df.columns:
+        raise InputPathError(f"input '{source.path}' is empty (0 bytes): no header line and no rows")
     mapping = source.columns.model_dump()
     present = set(raw_df.columns)
     missing = {canon: name for canon, name in mapping.items() if name is not None and name not in present}
@@ -282,6 +287,7 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
     Raises
     ------
     ConfigError, SchemaError : the source is not configured or lacks mapped columns.
+    InputPathError : the source is an empty (0-byte) CSV.
     InputError : the source cannot be read or has no rows.
     ReconciliationError : written counts do not add up; both tables are restored.
     """

@@ -10,7 +10,7 @@ from chispa import assert_column_equality, assert_df_equality
 from pyspark.sql import functions as F
 
 from segspark import ingest, lakehouse
-from segspark.errors import InputError, ReconciliationError, SchemaError
+from segspark.errors import InputError, InputPathError, ReconciliationError, SchemaError
 from segspark.runs import StageRun
 from tests.conftest import REAL_DATA, make_config, requires_real_data
 
@@ -304,6 +304,13 @@ def test_empty_input_is_a_clear_error(spark, tmp_path):
     folder = write_csv(tmp_path / "in", [])
     with pytest.raises(InputError, match="has no rows"):
         ingest.run_ingest(spark, retail_config(tmp_path / "lh", folder), "r")
+
+
+def test_zero_byte_csv_is_reported_as_empty(spark, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "part-0.csv").write_bytes(b"")
+    with pytest.raises(InputPathError, match=r"^input '.*in' is empty \(0 bytes\): no header line and no rows$"):
+        ingest.run_ingest(spark, retail_config(tmp_path / "lh", tmp_path / "in"), "r")
 
 
 def test_missing_input_path_is_a_clear_error(spark, tmp_path):
