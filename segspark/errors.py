@@ -34,6 +34,15 @@ class InputPathError(InputError):
     exit_code = 2
 
 
+class RejectThresholdError(InputError):
+    """Ingest rejected too much of the input to be usable (``ingest.max_reject_share``) or kept nothing.
+
+    Raised after both tables are written and reconciled, so the rejects can be inspected; the tables stay.
+    """
+
+    exit_code = 1
+
+
 class ReconciliationError(SegsparkError):
     """Row counts do not reconcile: rows would be lost or invented."""
 
