@@ -253,7 +253,7 @@ class IngestCounts:
     """Row counts of one ingest; ``rejected_by_reason`` has every reason, zeros included.
 
     ``reject_examples`` holds, per reason that rejected lines, one source text of the column that decided it
-    (the least in sort order; None when that text is null); ``duplicate`` has none.
+    (the least non-null one in sort order; None when all are null); ``duplicate`` has none.
     """
 
     rows_in: int
@@ -324,7 +324,8 @@ def check_reject_share(counts: IngestCounts, config: Config) -> None:
 
     The share is (lines rejected for reasons outside ``ingest.tolerated_reject_reasons``) / ``rows_in``, where
     ``rows_in`` counts every source line, duplicates and tolerated rejects included; it fails when above
-    ``ingest.max_reject_share``. The message names the reasons, largest first, with counts and one example.
+    ``ingest.max_reject_share``. The message names the reasons, largest first (ties in check order), each with
+    its count and one example.
     """
     settings = config.ingest
     if counts.rows_in == 0:
