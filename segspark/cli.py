@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 from segspark import __version__, progress
 from segspark.config import Config, load_config
 from segspark.errors import SegsparkError
+from segspark.inputs import check_ingest_input
 
 log = logging.getLogger("segspark")
 
@@ -239,6 +240,8 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
     spark = None
     try:
         config = config_from_args(args)
+        if "ingest" in stages:
+            check_ingest_input(config)  # a bad local --input is a usage error, found before the JVM starts
         check_lakehouse(config)
         run_id = new_run_id()
         jvm_log = None if verbose else spark_log_file(config, run_id)

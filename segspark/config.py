@@ -165,6 +165,21 @@ class SourceSettings(_Section):
         return self
 
 
+#: Reasons ingest rejects a line for; :data:`segspark.schemas.REJECT_REASONS` lists the same (a test checks).
+RejectReason = Literal["missing_customer_id", "invalid_timestamp", "invalid_quantity", "invalid_price", "duplicate"]
+
+
+class IngestSettings(_Section):
+    """When ingest calls its output unusable and fails (after writing both tables, so rejects can be read)."""
+
+    #: Fail when the lines rejected for reasons outside ``tolerated_reject_reasons`` are more than this share
+    #: of all input lines (``rows_in``: every source line, duplicates and tolerated rejects included).
+    #: ``1.0`` turns the share check off. Whatever this is, ingest fails when no line is clean.
+    max_reject_share: float = Field(default=0.5, ge=0, le=1)
+    #: Reasons that do not count towards ``max_reject_share``: ordinary in real data (guest checkouts, resends).
+    tolerated_reject_reasons: list[RejectReason] = Field(default_factory=lambda: ["duplicate", "missing_customer_id"])
+
+
 class RfmRule(_Section):
     """One cell range of the RFM grid: customers whose scores fall in both ranges get ``segment``."""
 
@@ -384,6 +399,7 @@ class Config(_Section):
     seed: int = 42
     spark: SparkSettings = Field(default_factory=SparkSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     tables: TableNames = Field(default_factory=TableNames)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)

@@ -25,6 +25,24 @@ class InputError(SegsparkError):
     exit_code = 1
 
 
+class InputPathError(InputError):
+    """A local input path is unusable as given: it matches nothing, holds only empty files, or is an archive.
+
+    A usage error (exit 2), found before Spark starts when the path is local; the message says what to pass.
+    """
+
+    exit_code = 2
+
+
+class RejectThresholdError(InputError):
+    """Ingest rejected too much of the input to be usable (``ingest.max_reject_share``) or kept nothing.
+
+    Raised after both tables are written and reconciled, so the rejects can be inspected; the tables stay.
+    """
+
+    exit_code = 1
+
+
 class ReconciliationError(SegsparkError):
     """Row counts do not reconcile: rows would be lost or invented."""
 

@@ -11,13 +11,16 @@ Plan (one scan of the source, one shuffle):
 4. Write the rejected copies (expanded back to one row per source line) and the clean rows, then reconcile
    ``rows_in = rows_clean + rows_rejected`` against the row counts Delta recorded for both commits. If the
    counts do not hold, or a write fails, both tables are restored to the versions they had before the run.
+5. Fail the stage when no line is clean or too many lines are rejected (``ingest.max_reject_share``); the
+   tables stay written, so the rejects can be read. The counts and one example per reason come from the
+   same small aggregate as the reconciliation counts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -27,7 +30,8 @@ from pyspark.sql import types as T
 from segspark import lakehouse
 from segspark.compat import try_cast
 from segspark.config import Config, SourceSettings
-from segspark.errors import ConfigError, InputError, ReconciliationError, SchemaError
+from segspark.errors import InputError, InputPathError, ReconciliationError, RejectThresholdError, SchemaError
+from segspark.inputs import require_path
 from segspark.schemas import (
     AMOUNT_TYPE,
     COUNTRY,
@@ -71,13 +75,17 @@ def source_column(name: str) -> Column:
 
 def read_source(spark: SparkSession, source: SourceSettings) -> DataFrame:
     """Read the raw transactions as configured; CSV columns are all text (no inference)."""
-    if not source.path:
-        raise ConfigError("config key 'source.path' is not set: pass --input PATH or set source.path")
-    return lakehouse.read_input(spark, source.format, source.path, source.csv_options, what="input")
+    path = require_path(source)
+    return lakehouse.read_input(spark, source.format, path, source.csv_options, what="input")
 
 
 def check_source_columns(raw_df: DataFrame, source: SourceSettings) -> None:
-    """Raise SchemaError naming each configured source column the input lacks."""
+    """Raise SchemaError naming each configured source column the input lacks.
+
+    A source without any column is an empty (0-byte) CSV: InputPathError says so, rather than "it has []".
+    """
+    if not raw_df.columns:
+        raise InputPathError(f"input '{source.path}' is empty (0 bytes): no header line and no rows")
     mapping = source.columns.model_dump()
     present = set(raw_df.columns)
     missing = {canon: name for canon, name in mapping.items() if name is not None and name not in present}
@@ -242,25 +250,63 @@ def select_rejected(
 
 @dataclass(frozen=True)
 class IngestCounts:
-    """Row counts of one ingest; ``rejected_by_reason`` has every reason, zeros included."""
+    """Row counts of one ingest; ``rejected_by_reason`` has every reason, zeros included.
+
+    ``reject_examples`` holds, per reason that rejected lines, one source text of the column that decided it
+    (the least non-null one in sort order; None when all are null); ``duplicate`` has none.
+    """
 
     rows_in: int
     rows_clean: int
     rejected_by_reason: dict[str, int]
+    reject_examples: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def rows_rejected(self) -> int:
         return sum(self.rejected_by_reason.values())
 
 
-def expected_counts(parsed_df: DataFrame) -> IngestCounts:
-    """Counts per outcome from the distinct rows. Collects at most one row per reason (six rows)."""
+#: Longest example text kept per reason; longer ones end in "...".
+EXAMPLE_CHARS = 60
+
+
+def reason_columns(source: SourceSettings) -> dict[str, str]:
+    """Reason -> the source column whose text decides it (reasons whose column the source lacks are left out)."""
+    cols = source.columns
+    by_reason = {
+        "missing_customer_id": cols.customer_id,
+        "invalid_timestamp": cols.invoice_ts,
+        "invalid_quantity": cols.quantity,
+        "invalid_price": cols.price,
+    }
+    return {reason: name for reason, name in by_reason.items() if name is not None}
+
+
+def reject_example_text(source: SourceSettings) -> Column:
+    """The source text behind each row's ``reject_reason``, cut to ``EXAMPLE_CHARS + 1``; null for clean rows."""
+    example = F.lit(None).cast(T.StringType())
+    for reason, name in reason_columns(source).items():
+        example = F.when(F.col(REJECT_REASON) == reason, source_column(name)).otherwise(example)
+    return F.substring(example, 1, EXAMPLE_CHARS + 1)
+
+
+def expected_counts(parsed_df: DataFrame, source: SourceSettings | None = None) -> IngestCounts:
+    """Counts per outcome from the distinct rows, and with ``source`` one example text per reason.
+
+    One aggregate; collects at most one row per reason (six rows).
+    """
+    example = reject_example_text(source) if source is not None else F.lit(None).cast(T.StringType())
     by_reason = (
         parsed_df.groupBy(REJECT_REASON)
-        .agg(F.sum(COPIES).alias("lines"), F.count(F.lit(1)).alias("distinct_rows"))
+        .agg(
+            F.sum(COPIES).alias("lines"),
+            F.count(F.lit(1)).alias("distinct_rows"),
+            F.min(example).alias("example"),
+        )
         .collect()  # at most six rows: clean plus one per reason
     )
     rejected = dict.fromkeys(REJECT_REASONS, 0)
+    examples: dict[str, str | None] = {}
     rows_in = rows_clean = 0
     for row in by_reason:
         rows_in += int(row["lines"])
@@ -269,7 +315,61 @@ def expected_counts(parsed_df: DataFrame) -> IngestCounts:
             rejected["duplicate"] = int(row["lines"]) - rows_clean
         else:
             rejected[row[REJECT_REASON]] = int(row["lines"])
-    return IngestCounts(rows_in=rows_in, rows_clean=rows_clean, rejected_by_reason=rejected)
+            examples[row[REJECT_REASON]] = row["example"]
+    return IngestCounts(rows_in=rows_in, rows_clean=rows_clean, rejected_by_reason=rejected, reject_examples=examples)
+
+
+def check_reject_share(counts: IngestCounts, config: Config) -> None:
+    """Raise RejectThresholdError when no line is clean, or too large a share of all input lines is rejected.
+
+    The share is (lines rejected for reasons outside ``ingest.tolerated_reject_reasons``) / ``rows_in``, where
+    ``rows_in`` counts every source line, duplicates and tolerated rejects included; it fails when above
+    ``ingest.max_reject_share``. The message names the reasons, largest first (ties in check order), each with
+    its count and one example.
+    """
+    settings = config.ingest
+    if counts.rows_in == 0:
+        return
+    counted = {r: n for r, n in counts.rejected_by_reason.items() if r not in settings.tolerated_reject_reasons}
+    counted_lines = sum(counted.values())
+    share = counted_lines / counts.rows_in
+    if counts.rows_clean > 0 and share <= settings.max_reject_share:
+        return
+    if counts.rows_clean == 0:
+        headline = f"no input line is clean ({counts.rows_rejected:,} of {counts.rows_in:,} rejected)"
+        shown = counts.rejected_by_reason
+    else:
+        tolerated = settings.tolerated_reject_reasons
+        other_than = f" for reasons other than {', '.join(tolerated)}" if tolerated else ""
+        headline = (
+            f"{counted_lines:,} of {counts.rows_in:,} input lines ({share:.1%}) were rejected{other_than}; "
+            f"ingest.max_reject_share is {settings.max_reject_share * 100:g}%"
+        )
+        shown = counted
+    order = sorted((r for r, n in shown.items() if n), key=lambda r: (-shown[r], REJECT_REASONS.index(r)))
+    details = "; ".join(describe_reason(r, shown[r], counts.reject_examples.get(r), config.source) for r in order)
+    raise RejectThresholdError(
+        f"{headline}. {details}. Both tables were written; the rejected lines are in "
+        f"{config.table_path('transactions_rejected')}"
+    )
+
+
+def describe_reason(reason: str, lines: int, example: str | None, source: SourceSettings) -> str:
+    """``invalid_timestamp: 2 lines, e.g. '01.12.2010 08:26' (column InvoiceDate; configured formats: ...)``."""
+    text = f"{reason}: {lines:,} line{'s' if lines != 1 else ''}"
+    column = reason_columns(source).get(reason)
+    if column is None:
+        return text
+    if example is None:
+        shown = "empty"
+    elif len(example) > EXAMPLE_CHARS:
+        shown = repr(example[:EXAMPLE_CHARS]) + "..."
+    else:
+        shown = repr(example)
+    hint = f"column {column}"
+    if reason == "invalid_timestamp":
+        hint += f"; configured formats: {', '.join(source.timestamp_formats)}"
+    return f"{text}, e.g. {shown} ({hint})"
 
 
 def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> IngestCounts:
@@ -282,8 +382,12 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
     Raises
     ------
     ConfigError, SchemaError : the source is not configured or lacks mapped columns.
+    InputPathError : the source is an empty (0-byte) CSV.
     InputError : the source cannot be read or has no rows.
     ReconciliationError : written counts do not add up; both tables are restored.
+    RejectThresholdError : no line is clean, or more than ``ingest.max_reject_share`` of all input lines is
+        rejected for reasons outside ``ingest.tolerated_reject_reasons``. Raised after both tables are written
+        and reconciled; they are kept, so the rejects can be inspected.
     """
     source = config.source
     raw_df = read_source(spark, source)
@@ -300,7 +404,7 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
-        expected = expected_counts(parsed_df)
+        expected = expected_counts(parsed_df, source)
         if stage is not None:
             stage.rows_in = expected.rows_in
         if expected.rows_in == 0:
@@ -332,6 +436,8 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
         stage.rows_out = expected.rows_clean
         stage.counts = {"rows_clean": expected.rows_clean, "rows_rejected": expected.rows_rejected}
         stage.counts.update({f"rejected_{k}": v for k, v in expected.rejected_by_reason.items()})
+    # After the writes and outside the restore: the tables are valid and stay for inspection; the stage fails.
+    check_reject_share(expected, config)
     return expected
 
 

@@ -48,11 +48,24 @@ def test_layers_apply_in_order(tmp_path):
         ("source.timezone=Mars/Olympus", "source.timezone"),
         ("source.columns.customer_id=null", "config key 'source.columns.customer_id'"),
         ("as_of_dates=[2011-13-01]", "config key 'as_of_dates.0'"),
+        ("ingest.max_reject_share=1.5", "config key 'ingest.max_reject_share'"),
+        ("ingest.tolerated_reject_reasons=[dupes]", "config key 'ingest.tolerated_reject_reasons.0'"),
     ],
 )
 def test_bad_values_name_the_key(override, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_config(overrides=[override], env=None)
+
+
+def test_tolerable_reject_reasons_are_the_ingest_reasons():
+    from typing import get_args
+
+    from segspark.config import RejectReason
+    from segspark.schemas import REJECT_REASONS
+
+    assert set(get_args(RejectReason)) == set(REJECT_REASONS)
+    assert Config().ingest.max_reject_share == 0.5
+    assert Config().ingest.tolerated_reject_reasons == ["duplicate", "missing_customer_id"]
 
 
 def test_quantity_is_required_for_unit_prices():

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 
 from segspark import ingest, lakehouse
 from segspark.compat import DELTA_VERSION
-from segspark.errors import InputError, ReconciliationError, SchemaError
+from segspark.errors import InputError, InputPathError, ReconciliationError, RejectThresholdError, SchemaError
 from segspark.runs import StageRun
 from tests.conftest import REAL_DATA, make_config, requires_real_data
 
@@ -305,6 +305,102 @@ def test_empty_input_is_a_clear_error(spark, tmp_path):
     folder = write_csv(tmp_path / "in", [])
     with pytest.raises(InputError, match="has no rows"):
         ingest.run_ingest(spark, retail_config(tmp_path / "lh", folder), "r")
+
+
+def test_zero_byte_csv_is_reported_as_empty(spark, tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "part-0.csv").write_bytes(b"")
+    with pytest.raises(InputPathError, match=r"^input '.*in' is empty \(0 bytes\): no header line and no rows$"):
+        ingest.run_ingest(spark, retail_config(tmp_path / "lh", tmp_path / "in"), "r")
+
+
+# --- unusable output: no clean line, or too many rejects ---
+
+NOTHING_CLEAN = [
+    "536365,85123A,WHITE HEART,6,01.12.2010 08:26,2.55,17850.0,United Kingdom",  # invalid_timestamp
+    "536366,22633,HAND WARMER,6,01.12.2010 08:28,1.85,17850.0,United Kingdom",  # invalid_timestamp
+    "536367,22634,X,6,01.12.2010 08:28,1.85,NaN,United Kingdom",  # missing_customer_id (tolerated)
+]
+
+# 7 lines; 4 rejected for counted reasons (57%): above the default 50% when all are present.
+MOSTLY_REJECTED = [
+    "536370,1,A,2,2010-12-01 08:26:00,1.00,12345,France",  # clean
+    "536370,1,A,2,2010-12-01 08:26:00,1.00,12345,France",  # duplicate (tolerated)
+    "536374,5,E,2,2010-12-01 08:26:00,1.00,,France",  # missing_customer_id (tolerated)
+    "536371,2,B,2,2010-12-01 08:26:00,-1,12345,France",  # invalid_price
+    "536372,3,C,2,2010-12-01 08:26:00,abc,12345,France",  # invalid_price
+    "536373,4,D,x,2010-12-01 08:26:00,1.00,12345,France",  # invalid_quantity
+    "536375,6,F,2,2010-13-45 08:26:00,1.00,12345,France",  # invalid_timestamp
+]
+
+
+def test_nothing_clean_fails_after_writing_and_recording_both_tables(spark, tmp_path):
+    config = retail_config(tmp_path / "lh", write_csv(tmp_path / "in", NOTHING_CLEAN))
+    stage = StageRun(spark, config, "run-eu", "ingest")
+    with pytest.raises(RejectThresholdError) as raised, stage:
+        ingest.run_ingest(spark, config, "run-eu", stage)
+    rejected_path = config.table_path("transactions_rejected")
+    assert str(raised.value) == (
+        "no input line is clean (3 of 3 rejected). "
+        "invalid_timestamp: 2 lines, e.g. '01.12.2010 08:26' "
+        "(column InvoiceDate; configured formats: yyyy-MM-dd HH:mm:ss, yyyy-MM-dd HH:mm); "
+        "missing_customer_id: 1 line, e.g. 'NaN' (column CustomerID). "
+        f"Both tables were written; the rejected lines are in {rejected_path}"
+    )
+    assert raised.value.exit_code == 1
+    # The tables stay as written (not restored): the rejects are there to be read.
+    got = lakehouse.read_table(spark, rejected_path).select("InvoiceNo", "InvoiceDate", "CustomerID", "reject_reason")
+    expected = spark.createDataFrame(
+        [
+            ("536365", "01.12.2010 08:26", "17850.0", "invalid_timestamp"),
+            ("536366", "01.12.2010 08:28", "17850.0", "invalid_timestamp"),
+            ("536367", "01.12.2010 08:28", "NaN", "missing_customer_id"),
+        ],
+        "InvoiceNo string, InvoiceDate string, CustomerID string, reject_reason string",
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+    assert clean_rows(spark, config).count() == 0
+    [run] = lakehouse.read_table(spark, config.table_path("pipeline_runs")).collect()
+    assert (run["status"], run["rows_in"], run["rows_out"]) == ("failed", 3, 0)
+    assert run["message"].startswith("RejectThresholdError: no input line is clean (3 of 3 rejected). ")
+    assert {k: v for k, v in run["counts"].items() if v} == {
+        "rows_rejected": 3, "rejected_invalid_timestamp": 2, "rejected_missing_customer_id": 1
+    }
+
+
+def test_too_many_rejects_name_the_reasons_largest_first_then_in_check_order(spark, tmp_path):
+    config = retail_config(tmp_path / "lh", write_csv(tmp_path / "in", MOSTLY_REJECTED))
+    with pytest.raises(RejectThresholdError) as raised:
+        ingest.run_ingest(spark, config, "r")
+    assert str(raised.value) == (
+        "4 of 7 input lines (57.1%) were rejected for reasons other than duplicate, missing_customer_id; "
+        "ingest.max_reject_share is 50%. "
+        "invalid_price: 2 lines, e.g. '-1' (column UnitPrice); "
+        "invalid_timestamp: 1 line, e.g. '2010-13-45 08:26:00' "
+        "(column InvoiceDate; configured formats: yyyy-MM-dd HH:mm:ss, yyyy-MM-dd HH:mm); "
+        "invalid_quantity: 1 line, e.g. 'x' (column Quantity). "
+        f"Both tables were written; the rejected lines are in {config.table_path('transactions_rejected')}"
+    )
+    assert clean_rows(spark, config).count() == 1
+    assert lakehouse.read_table(spark, config.table_path("transactions_rejected")).count() == 6
+
+
+@pytest.mark.parametrize(
+    ("lines", "ingest_settings"),
+    [
+        (MOSTLY_REJECTED[:-1], {}),  # 3 of 6 counted: exactly 50% is not more than 50%
+        (MOSTLY_REJECTED, {"tolerated_reject_reasons": ["duplicate", "missing_customer_id", "invalid_timestamp"]}),
+        (MOSTLY_REJECTED, {"max_reject_share": 0.6}),
+        (LINES, {}),  # 15 of 21 rejected, but only 9 (43%) for counted reasons
+    ],
+    ids=["at-threshold", "more-tolerated", "higher-threshold", "mostly-tolerated"],
+)
+def test_rejects_within_the_threshold_succeed(spark, tmp_path, lines, ingest_settings):
+    config = retail_config(tmp_path / "lh", write_csv(tmp_path / "in", lines))
+    config = config.model_copy(update={"ingest": config.ingest.model_copy(update=ingest_settings)})
+    counts = ingest.run_ingest(spark, config, "r")
+    assert counts.rows_in == len(lines)
+    assert counts.rows_clean + counts.rows_rejected == len(lines)
 
 
 def test_missing_input_path_is_a_clear_error(spark, tmp_path):
