@@ -21,7 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segspark import lakehouse
+from segspark import lakehouse, progress
 from segspark.config import Config, FeatureSettings, RfmRule
 from segspark.errors import InputError, ReconciliationError
 from segspark.schemas import (
@@ -259,12 +259,16 @@ def run_features(spark: SparkSession, config: Config, run_id: str, stage=None) -
     # Reused by the counts and the write: the transactions are scanned once.
     customers_df = customer_aggregates(lines_df, as_of_dates, settings).persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        progress.step(
+            f"aggregating invoices and customers for {', '.join(d.isoformat() for d in as_of_dates)} (one scan)"
+        )
         counts = snapshot_counts(customers_df)
         empty = [d.isoformat() for d in as_of_dates if counts.customers.get(d, 0) == 0]
         if empty:
             raise InputError(f"no customer has a purchase before as_of_date {', '.join(empty)}")
         features_df = scored_features(customers_df, settings).withColumn(RUN_ID, F.lit(run_id))
         in_list = ", ".join(f"DATE'{d.isoformat()}'" for d in as_of_dates)
+        progress.step(f"writing {sum(counts.customers.values()):,} customer rows to customer_features")
         written = lakehouse.write_table(
             features_df,
             config.table_path("customer_features"),

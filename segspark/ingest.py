@@ -27,7 +27,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segspark import lakehouse
+from segspark import lakehouse, progress
 from segspark.compat import try_cast
 from segspark.config import Config, SourceSettings
 from segspark.errors import InputError, InputPathError, ReconciliationError, RejectThresholdError, SchemaError
@@ -404,6 +404,7 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
         .persist(StorageLevel.MEMORY_AND_DISK)
     )
     try:
+        progress.step("reading the source, grouping identical lines and checking each (one scan)")
         expected = expected_counts(parsed_df, source)
         if stage is not None:
             stage.rows_in = expected.rows_in
@@ -414,12 +415,14 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
         rejected_path = config.table_path("transactions_rejected")
         before = {path: lakehouse.current_version(spark, path) for path in (clean_path, rejected_path)}
         try:
+            progress.step(f"writing {expected.rows_rejected:,} rejected lines to transactions_rejected")
             rejected = lakehouse.write_table(
                 select_rejected(parsed_df, source_columns, run_id, ingested_at),
                 rejected_path,
                 transactions_rejected_spec(source_columns),
                 overwrite_schema=True,
             )
+            progress.step(f"writing {expected.rows_clean:,} clean lines to transactions_clean")
             clean = lakehouse.write_table(
                 select_clean(parsed_df, run_id, ingested_at), clean_path, TRANSACTIONS_CLEAN
             )

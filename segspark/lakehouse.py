@@ -120,6 +120,17 @@ def restore(spark: SparkSession, path: str, version: int | None) -> None:
         DeltaTable.forPath(spark, path).restoreToVersion(target)
 
 
+def delete_path(spark: SparkSession, path: str) -> bool:
+    """Delete a folder (a model a failed run saved) through Hadoop's FileSystem, so object stores work too.
+
+    Returns whether anything was deleted.
+    """
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return bool(fs.exists(hadoop_path) and fs.delete(hadoop_path, True))
+
+
 def read_table(spark: SparkSession, path: str) -> DataFrame:
     return spark.read.format("delta").load(path)
 

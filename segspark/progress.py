@@ -41,12 +41,14 @@ def start_stage(name: str) -> None:
         _state.update(stage=name, step="", started=time.monotonic())
 
 
-def step(text: str) -> None:
-    """The current stage moves on to ``text`` (logged, and shown on the progress line)."""
+def step(text: str, *, logged: bool = True) -> None:
+    """The current stage moves on to ``text``: shown on the progress line, and logged unless ``logged`` is
+    False (for steps that log their own result line)."""
     with _lock:
         _state["step"] = text
         stage = _state["stage"]
-    log.info("%s: %s", stage, text) if stage else log.info("%s", text)
+    if logged:
+        log.info("%s: %s", stage, text) if stage else log.info("%s", text)
 
 
 def _elapsed(seconds: float) -> str:

@@ -38,7 +38,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from scipy.optimize import linear_sum_assignment
 
-from segspark import lakehouse
+from segspark import lakehouse, progress
 from segspark.compat import try_cast
 from segspark.config import Config, ModelSettings
 from segspark.errors import ConfigError, InputError, ReconciliationError, SchemaError
@@ -459,9 +459,12 @@ def sweep(
 ) -> tuple[list[Evaluated], dict[tuple[str, int], Transformer]]:
     """Every (algorithm, K) evaluated, with elbows marked, and the fitted main models."""
     results, models = [], {}
+    total = len(settings.algorithms) * len(settings.k_values())
     for algorithm in settings.algorithms:
         rows = []
         for k in settings.k_values():
+            progress.step(f"sweep: {algorithm} K={k} (candidate {len(results) + len(rows) + 1} of {total})",
+                          logged=False)
             evaluated, model = evaluate_candidate(algorithm, k, sweep_df, sample, reference, settings, seed)
             c = evaluated.candidate
             log.info(
@@ -572,6 +575,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
     cached: list[DataFrame] = [customers_df]
     try:
 
+        progress.step("fitting the preprocessing (impute, encode, scale) on all customers", logged=False)
         prep = fit_preprocessing(customers_df, settings, profile)
         vectors_df = model_space(prep, customers_df).persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(vectors_df)
@@ -602,6 +606,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
 
         final = models[(chosen.algorithm, chosen.k)]
         if sweep_df is not vectors_df:
+            progress.step(f"fitting {chosen.algorithm} K={chosen.k} on all {n:,} customers")
             final = fit_best(chosen.algorithm, chosen.k, vectors_df, settings, seed)
         segments = segment_table(final, vectors_df, prep)
         previous = previous_model(spark, config, prep.slot_names) if settings.match_previous else None
@@ -609,13 +614,15 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
         mapping = dict(zip(segments.predictions, ids, strict=True))
         model = assemble_model(prep, final, mapping)
         model_path = config.model_path(model_version)
-        save_model(model, model_path)
 
         now = dt.datetime.now(dt.UTC)
-        # The three tables change together or not at all: on any failure each goes back to its version before.
+        # The model and the three tables change together or not at all: on any failure each table goes back
+        # to its version before and the model folder is removed.
         tables = ["customer_segments", "segment_centroids", "model_selection"]
         before = {t: lakehouse.current_version(spark, config.table_path(t)) for t in tables}
         try:
+            save_model(model, model_path)
+            progress.step("writing customer_segments, segment_centroids and model_selection")
             written = write_segments(model, customers_df, as_of, model_version, run_id, config)
             if written != n:
                 raise ReconciliationError(f"customer_segments wrote {written:,} rows for {n:,} customers")
@@ -629,6 +636,9 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
         except Exception:
             for t in tables:
                 lakehouse.restore(spark, config.table_path(t), before[t])
+            # No table names this model: leaving it would be an orphan folder under models/.
+            lakehouse.delete_path(spark, model_path)
+            log.error("train failed: segment tables restored, model %s removed", model_version)
             raise
     finally:
         for df in reversed(cached):
