@@ -256,8 +256,12 @@ class AttributeSource(_Section):
     format: Literal["delta", "parquet", "csv", "table"] = "delta"
     #: Folder, file or glob (delta/parquet/csv) or a catalog table name (table); null for none.
     path: str | None = None
-    #: The attribute table's customer id column; it is joined to ``customer_id``.
-    customer_id: str = "customer_id"
+    #: The attribute table's customer id column; it is joined to ``customer_id``. ``null`` (attribute-only mode
+    #: only): the table has no id column, and each row's number in file order (1, 2, ... as text) is its id.
+    customer_id: str | None = "customer_id"
+    #: Date column giving the table's snapshot date (attribute-only mode); a table without it needs ``--as-of``.
+    #: With several dates in it, ``--as-of`` picks the rows of one. ``null``: the table has no date column.
+    as_of_column: str | None = "as_of_date"
     #: Options handed to Spark's CSV reader (every column read as text, then cast where numeric).
     csv_options: dict[str, str] = Field(default_factory=lambda: {"header": "true", "encoding": "UTF-8"})
 
@@ -365,6 +369,11 @@ class ModelSettings(_Section):
             raise ValueError(f"algorithms must be a non-empty list without repeats, got {self.algorithms}")
         if self.input == "attributes" and self.attributes.path is None:
             raise ValueError("input is 'attributes' but attributes.path is not set")
+        if self.input == "features" and self.attributes.path is not None and self.attributes.customer_id is None:
+            raise ValueError(
+                "attributes.customer_id is null (no id column) but input is 'features': attributes are joined to "
+                "customer_features by customer id, so name the table's id column"
+            )
         return self
 
     @property

@@ -33,14 +33,15 @@ from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import StandardScalerModel
 from pyspark.ml.linalg import Vectors
 from pyspark.ml.stat import Summarizer
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from scipy.optimize import linear_sum_assignment
 
 from segspark import lakehouse, progress
 from segspark.compat import try_cast
-from segspark.config import Config, ModelSettings
+from segspark.config import AttributeSource, Config, ModelSettings
 from segspark.errors import ConfigError, InputError, ReconciliationError, SchemaError
 from segspark.evaluation import (
     Candidate,
@@ -92,19 +93,152 @@ _NUMBER_TYPES = (T.NumericType, T.BooleanType, T.StringType)
 # 1. Training input
 
 
-def read_attributes(spark: SparkSession, settings: ModelSettings) -> DataFrame:
-    """The attribute table with its id column renamed to ``customer_id`` (as text, trimmed)."""
-    source = settings.attributes
-    attributes_df = lakehouse.read_input(spark, source.format, source.path, source.csv_options, "attribute table")
-    if source.customer_id not in attributes_df.columns:
+#: Where each row of an attribute table without an id column is in its files, while its rows are numbered.
+_FILE, _BLOCK, _POSITION = "_file_path", "_file_block_start", "_position_in_block"
+
+
+def read_attribute_table(spark: SparkSession, source: AttributeSource) -> DataFrame:
+    """The attribute table as stored; without an id column (``customer_id`` null) each row also carries where it
+    is: ``_file_path``, ``_file_block_start`` (the byte offset of the split that read it) and
+    ``_position_in_block`` (increasing in reading order within a split).
+
+    The position must be taken here, on the scan itself: ``monotonically_increasing_id`` counts rows per
+    partition as they are read, and a split is read in file order within one partition. Across splits it
+    says nothing (Spark packs splits of several files into one partition, largest first), so the split's
+    path and offset order those.
+    """
+    table_df = lakehouse.read_input(spark, source.format, source.path, source.csv_options, "attribute table")
+    if source.customer_id is not None:
+        return table_df
+    try:
+        return table_df.select(
+            "*",
+            F.col("_metadata.file_path").alias(_FILE),
+            F.col("_metadata.file_block_start").alias(_BLOCK),
+            F.monotonically_increasing_id().alias(_POSITION),
+        )
+    except AnalysisException:
+        raise SchemaError(
+            f"attribute table '{source.path}' has no id column (model.attributes.customer_id is null) and is not "
+            "read from files, so its rows have no file order to be numbered by; name its id column"
+        ) from None
+
+
+def with_file_order_ids(located_df: DataFrame) -> DataFrame:
+    """Number rows 1, 2, ... in file order (files by path, then position in the file) as text ``customer_id``.
+
+    Input columns: ``_file_path``, ``_file_block_start``, ``_position_in_block`` (from
+    :func:`read_attribute_table`) and the table's own columns. Output: ``customer_id`` then the table's own
+    columns. Deterministic for the same files however Spark splits them: a row's number is the rows in
+    earlier splits (by path and offset) plus its rank within its split, and neither depends on which
+    partition read which split. No row is moved to one partition: ranks are computed per split, and only
+    the per-split row counts (one row per split) are summed in one ordered window.
+    """
+    block = [F.col(_FILE), F.col(_BLOCK)]
+    own = [c for c in located_df.columns if c not in (_FILE, _BLOCK, _POSITION)]
+    in_block = (
+        Window.partitionBy(*block).orderBy(_POSITION).rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    )
+    ranked_df = located_df.withColumn("_rank", F.row_number().over(in_block))
+    earlier = Window.orderBy(*block).rowsBetween(Window.unboundedPreceding, -1)
+    offsets_df = (
+        located_df.groupBy(*block)
+        .agg(F.count(F.lit(1)).alias("_rows"))
+        .select(*block, F.coalesce(F.sum("_rows").over(earlier), F.lit(0)).alias("_offset"))
+    )
+    return ranked_df.join(F.broadcast(offsets_df), on=[_FILE, _BLOCK], how="inner").select(
+        (F.col("_offset") + F.col("_rank")).cast("string").alias(CUSTOMER_ID), *[F.col(quote(c)) for c in own]
+    )
+
+
+def as_of_value(table_df: DataFrame, column: str) -> Column:
+    """The snapshot date column as a date: a date as it is, a timestamp's date, text parsed as yyyy-MM-dd (null
+    where it does not parse)."""
+    data_type = table_df.schema[column].dataType
+    value = F.col(quote(column))
+    if isinstance(data_type, T.DateType):
+        return value
+    if isinstance(data_type, (T.TimestampType, T.TimestampNTZType)):
+        return F.to_date(value)
+    if isinstance(data_type, T.StringType):
+        return try_cast(F.trim(value), "date")
+    raise SchemaError(
+        f"attribute table column '{column}' (model.attributes.as_of_column) must be a date, a timestamp or "
+        f"yyyy-MM-dd text, not {data_type.simpleString()}"
+    )
+
+
+def attributes_as_of(table_df: DataFrame, source: AttributeSource, requested: dt.date | None) -> dt.date:
+    """The snapshot date of an attribute-only run: from the table's date column, else ``--as-of``.
+
+    Never the clock: a rerun on the same files must write the same tables. One aggregate row is read.
+    Raises ConfigError when the date cannot be decided (no date column and no ``--as-of``; several dates and
+    no ``--as-of``; an ``--as-of`` the column does not hold) and InputError for rows without a date.
+    """
+    column = source.as_of_column
+    if column is None or column not in table_df.columns:
+        if requested is None:
+            where = (
+                "model.attributes.as_of_column is null"
+                if column is None
+                else f"the attribute table has no '{column}' column (model.attributes.as_of_column)"
+            )
+            raise ConfigError(
+                f"attribute-only mode needs a snapshot date and {where}: pass --as-of YYYY-MM-DD (the date is "
+                "never taken from the clock, so that reruns on the same files write the same tables)"
+            )
+        return requested
+    value = as_of_value(table_df, column)
+    row = table_df.agg(
+        F.count(F.when(value.isNull(), 1)).alias("undated"),
+        F.countDistinct(value).alias("dates"),
+        F.min(value).alias("first"),
+        F.max(value).alias("last"),
+        F.count(F.when(value == F.lit(requested), 1)).alias("requested"),
+    ).first()  # one row
+    what = f"attribute table '{source.path}' column '{column}' (model.attributes.as_of_column)"
+    if row["undated"]:
+        raise InputError(f"{what}: {row['undated']:,} row(s) have no date (null, or text that is not yyyy-MM-dd)")
+    if row["dates"] == 0:
+        if requested is None:
+            raise InputError(f"{what}: the table has no rows, so no snapshot date; pass --as-of")
+        return requested
+    span = f"{row['dates']:,} distinct date(s), {row['first']} to {row['last']}"
+    if requested is not None:
+        if not row["requested"]:
+            raise ConfigError(f"--as-of {requested} is not a date in {what}: it holds {span}")
+        return requested
+    if row["dates"] > 1:
+        raise ConfigError(f"{what} holds {span}: choose the snapshot with --as-of YYYY-MM-DD")
+    return row["first"]
+
+
+def customer_attributes(table_df: DataFrame, source: AttributeSource, as_of: dt.date | None = None) -> DataFrame:
+    """``customer_id`` (text, trimmed; numbered in file order when the table has no id column) and the
+    table's other columns; only the rows dated ``as_of`` when it is given and the table has the date column."""
+    if as_of is not None and source.as_of_column is not None and source.as_of_column in table_df.columns:
+        table_df = table_df.filter(as_of_value(table_df, source.as_of_column) == F.lit(as_of))
+    if source.customer_id is None:
+        if CUSTOMER_ID in table_df.columns:
+            raise SchemaError(
+                f"attribute table '{source.path}' has a '{CUSTOMER_ID}' column but model.attributes.customer_id "
+                f"is null (no id column); set model.attributes.customer_id: {CUSTOMER_ID} to use it"
+            )
+        return with_file_order_ids(table_df)
+    if source.customer_id not in table_df.columns:
         raise SchemaError(
             f"attribute table '{source.path}' has no column '{source.customer_id}' (model.attributes.customer_id); "
-            f"it has {attributes_df.columns}"
+            f"it has {table_df.columns}"
         )
-    others = [F.col(quote(c)) for c in attributes_df.columns if c not in (source.customer_id, CUSTOMER_ID)]
-    return attributes_df.select(
-        F.trim(F.col(quote(source.customer_id)).cast("string")).alias(CUSTOMER_ID), *others
-    )
+    others = [F.col(quote(c)) for c in table_df.columns if c not in (source.customer_id, CUSTOMER_ID)]
+    return table_df.select(F.trim(F.col(quote(source.customer_id)).cast("string")).alias(CUSTOMER_ID), *others)
+
+
+def read_attributes(spark: SparkSession, settings: ModelSettings, as_of: dt.date | None = None) -> DataFrame:
+    """The attribute table with its id column renamed to ``customer_id`` (as text, trimmed); see
+    :func:`customer_attributes`."""
+    source = settings.attributes
+    return customer_attributes(read_attribute_table(spark, source), source, as_of)
 
 
 def check_attribute_keys(attributes_df: DataFrame, path: str) -> None:
@@ -135,10 +269,13 @@ def training_input(spark: SparkSession, config: Config) -> tuple[DataFrame, dt.d
     wanted = settings.features
     requested = max(config.as_of_dates) if config.as_of_dates else None
     if settings.input == "attributes":
-        attributes_df = read_attributes(spark, settings)
-        _require(attributes_df, wanted, f"attribute table '{settings.attributes.path}'")
-        check_attribute_keys(attributes_df, settings.attributes.path)
-        as_of = requested or dt.datetime.now(dt.UTC).date()
+        source = settings.attributes
+        table_df = read_attribute_table(spark, source)
+        as_of = attributes_as_of(table_df, source, requested)
+        attributes_df = customer_attributes(table_df, source, as_of)
+        _require(attributes_df, wanted, f"attribute table '{source.path}'")
+        if source.customer_id is not None:  # numbered ids are unique and present by construction
+            check_attribute_keys(attributes_df, source.path)
         return attributes_df.select(CUSTOMER_ID, *[quote(c) for c in wanted]), as_of
 
     path = config.table_path("customer_features")
@@ -554,6 +691,8 @@ class TrainResult:
     chosen: Candidate
     candidates: list[Candidate]
     dropped_features: list[str]
+    #: The attribute table had no id column: customer ids are row numbers in file order.
+    ids_from_file_order: bool = False
 
 
 def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> TrainResult:
@@ -564,6 +703,13 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
     input_df, as_of = training_input(spark, config)
     what = f"snapshot {as_of}" if settings.input == "features" else "the attribute table"
     profile = profile_features(input_df, settings)
+    numbered = settings.input == "attributes" and settings.attributes.customer_id is None
+    if numbered:
+        log.info(
+            "attribute table has no id column (model.attributes.customer_id is null): customers are numbered "
+            "1..%d in file order",
+            profile.customers,
+        )
     if profile.constant:
         log.warning("features with one value for every customer are left out of the model: %s", profile.constant)
     n = profile.customers
@@ -654,7 +800,9 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
         stage.counts.update(
             {"customers": n, "customers_evaluated": evaluated_n, "k": chosen.k, "candidates": len(decided)}
         )
-    return TrainResult(model_version, model_path, as_of, n, chosen, decided, profile.constant)
+        if numbered:
+            stage.counts["customers_numbered_in_file_order"] = n
+    return TrainResult(model_version, model_path, as_of, n, chosen, decided, profile.constant, numbered)
 
 
 @dataclass(frozen=True)

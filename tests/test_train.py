@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -38,7 +39,9 @@ from segspark.train import (
     hash_sample,
     labels_of,
     number_segments,
+    read_attributes,
     run_train,
+    training_input,
 )
 from tests.conftest import ROOT
 
@@ -320,7 +323,7 @@ def write_attributes(spark, path: Path, rows, schema: str) -> Path:
     return path
 
 
-def attribute_config(lake: Path, table: Path, **model):
+def attribute_config(lake: Path, table: Path, as_of: str | None = "2024-01-01", **model):
     settings = {
         "input": "attributes",
         "attributes": {"path": str(table)},
@@ -332,7 +335,8 @@ def attribute_config(lake: Path, table: Path, **model):
         "stability_runs": 1,
         **model,
     }
-    return load_config(env=None, flags={"lakehouse": str(lake), "as_of_dates": ["2024-01-01"], "model": settings})
+    flags = {"lakehouse": str(lake), "as_of_dates": [as_of] if as_of else [], "model": settings}
+    return load_config(env=None, flags=flags)
 
 
 def test_homogeneous_population_is_reported_as_weak_structure(spark, tmp_path, caplog):
@@ -522,3 +526,204 @@ def test_a_failed_write_leaves_no_partial_segment_tables(spark, planted, tmp_pat
     kept = lakehouse.read_table(spark, config.table_path("customer_segments"))
     assert [r[0] for r in kept.select("model_version").distinct().collect()] == [first.model_version]
     assert kept.count() == first.customers
+
+
+# ------------------------------------------------------------------------------------------------------
+# Attribute tables without an id column, and the snapshot date of attribute-only runs
+
+
+WHOLESALE_HEADER = "Channel,Region,Fresh,Milk"
+
+
+def write_csv(path: Path, header: str, rows) -> Path:
+    path.write_text(header + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows))
+    return path
+
+
+def scan_layout(spark, folder: Path) -> dict[str, list[int]]:
+    """File name -> the partitions reading it, as Spark lays out the scan with the session's current settings."""
+    rows = (
+        spark.read.option("header", "true").csv(str(folder))
+        .select(F.col("_metadata.file_name").alias("file"), F.spark_partition_id().alias("partition"))
+        .distinct()
+        .collect()
+    )
+    layout: dict[str, list[int]] = {}
+    for r in rows:
+        layout.setdefault(r["file"], []).append(r["partition"])
+    return {f: sorted(p) for f, p in layout.items()}
+
+
+def test_attribute_table_without_id_is_numbered_in_file_order(spark, tmp_path):
+    """Two files, one split into several partitions and the other packed after its last split: ids follow the
+    files by path, then the rows of each file, whatever the split size."""
+    folder = tmp_path / "wholesale"
+    folder.mkdir()
+    # "a.csv" sorts first by path, but it is the smaller file, so Spark reads it after the splits of b.csv.
+    a_rows = [(1, 1, 900_000 + i, i) for i in range(5)]
+    b_rows = [(2, 3, 1_000 + i, 50 + i) for i in range(200)]
+    write_csv(folder / "b.csv", WHOLESALE_HEADER, b_rows)
+    write_csv(folder / "a.csv", WHOLESALE_HEADER, a_rows)
+    settings = ModelSettings(
+        input="attributes",
+        attributes={"path": str(folder), "format": "csv", "customer_id": None},
+        numeric_features=["Fresh", "Milk"],
+        log_features=[],
+    )
+    expected_df = spark.createDataFrame(
+        [(str(i + 1), *(str(v) for v in row)) for i, row in enumerate(a_rows + b_rows)],
+        "customer_id string, Channel string, Region string, Fresh string, Milk string",
+    )
+    numbered = []
+    try:
+        for split_bytes in ("512", None):
+            if split_bytes is None:
+                spark.conf.unset("spark.sql.files.maxPartitionBytes")
+                spark.conf.unset("spark.sql.files.openCostInBytes")
+            else:
+                spark.conf.set("spark.sql.files.maxPartitionBytes", split_bytes)
+                spark.conf.set("spark.sql.files.openCostInBytes", "0")
+            layout = scan_layout(spark, folder)
+            if split_bytes == "512":
+                # The awkward layout this test is about: b.csv in several partitions, a.csv in the last one.
+                assert len(layout["b.csv"]) >= 5 and layout["a.csv"] == [max(layout["b.csv"])]
+            numbered_df = read_attributes(spark, settings)
+            assert_df_equality(numbered_df, expected_df, ignore_row_order=True, ignore_nullable=True)
+            numbered.append(sorted(tuple(r) for r in numbered_df.collect()))
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        spark.conf.unset("spark.sql.files.openCostInBytes")
+    assert numbered[0] == numbered[1]
+
+
+def test_attribute_only_mode_without_id_column_segments_and_says_so(spark, tmp_path, caplog):
+    """A Wholesale-customers-like CSV (no id column): rows 1-20 and 21-40 are two planted groups."""
+    rng = np.random.default_rng(3)
+    rows = [(1, 3, int(rng.normal(20_000, 500)), int(rng.normal(2_000, 100))) for _ in range(20)]
+    rows += [(2, 3, int(rng.normal(3_000, 500)), int(rng.normal(15_000, 100))) for _ in range(20)]
+    table = write_csv(tmp_path / "wholesale.csv", WHOLESALE_HEADER, rows)
+    config = attribute_config(
+        tmp_path / "lake", table, attributes={"path": str(table), "format": "csv", "customer_id": None},
+        numeric_features=["Fresh", "Milk"], k_min=2, k_max=2, restarts=1, stability_runs=0,
+    )
+    stage = SimpleNamespace(rows_in=None, rows_out=None, counts={})
+    with caplog.at_level("INFO", logger="segspark"):
+        result = run_train(spark, config, "run-wholesale", stage)
+    assert result.ids_from_file_order
+    assert stage.counts["customers_numbered_in_file_order"] == 40
+    assert any(
+        "attribute table has no id column (model.attributes.customer_id is null): customers are numbered 1..40 "
+        "in file order" in message
+        for message in caplog.messages
+    )
+    written = {
+        r["customer_id"]: r["segment_id"]
+        for r in lakehouse.read_table(spark, config.table_path("customer_segments")).collect()
+    }
+    assert sorted(written, key=int) == [str(i) for i in range(1, 41)]
+    assert {written[str(i)] for i in range(1, 21)} != {written[str(i)] for i in range(21, 41)}
+    assert len({written[str(i)] for i in range(1, 21)}) == len({written[str(i)] for i in range(21, 41)}) == 1
+
+
+def test_attribute_id_column_may_be_null_only_in_attribute_only_mode():
+    attributes = {"path": "/data/customers.csv", "customer_id": None}
+    assert ModelSettings(input="attributes", attributes=attributes).attributes.customer_id is None
+    with pytest.raises(ConfigError, match=r"config key 'model': attributes.customer_id is null .* but input is 'features'"):
+        load_config(env=None, flags={"model": {"attributes": attributes}})
+
+
+def test_attribute_table_with_customer_id_column_but_null_id_key_is_an_error(spark, tmp_path):
+    table = write_attributes(spark, tmp_path / "attrs", [("a", 1.0, 2.0, 3.0)], ATTRIBUTES)
+    config = attribute_config(tmp_path / "lake", table, attributes={"path": str(table), "customer_id": None})
+    with pytest.raises(SchemaError, match=r"has a 'customer_id' column but model.attributes.customer_id is null"):
+        training_input(spark, config)
+
+
+DATED = "customer_id string, age double, income double, spending_score double, as_of_date date"
+D1, D2 = dt.date(2024, 1, 31), dt.date(2024, 2, 29)
+
+
+@pytest.mark.parametrize(
+    ("schema", "rows", "attributes", "as_of", "snapshot", "customers"),
+    [
+        pytest.param(
+            DATED, [("a", 1.0, 2.0, 3.0, D1), ("b", 2.0, 3.0, 4.0, D1)], {}, None, D1, ["a", "b"],
+            id="one-date-in-the-table",
+        ),
+        pytest.param(
+            DATED, [("a", 1.0, 2.0, 3.0, D1), ("a", 2.0, 3.0, 4.0, D2), ("b", 2.0, 3.0, 4.0, D2)], {},
+            "2024-02-29", D2, ["a", "b"], id="as-of-picks-one-of-several",
+        ),
+        pytest.param(
+            DATED, [("a", 1.0, 2.0, 3.0, D1), ("b", 2.0, 3.0, 4.0, D1)], {}, "2024-01-31", D1, ["a", "b"],
+            id="as-of-equal-to-the-one-date",
+        ),
+        pytest.param(
+            "customer_id string, age double, income double, spending_score double, snapshot string",
+            [("a", 1.0, 2.0, 3.0, " 2024-01-31 "), ("b", 2.0, 3.0, 4.0, "2024-02-29")],
+            {"as_of_column": "snapshot"}, "2024-01-31", D1, ["a"], id="text-dates-in-another-column",
+        ),
+        pytest.param(
+            "customer_id string, age double, income double, spending_score double, as_of_date timestamp",
+            [("a", 1.0, 2.0, 3.0, dt.datetime(2024, 1, 31, 23, 0)), ("b", 2.0, 3.0, 4.0, dt.datetime(2024, 1, 31))],
+            {}, None, D1, ["a", "b"], id="timestamps",
+        ),
+        pytest.param(ATTRIBUTES, [("a", 1.0, 2.0, 3.0)], {}, "2024-05-01", dt.date(2024, 5, 1), ["a"], id="no-column"),
+    ],
+)
+def test_attribute_only_snapshot_date_comes_from_the_input(
+    spark, tmp_path, schema, rows, attributes, as_of, snapshot, customers
+):
+    table = write_attributes(spark, tmp_path / "attrs", rows, schema)
+    config = attribute_config(tmp_path / "lake", table, as_of=as_of, attributes={"path": str(table), **attributes})
+    customers_df, got = training_input(spark, config)
+    assert got == snapshot
+    assert sorted(r["customer_id"] for r in customers_df.collect()) == customers
+
+
+@pytest.mark.parametrize(
+    ("schema", "rows", "attributes", "as_of", "error", "message"),
+    [
+        pytest.param(
+            ATTRIBUTES, [("a", 1.0, 2.0, 3.0)], {}, None, ConfigError,
+            r"needs a snapshot date and the attribute table has no 'as_of_date' column "
+            r"\(model.attributes.as_of_column\): pass --as-of YYYY-MM-DD \(the date is never taken from the clock",
+            id="no-column-no-as-of",
+        ),
+        pytest.param(
+            DATED, [("a", 1.0, 2.0, 3.0, D1)], {"as_of_column": None}, None, ConfigError,
+            r"model.attributes.as_of_column is null: pass --as-of", id="column-switched-off",
+        ),
+        pytest.param(
+            DATED, [("a", 1.0, 2.0, 3.0, D1), ("a", 2.0, 3.0, 4.0, D2), ("b", 1.0, 1.0, 1.0, D2)], {}, None,
+            ConfigError, r"holds 2 distinct date\(s\), 2024-01-31 to 2024-02-29: choose the snapshot with --as-of",
+            id="several-dates-no-as-of",
+        ),
+        pytest.param(
+            DATED, [("a", 1.0, 2.0, 3.0, D1)], {}, "2024-05-01", ConfigError,
+            r"--as-of 2024-05-01 is not a date in .* it holds 1 distinct date\(s\), 2024-01-31 to 2024-01-31",
+            id="as-of-not-in-the-table",
+        ),
+        pytest.param(
+            DATED, [("a", 1.0, 2.0, 3.0, D1), ("b", 1.0, 2.0, 3.0, None)], {}, "2024-01-31", InputError,
+            r"1 row\(s\) have no date", id="row-without-date",
+        ),
+        pytest.param(
+            "customer_id string, age double, income double, spending_score double, as_of_date string",
+            [("a", 1.0, 2.0, 3.0, "31/01/2024")], {}, None, InputError, r"1 row\(s\) have no date \(null, or text",
+            id="text-that-is-not-a-date",
+        ),
+        pytest.param(
+            "customer_id string, age double, income double, spending_score double, as_of_date int",
+            [("a", 1.0, 2.0, 3.0, 20240131)], {}, None, SchemaError, r"must be a date, a timestamp or yyyy-MM-dd text",
+            id="wrong-type",
+        ),
+    ],
+)
+def test_attribute_only_snapshot_date_is_never_the_clock(spark, tmp_path, schema, rows, attributes, as_of, error, message):
+    table = write_attributes(spark, tmp_path / "attrs", rows, schema)
+    config = attribute_config(tmp_path / "lake", table, as_of=as_of, attributes={"path": str(table), **attributes})
+    with pytest.raises(error, match=message) as raised:
+        training_input(spark, config)
+    if error is ConfigError:
+        assert raised.value.exit_code == 2
