@@ -34,7 +34,7 @@ def test_layers_apply_in_order(tmp_path):
     assert config.spark.conf["spark.sql.shuffle.partitions"] == "3"
     assert config.spark.conf["spark.ui.enabled"] == "false"  # from local.yaml
     assert config.as_of_dates == [dt.date(2011, 12, 10)]
-    assert config.table_path("transactions_clean") == "/tmp/lh/transactions_clean"
+    assert config.table_path("transactions_clean") == "file:/tmp/lh/transactions_clean"
 
 
 @pytest.mark.parametrize(

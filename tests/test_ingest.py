@@ -493,3 +493,30 @@ def test_spark_submit_keeps_the_submitters_settings(tmp_path):
 
     assert f"master local[1], shuffle partitions 3, Delta {DELTA_VERSION} (under spark-submit)" in output
     assert "stage ingest succeeded: rows in 21, rows out 6" in output
+
+
+def test_malformed_values_are_rejects_in_ansi_mode(spark, tmp_path):
+    """Spark 4 runs with ANSI mode on: a plain cast of bad text, or an overflowing decimal, would fail the job.
+    Every such value must instead become a reasoned reject (try_cast / try_to_timestamp)."""
+    from segspark.compat import SPARK_LINE
+
+    if SPARK_LINE >= (4, 0):
+        assert spark.conf.get("spark.sql.ansi.enabled") == "true"
+    lines = [
+        "536401,A1,OK,2,2010-12-01 09:00:00,1.50,A-12,France",  # a non-numeric customer id is kept as text
+        "536402,A2,HUGE PRICE,2,2010-12-01 09:00:00,1e30,17850,France",  # beyond decimal(18,4)
+        "536403,A3,BIG LINE,99999,2010-12-01 09:00:00,99999999999999,17850,France",  # fits decimal(28,4)
+        "536404,A4,WORDS,two,2010-12-01 09:00:00,1.00,17850,France",
+        "536405,A5,BAD DATE,1,01.12.2010 08:26,1.00,17850,France",
+    ]
+    base = retail_config(tmp_path / "lh", write_csv(tmp_path / "in", lines))
+    config = base.model_copy(update={"ingest": base.ingest.model_copy(update={"max_reject_share": 1.0})})
+    counts = ingest.run_ingest(spark, config, "ansi")
+    assert counts.rows_clean == 2
+    assert {k: v for k, v in counts.rejected_by_reason.items() if v} == {
+        "invalid_price": 1, "invalid_quantity": 1, "invalid_timestamp": 1,
+    }
+    clean = lakehouse.read_table(spark, config.table_path("transactions_clean"))
+    assert sorted((r["customer_id"], str(r["line_amount"])) for r in clean.collect()) == [
+        ("17850", "9999899999999900001.0000"), ("A-12", "3.0000"),
+    ]

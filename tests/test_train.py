@@ -19,7 +19,7 @@ from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from segspark import lakehouse
-from segspark.config import ModelSettings, load_config
+from segspark.config import ModelSettings, load_config, local_path
 from segspark.errors import ConfigError, InputError, SchemaError
 from segspark.evaluation import euclidean_silhouette
 from segspark.features import run_features
@@ -66,7 +66,7 @@ def retail_config(lake: Path, source: Path | None = None, **overrides):
 
 def copy_features(planted, lake: Path) -> Path:
     """A new lakehouse holding only the planted customer_features (so tests do not see each other's models)."""
-    shutil.copytree(planted["config"].table_path("customer_features"), lake / "customer_features")
+    shutil.copytree(local_path(planted["config"].table_path("customer_features")), lake / "customer_features")
     return lake
 
 
@@ -526,6 +526,8 @@ def test_a_failed_write_leaves_no_partial_segment_tables(spark, planted, tmp_pat
     kept = lakehouse.read_table(spark, config.table_path("customer_segments"))
     assert [r[0] for r in kept.select("model_version").distinct().collect()] == [first.model_version]
     assert kept.count() == first.customers
+    # No orphan model folders: only the run that landed left one.
+    assert sorted(p.name for p in (lake / "models").iterdir()) == [first.model_version]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -628,7 +630,8 @@ def test_attribute_only_mode_without_id_column_segments_and_says_so(spark, tmp_p
 def test_attribute_id_column_may_be_null_only_in_attribute_only_mode():
     attributes = {"path": "/data/customers.csv", "customer_id": None}
     assert ModelSettings(input="attributes", attributes=attributes).attributes.customer_id is None
-    with pytest.raises(ConfigError, match=r"config key 'model': attributes.customer_id is null .* but input is 'features'"):
+    expected = r"config key 'model': attributes.customer_id is null .* but input is 'features'"
+    with pytest.raises(ConfigError, match=expected):
         load_config(env=None, flags={"model": {"attributes": attributes}})
 
 
@@ -720,7 +723,9 @@ def test_attribute_only_snapshot_date_comes_from_the_input(
         ),
     ],
 )
-def test_attribute_only_snapshot_date_is_never_the_clock(spark, tmp_path, schema, rows, attributes, as_of, error, message):
+def test_attribute_only_snapshot_date_is_never_the_clock(
+    spark, tmp_path, schema, rows, attributes, as_of, error, message
+):
     table = write_attributes(spark, tmp_path / "attrs", rows, schema)
     config = attribute_config(tmp_path / "lake", table, as_of=as_of, attributes={"path": str(table), **attributes})
     with pytest.raises(error, match=message) as raised:
