@@ -15,16 +15,24 @@ import copy
 import datetime as dt
 import hashlib
 import json
-import os
-import re
 import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from segspark.errors import ConfigError
+from segspark.paths import absolute_uri, default_fs_is_local, local_path
 
 #: Where the repository's ``conf/`` folder is when segspark runs from a checkout (editable install).
 REPO_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -33,37 +41,9 @@ REPO_CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 LAYOUTS_SUBDIR = "layouts"
 
 
-#: ``s3a://bucket``, ``abfss://c@a.dfs.core.windows.net``, ``gs://b``, ``hdfs://nn/x``, ``file:/x``: a URI scheme.
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
-
-
-def absolute_uri(path: str) -> str:
-    """The one form every path takes once config is loaded: an absolute URI.
-
-    A path without a scheme is a path on the machine that runs the driver, made absolute against the
-    current directory (``~`` expanded) and written as ``file:/...``: the driver's Python and its JVM then
-    agree on where it is, whatever either's working directory. ``file:/`` is the form Hadoop itself gives a
-    qualified local path; Delta compares locations as text, so ``file:///x`` is rewritten to it. Other URIs
-    (``s3a://``, ``abfss://``, ``gs://``, ``hdfs://``) are kept as given, without a trailing slash. Globs stay
-    globs.
-    """
-    text = path.strip()
-    if text.startswith("file:"):
-        text = "/" + text[len("file:"):].lstrip("/")
-    elif _SCHEME.match(text):
-        return text.rstrip("/") if not text.endswith(":/") and not text.endswith("://") else text
-    return "file:" + os.path.abspath(os.path.expanduser(text))
-
-
-def local_path(uri: str) -> Path | None:
-    """The local filesystem path of a ``file:`` URI (or a path without a scheme); None for other schemes."""
-    if uri.startswith("file:"):
-        rest = uri[len("file:"):]
-        # file:///a/b and file:/a/b are the same path; file://host/a is not supported (no host).
-        return Path("/" + rest.lstrip("/"))
-    if _SCHEME.match(uri):
-        return None
-    return Path(uri)
+def _local_fs(info: ValidationInfo) -> bool:
+    """Whether scheme-less paths are local, as :func:`load_config` found (validation context); default yes."""
+    return bool((info.context or {}).get("local_default_fs", True))
 
 
 def _as_text_map(value: Any) -> Any:
@@ -130,9 +110,9 @@ class SourceSettings(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _path_as_uri(cls, data: Any) -> Any:
+    def _path_as_uri(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict) and isinstance(data.get("path"), str) and data.get("format", "csv") != "table":
-            data = {**data, "path": absolute_uri(data["path"])}
+            data = {**data, "path": absolute_uri(data["path"], _local_fs(info))}
         return data
 
     @field_validator("timezone")
@@ -269,9 +249,9 @@ class AttributeSource(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _path_as_uri(cls, data: Any) -> Any:
+    def _path_as_uri(cls, data: Any, info: ValidationInfo) -> Any:
         if isinstance(data, dict) and isinstance(data.get("path"), str) and data.get("format", "delta") != "table":
-            data = {**data, "path": absolute_uri(data["path"])}
+            data = {**data, "path": absolute_uri(data["path"], _local_fs(info))}
         return data
 
 
@@ -404,7 +384,7 @@ class Config(_Section):
     """The whole validated configuration of one segspark run."""
 
     #: Root folder of every output table and model; an absolute URI once loaded (see :func:`absolute_uri`).
-    lakehouse: str = "lakehouse"
+    lakehouse: str = Field(default="lakehouse", validate_default=True)
     seed: int = 42
     spark: SparkSettings = Field(default_factory=SparkSettings)
     source: SourceSettings = Field(default_factory=SourceSettings)
@@ -415,12 +395,20 @@ class Config(_Section):
     #: Snapshot dates for features (``--as-of``); empty means the day after the latest clean invoice.
     as_of_dates: list[dt.date] = Field(default_factory=list)
 
+    #: Whether Hadoop's default file system was local when the paths were resolved (see ``absolute_uri``).
+    _local_default_fs: bool = PrivateAttr(default=True)
+
     @field_validator("lakehouse")
     @classmethod
-    def _lakehouse_as_uri(cls, value: str) -> str:
+    def _lakehouse_as_uri(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
             raise ValueError("the lakehouse must be a folder or URI, not empty")
-        return absolute_uri(value)
+        return absolute_uri(value, _local_fs(info))
+
+    @model_validator(mode="after")
+    def _remember_file_system(self, info: ValidationInfo) -> Config:
+        self._local_default_fs = _local_fs(info)
+        return self
 
     def table_path(self, table: str) -> str:
         """URI of the Delta folder for a logical table name such as ``"transactions_clean"``."""
@@ -432,7 +420,9 @@ class Config(_Section):
 
     @property
     def lakehouse_local_path(self) -> Path | None:
-        """The lakehouse as a local folder, or None when it lives on another filesystem (s3a://, ...)."""
+        """The lakehouse as a local folder, or None when it lives on another filesystem (s3a://, HDFS, ...)."""
+        if not self._local_default_fs and not self.lakehouse.startswith("file:"):
+            return None
         return local_path(self.lakehouse)
 
     def config_hash(self) -> str:
@@ -518,10 +508,14 @@ def _describe(error: dict[str, Any]) -> str:
     return f"config key '{key}': {detail} (got {got!r})"
 
 
-def validate(data: dict[str, Any]) -> Config:
-    """Validate a merged mapping into a :class:`Config`, or raise ConfigError naming every bad key."""
+def validate(data: dict[str, Any], *, local_default_fs: bool = True) -> Config:
+    """Validate a merged mapping into a :class:`Config`, or raise ConfigError naming every bad key.
+
+    ``local_default_fs``: whether a path without a scheme is a local path (made absolute here) or one on the
+    cluster's default file system (kept for the JVM to qualify); see :func:`segspark.paths.absolute_uri`.
+    """
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context={"local_default_fs": local_default_fs})
     except ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors())
         raise ConfigError(f"invalid configuration: {problems}") from None
@@ -576,4 +570,5 @@ def load_config(
         data = _deep_merge(data, parse_override(text))
     if flags:
         data = _deep_merge(data, flags)
-    return validate(data)
+    spark_conf = (data.get("spark") or {}).get("conf") if isinstance(data.get("spark"), dict) else None
+    return validate(data, local_default_fs=default_fs_is_local(_as_text_map(spark_conf) or {}))

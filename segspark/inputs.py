@@ -18,12 +18,12 @@ import glob
 import os
 import re
 import urllib.parse
-import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 from segspark.config import Config, SourceSettings
 from segspark.errors import ConfigError, InputPathError
+from segspark.paths import default_fs_is_local
 
 #: First bytes of a zip archive (and of .xlsx workbooks, which are zip archives).
 ZIP_MAGIC = b"PK\x03\x04"
@@ -51,34 +51,6 @@ def local_path(path: str) -> str:
         return path
     # file:/x, file:///x and file://localhost/x all name /x; Hadoop decodes %20 and friends.
     return urllib.parse.unquote(urllib.parse.urlparse(path).path)
-
-
-def default_fs_is_local(spark_conf: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None) -> bool:
-    """Whether Hadoop resolves a scheme-less path on the local file system, as far as Python can tell.
-
-    False under spark-submit or the pyspark shell (the JVM's Hadoop conf is the submitter's), when
-    ``spark.hadoop.fs.defaultFS`` in the config names another file system, or when a ``core-site.xml`` in
-    ``$HADOOP_CONF_DIR``/``$YARN_CONF_DIR`` does.
-    """
-    environ = os.environ if environ is None else environ
-    if "PYSPARK_GATEWAY_PORT" in environ:  # as segspark.session.running_under_spark_submit
-        return False
-    default_fs = (spark_conf or {}).get("spark.hadoop.fs.defaultFS")
-    for var in ("HADOOP_CONF_DIR", "YARN_CONF_DIR"):
-        if default_fs is None and environ.get(var):
-            default_fs = _core_site_default_fs(Path(environ[var]) / "core-site.xml")
-    return default_fs is None or default_fs.lower().startswith("file:")
-
-
-def _core_site_default_fs(core_site: Path) -> str | None:
-    try:
-        root = ET.parse(core_site).getroot()
-    except (OSError, ET.ParseError):
-        return None
-    for prop in root.iter("property"):
-        if prop.findtext("name", "").strip() in ("fs.defaultFS", "fs.default.name"):
-            return prop.findtext("value", "").strip() or None
-    return None
 
 
 def expand_braces(pattern: str) -> list[str]:
@@ -161,6 +133,7 @@ def check_local_input(source: SourceSettings, *, local_default_fs: bool = True) 
     if source.format == "table" or scheme not in (None, "file") or (scheme is None and not local_default_fs):
         return
     local = local_path(path)
+    path = local  # messages name the folder as the user knows it, not its file: URI
     if source.format == "delta":
         _check_delta_folder(path, Path(local))
         return

@@ -169,3 +169,12 @@ def test_run_from_a_fresh_shell_prints_segments_and_keeps_its_folder_clean(tmp_p
     foreign = [line for line in output.splitlines() if line and not line.startswith(("segspark", " ", "Segments",
                                                                                        "Decision"))]
     assert foreign == [], foreign
+
+
+def test_packaging_metadata_gives_setuptools_nothing_to_warn_about():
+    """`project.license` as a TOML table made every install print ~45 lines of deprecation warnings."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert isinstance(project["project"]["license"], str)  # an SPDX expression
+    assert any(r.startswith("setuptools>=77") for r in project["build-system"]["requires"])

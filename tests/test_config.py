@@ -10,6 +10,7 @@ import pytest
 from segspark import cli
 from segspark.config import REPO_CONF_DIR, Config, load_config, parse_override, read_yaml, validate
 from segspark.errors import ConfigError
+from segspark.paths import absolute_uri
 
 
 def test_base_yaml_states_exactly_the_model_defaults():
@@ -210,9 +211,10 @@ def test_a_job_entry_point_rejects_an_option_its_stage_does_not_use(capsys):
 def test_config_from_args_without_the_command_specific_options():
     parser = cli.build_parser()
     ingest = cli.config_from_args(parser.parse_args(["ingest", "--layout", "online_retail", "--input", "in"]))
-    assert (ingest.source.path, ingest.source.columns.customer_id, ingest.as_of_dates) == ("in", "CustomerID", [])
+    expected = (absolute_uri("in"), "CustomerID", [])
+    assert (ingest.source.path, ingest.source.columns.customer_id, ingest.as_of_dates) == expected
     train = cli.config_from_args(parser.parse_args(["train", "--as-of", "2011-12-01", "--lakehouse", "lh"]))
-    assert (train.as_of_dates, train.source.path, train.lakehouse) == ([dt.date(2011, 12, 1)], None, "lh")
+    assert (train.as_of_dates, train.source.path, train.lakehouse) == ([dt.date(2011, 12, 1)], None, absolute_uri("lh"))
     features = cli.config_from_args(parser.parse_args(["features", "--as-of", "2011-11-01", "--as-of", "2011-12-01"]))
     assert features.as_of_dates == [dt.date(2011, 11, 1), dt.date(2011, 12, 1)]
 

@@ -19,8 +19,11 @@ from tests.conftest import ROOT
 CSV = "InvoiceNo,CustomerID\n1,17850\n"
 
 
-def source(path, fmt="csv") -> SourceSettings:
-    return SourceSettings(format=fmt, path=str(path))
+def source(path, fmt="csv", local_default_fs=True) -> SourceSettings:
+    """Source settings as load_config builds them (paths resolved for the given default file system)."""
+    return SourceSettings.model_validate(
+        {"format": fmt, "path": str(path)}, context={"local_default_fs": local_default_fs}
+    )
 
 
 def write(path, data: bytes | str = CSV):
@@ -123,7 +126,8 @@ def test_remote_paths_and_tables_are_left_to_spark(path):
 
 
 def test_scheme_less_path_on_a_non_local_default_fs_is_left_to_spark(tmp_path):
-    missing = source(tmp_path / "nothing-here")
+    missing = source(tmp_path / "nothing-here", local_default_fs=False)
+    assert missing.path == str(tmp_path / "nothing-here")  # kept for the JVM to qualify on its file system
     inputs.check_local_input(missing, local_default_fs=False)
     with pytest.raises(InputPathError):  # a file: URI is local whatever the default file system
         inputs.check_local_input(source(f"file://{tmp_path}/nothing-here"), local_default_fs=False)
