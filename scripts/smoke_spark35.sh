@@ -38,7 +38,8 @@ for table in transactions_clean transactions_rejected customer_features customer
              model_selection pipeline_runs; do
   [ -d "$work/lh/$table/_delta_log" ] || { echo "smoke 3.5: table $table missing" >&2; exit 1; }
 done
-"$py" - "$work/lh" <<'PY'
+# The check's own Spark session prints log4j lines on stderr: kept in a file, shown only if the check fails.
+if ! "$py" - "$work/lh" 2> "$work/check.err" <<'PY'
 import sys
 from segspark.config import SparkSettings
 from segspark.session import build_spark_session
@@ -53,4 +54,8 @@ assert clean + rejected == 3000, (clean, rejected)
 print(f"smoke 3.5: Spark {spark.version}: 3000 lines = {clean} clean + {rejected} rejected; stages {statuses}")
 spark.stop()
 PY
+then
+  cat "$work/check.err" >&2
+  exit 1
+fi
 echo "smoke 3.5: passed in $(( $(date +%s) - start )) s"

@@ -255,7 +255,7 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
         summary = run_summary(spark, config, run_id) if "train" in stages else None
         if summary:
             print(summary)
-        print(f"segspark: run {run_id} finished; tables under {config.lakehouse}")
+        print(f"segspark: run {run_id} finished; tables under {config.lakehouse_local_path or config.lakehouse}")
         return 0
     except SegsparkError as exc:
         print(f"segspark: error: {exc}", file=sys.stderr)

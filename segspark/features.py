@@ -253,6 +253,8 @@ def run_features(spark: SparkSession, config: Config, run_id: str, stage=None) -
     if not lakehouse.table_exists(spark, clean_path):
         raise InputError(f"no transactions_clean table at {clean_path}: run 'segspark ingest' first")
     lines_df = lakehouse.read_table(spark, clean_path)
+    if not config.as_of_dates:
+        progress.step("finding the latest clean invoice (the default snapshot is the day after it)", logged=False)
     as_of_dates = sorted(set(config.as_of_dates)) or [default_as_of_date(lines_df)]
     settings = config.features
 
