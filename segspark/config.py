@@ -46,6 +46,13 @@ def _local_fs(info: ValidationInfo) -> bool:
     return bool((info.context or {}).get("local_default_fs", True))
 
 
+def _with_path_as_uri(data: Any, info: ValidationInfo, default_format: str) -> Any:
+    """A source section's raw mapping with its ``path`` made an absolute URI (not for catalog tables)."""
+    if isinstance(data, dict) and isinstance(data.get("path"), str) and data.get("format", default_format) != "table":
+        return {**data, "path": absolute_uri(data["path"], _local_fs(info))}
+    return data
+
+
 def _as_text_map(value: Any) -> Any:
     """Spark options are text: YAML's true/4/0.5 become "true"/"4"/"0.5" (booleans lower-case, as Spark wants)."""
     if isinstance(value, dict):
@@ -111,9 +118,7 @@ class SourceSettings(_Section):
     @model_validator(mode="before")
     @classmethod
     def _path_as_uri(cls, data: Any, info: ValidationInfo) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("path"), str) and data.get("format", "csv") != "table":
-            data = {**data, "path": absolute_uri(data["path"], _local_fs(info))}
-        return data
+        return _with_path_as_uri(data, info, default_format="csv")
 
     @field_validator("timezone")
     @classmethod
@@ -250,9 +255,7 @@ class AttributeSource(_Section):
     @model_validator(mode="before")
     @classmethod
     def _path_as_uri(cls, data: Any, info: ValidationInfo) -> Any:
-        if isinstance(data, dict) and isinstance(data.get("path"), str) and data.get("format", "delta") != "table":
-            data = {**data, "path": absolute_uri(data["path"], _local_fs(info))}
-        return data
+        return _with_path_as_uri(data, info, default_format="delta")
 
 
 class PcaSettings(_Section):
