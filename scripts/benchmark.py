@@ -1,113 +1,408 @@
-"""Benchmark ingest, features and train on generated data; prints figures, asserts nothing.
+"""Benchmark segspark against what a user would otherwise write, side by side in one run; asserts nothing.
 
-    .venv/bin/python scripts/benchmark.py --rows 5000000 --work /tmp/segspark-bench
+    .venv/bin/python scripts/benchmark.py                     # 5M lines
+    .venv/bin/python scripts/benchmark.py --sizes 1M,5M,20M   # the three sizes of docs/performance.md
+    .venv/bin/python scripts/benchmark.py --train-customers 10M --driver-memory 2g
 
-Generates the transactions once (seeded; reused on later runs), then times the stages in Spark local
-mode and prints rows per second, the cost of each K of the sweep, and how many times the features plan
-scans the transactions (from the executed plan).
+Per size: generates seeded transactions as Parquet (reused on later runs), then times, on the same data
+and the same idle machine:
+
+1. **DuckDB + scikit-learn**: one DuckDB query for RFM, then scikit-learn KMeans (n_init=1) and a
+   silhouette on 20,000 sampled customers per K.
+2. **Plain PySpark**: one aggregation for RFM, then an MLlib KMeans (defaults) + ClusteringEvaluator loop
+   over K on all customers.
+3. **segspark**: ingest, features and train with the default configuration (a fresh lakehouse).
+
+All three use K 2..10 and the same four features. It prints seconds, lines or customers per second and
+peak memory (the Python process plus the Spark JVM) per stage, and the ratios segspark / baseline per stage
+group and overall; rows are appended to ``--csv``.
+
+``--train-customers N`` instead writes a customer_features table of N generated customers directly (Spark,
+no transactions) and times the train stage alone, in a driver of ``--driver-memory``.
+
+Needs the ``bench`` extra (``pip install -e .[bench]``: duckdb, psutil).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import re
+import csv
+import datetime as dt
+import os
+import platform
+import shutil
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+K_VALUES = list(range(2, 11))
+SEED = 42
 
 
-def _generator():
-    path = ROOT / "scripts" / "generate_transactions.py"
-    spec = importlib.util.spec_from_file_location("generate_transactions", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def parse_size(text: str) -> int:
+    text = text.strip().upper()
+    scale = {"K": 1_000, "M": 1_000_000}.get(text[-1:], 1)
+    return int(float(text.rstrip("KM")) * scale)
 
 
-def count_scans(plan: str, table_folder: str) -> int:
-    """FileScan nodes in an executed plan that read ``table_folder``."""
-    return sum(1 for line in plan.splitlines() if "FileScan" in line and table_folder in line)
+class PeakMemory:
+    """Peak resident memory of this process and its children (the Spark JVM), sampled every 0.2 s."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _rss(self) -> int:
+        total = 0
+        for p in [self._process, *self._process.children(recursive=True)]:
+            try:
+                total += p.memory_info().rss
+            except Exception:  # a child that just exited
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            self._peak = max(self._peak, self._rss())
+
+    def __enter__(self) -> PeakMemory:
+        self._peak = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def mib(self) -> float:
+        return self._peak / 2**20
 
 
-def print_sweep_costs(spark, config, run_id: str) -> None:
-    """Seconds per candidate of one train run, from its model_selection rows (one per algorithm and K)."""
+@dataclass
+class Timing:
+    tool: str
+    stage: str
+    seconds: float
+    units: int
+    unit: str
+    peak_mib: float
+    extra: dict = field(default_factory=dict)
+
+    def line(self) -> str:
+        rate = f"{self.units / self.seconds:>12,.0f} {self.unit}/s" if self.units else " " * 22
+        return f"  {self.tool:<22} {self.stage:<24} {self.seconds:>8.1f} s {rate}  peak {self.peak_mib:>7,.0f} MiB"
+
+
+def timed(tool: str, stage: str, units: int, unit: str, fn):
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - started
+    timing = Timing(tool, stage, seconds, units, unit, memory.mib)
+    print(timing.line(), flush=True)
+    return timing, result
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Baseline 1: DuckDB + scikit-learn
+
+
+RFM_SQL = """
+WITH lines AS (
+    SELECT CustomerID AS customer_id, InvoiceNo AS invoice,
+           CAST(Quantity AS INTEGER) * CAST(UnitPrice AS DOUBLE) AS amount,
+           CAST(InvoiceDate AS TIMESTAMP) AS ts
+    FROM read_parquet('{glob}')
+    WHERE CustomerID IS NOT NULL AND CustomerID <> '' AND NOT starts_with(InvoiceNo, 'C')
+      AND CAST(Quantity AS INTEGER) > 0 AND CAST(UnitPrice AS DOUBLE) > 0
+)
+SELECT customer_id,
+       date_diff('day', max(ts)::DATE, (SELECT max(ts)::DATE + 1 FROM lines)) AS recency_days,
+       count(DISTINCT invoice) AS frequency,
+       sum(amount) AS monetary,
+       date_diff('day', min(ts)::DATE, (SELECT max(ts)::DATE + 1 FROM lines)) AS tenure_days
+FROM lines GROUP BY customer_id ORDER BY customer_id
+"""
+
+
+def duckdb_features(data: Path):
+    import duckdb
+
+    return duckdb.sql(RFM_SQL.format(glob=str(data / "*.parquet"))).df()
+
+
+def sklearn_sweep(features) -> int:
+    import numpy as np
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import silhouette_score
+
+    x = np.log1p(features[["recency_days", "frequency", "monetary", "tenure_days"]].to_numpy(dtype=float))
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    best = (-2.0, 0)
+    for k in K_VALUES:
+        labels = KMeans(n_clusters=k, n_init=1, random_state=SEED).fit_predict(x)
+        score = silhouette_score(x, labels, sample_size=min(20_000, len(x)), random_state=SEED)
+        best = max(best, (score, k))
+    KMeans(n_clusters=best[1], n_init=1, random_state=SEED).fit(x)  # the final fit
+    return best[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Baseline 2: plain PySpark
+
+
+def pyspark_features(spark, data: Path):
     from pyspark.sql import functions as F
 
-    from segspark import lakehouse
-
-    rows = (
-        lakehouse.read_table(spark, config.table_path("model_selection"))
-        .filter(F.col("run_id") == run_id)
-        .orderBy("algorithm", "k")
-        .collect()  # one row per candidate
-    )
-    m = config.model
-    fits = m.restarts * (2 + m.stability_runs)
-    for r in rows:
-        print(
-            f"  {r['algorithm']} K={r['k']}: {r['seconds']:.1f} s for the candidate ({fits} fits, "
-            f"{r['customers_evaluated']:,} customers), kept fit's {m.restarts} restarts {r['fit_seconds']:.1f} s"
-            f"{' <- chosen' if r['is_chosen'] else ''}"
+    lines = (
+        spark.read.parquet(str(data))
+        .select(
+            F.col("CustomerID").alias("customer_id"),
+            F.col("InvoiceNo").alias("invoice"),
+            (F.col("Quantity").cast("int") * F.col("UnitPrice").cast("double")).alias("amount"),
+            F.to_timestamp("InvoiceDate").alias("ts"),
         )
+        .filter("customer_id IS NOT NULL AND customer_id <> '' AND NOT startswith(invoice, 'C') AND amount > 0")
+    )
+    snapshot = lines.agg(F.date_add(F.to_date(F.max("ts")), 1)).first()[0]
+    features = (
+        lines.groupBy("customer_id")
+        .agg(
+            F.datediff(F.lit(snapshot), F.to_date(F.max("ts"))).alias("recency_days"),
+            F.countDistinct("invoice").alias("frequency"),
+            F.sum("amount").alias("monetary"),
+            F.datediff(F.lit(snapshot), F.to_date(F.min("ts"))).alias("tenure_days"),
+        )
+        .cache()
+    )
+    return features, features.count()
+
+
+def pyspark_sweep(features) -> int:
+    from pyspark.ml import Pipeline
+    from pyspark.ml.clustering import KMeans
+    from pyspark.ml.evaluation import ClusteringEvaluator
+    from pyspark.ml.feature import StandardScaler, VectorAssembler
+    from pyspark.sql import functions as F
+
+    columns = ["recency_days", "frequency", "monetary", "tenure_days"]
+    logged = features.select(*[F.log1p(F.col(c)).alias(c) for c in columns])
+    prep = Pipeline(
+        stages=[
+            VectorAssembler(inputCols=columns, outputCol="raw"),
+            StandardScaler(inputCol="raw", outputCol="features"),
+        ]
+    ).fit(logged)
+    vectors = prep.transform(logged).select("features").cache()
+    evaluator = ClusteringEvaluator()
+    best = (-2.0, 0)
+    for k in K_VALUES:
+        model = KMeans(k=k, seed=SEED).fit(vectors)
+        best = max(best, (evaluator.evaluate(model.transform(vectors)), k))
+    vectors.unpersist()
+    features.unpersist()
+    return best[1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# segspark
+
+
+def segspark_config(work: Path, data: Path, overrides: list[str]):
+    from segspark.config import load_config
+
+    return load_config(
+        [ROOT / "conf" / "layouts" / "online_retail.yaml"],
+        ["source.format=parquet", *overrides],
+        env="local",
+        flags={"lakehouse": str(work / "lakehouse"), "source": {"path": str(data)}},
+    )
+
+
+def run_segspark(spark, config, lines: int) -> list[Timing]:
+    from segspark import lakehouse
+    from segspark.pipeline import STAGES
+    from segspark.runs import new_run_id
+
+    shutil.rmtree(config.lakehouse_local_path, ignore_errors=True)
+    timings = []
+    customers = 0
+    for stage in ("ingest", "features", "train"):
+        run_id = new_run_id()
+        units, unit = (lines, "lines") if stage == "ingest" else (customers, "customers")
+        timing, _ = timed("segspark", stage, units, unit, lambda s=stage, r=run_id: STAGES[s](spark, config, r))
+        if stage == "features":
+            customers = lakehouse.read_table(spark, config.table_path("customer_features")).count()
+            timing.units, timing.unit = customers, "customers"
+        if stage == "train":
+            chosen = (
+                lakehouse.read_table(spark, config.table_path("model_selection"))
+                .filter(f"run_id = '{run_id}' AND is_chosen")
+                .first()  # one row
+            )
+            timing.units, timing.extra = customers, {"k": chosen["k"], "verdict": chosen["structure"]}
+        timings.append(timing)
+    return timings
+
+
+# ---------------------------------------------------------------------------------------------------------
+
+
+def generate(work: Path, lines: int) -> Path:
+    from segspark.generator import generate as write
+
+    data = work / f"transactions_{lines}"
+    if not (data / "_SUCCESS").exists():
+        shutil.rmtree(data, ignore_errors=True)
+        started = time.perf_counter()
+        write(data, lines, seed=SEED, fmt="parquet")
+        (data / "_SUCCESS").touch()
+        print(f"generated {lines:,} lines in {time.perf_counter() - started:.1f} s -> {data}", flush=True)
+    return data
+
+
+def ratio_lines(timings: list[Timing]) -> list[str]:
+    by = {(t.tool, t.stage): t.seconds for t in timings}
+    seg = {
+        "features": by[("segspark", "ingest")] + by[("segspark", "features")],
+        "train": by[("segspark", "train")],
+    }
+    seg["whole"] = seg["features"] + seg["train"]
+    out = []
+    for tool, feat, sweep in (
+        ("DuckDB + scikit-learn", "duckdb RFM", "sklearn K sweep"),
+        ("plain PySpark", "pyspark RFM", "MLlib K sweep"),
+    ):
+        base = {"features": by[(tool, feat)], "train": by[(tool, sweep)]}
+        base["whole"] = base["features"] + base["train"]
+        out.append(
+            f"  segspark / {tool:<22} features {seg['features'] / base['features']:6.2f}x (ingest + features), "
+            f"train {seg['train'] / base['train']:6.2f}x, whole {seg['whole'] / base['whole']:6.2f}x"
+        )
+    out.append(
+        f"  segspark features alone / plain PySpark RFM: "
+        f"{by[('segspark', 'features')] / by[('plain PySpark', 'pyspark RFM')]:.2f}x"
+    )
+    return out
+
+
+def bench_size(spark, work: Path, lines: int, overrides: list[str]) -> list[Timing]:
+    data = generate(work, lines)
+    print(f"\n== {lines:,} lines ({data})", flush=True)
+    timings = []
+    t, features = timed("DuckDB + scikit-learn", "duckdb RFM", lines, "lines", lambda: duckdb_features(data))
+    timings.append(t)
+    t, k = timed(
+        "DuckDB + scikit-learn", "sklearn K sweep", len(features), "customers", lambda: sklearn_sweep(features)
+    )
+    t.extra = {"k": k}
+    timings.append(t)
+    t, (pyspark_df, customers) = timed(
+        "plain PySpark", "pyspark RFM", lines, "lines", lambda: pyspark_features(spark, data)
+    )
+    timings.append(t)
+    t, k = timed("plain PySpark", "MLlib K sweep", customers, "customers", lambda: pyspark_sweep(pyspark_df))
+    t.extra = {"k": k}
+    timings.append(t)
+    timings += run_segspark(spark, segspark_config(work / f"seg_{lines}", data, overrides), lines)
+    for line in ratio_lines(timings):
+        print(line)
+    return timings
+
+
+def bench_train_only(spark, work: Path, customers: int, overrides: list[str]) -> list[Timing]:
+    """The train stage alone on ``customers`` generated customers (attribute-only mode on a Parquet table
+    written by Spark: nothing is built on the driver)."""
+    from pyspark.sql import functions as F
+
+    from segspark.train import run_train
+
+    table = work / f"customers_{customers}"
+    if not (table / "_SUCCESS").exists():
+        group, u, z = F.col("id") % 4, F.rand(SEED + 1), F.randn(SEED)
+        frequency = (F.lit(1) + group * 3 + F.floor(u * 3)).cast("long")
+        monetary = F.exp(F.lit(4.0) + group * 0.8 + z * 0.3)
+        recency = (F.lit(10) + group * 60 + F.floor(u * 30)).cast("int")
+        spark.range(customers).select(
+            F.format_string("C%09d", "id").alias("customer_id"),
+            F.lit(dt.date(2011, 12, 10)).alias("as_of_date"),
+            recency.alias("recency_days"),
+            frequency.alias("frequency"),
+            monetary.alias("monetary"),
+            (monetary / frequency).alias("avg_basket_value"),
+            (recency + group * 40 + 5).alias("tenure_days"),
+        ).write.mode("overwrite").parquet(str(table))
+    config = segspark_config(
+        work / f"train_{customers}",
+        work,
+        ["model.input=attributes", "model.attributes.format=parquet", f"model.attributes.path={table}", *overrides],
+    )
+    shutil.rmtree(config.lakehouse_local_path, ignore_errors=True)
+    print(f"\n== train on {customers:,} generated customers ({table})", flush=True)
+    t, result = timed("segspark", "train", customers, "customers", lambda: run_train(spark, config, "bench-train"))
+    t.extra = {"k": result.chosen.k, "verdict": result.chosen.structure}
+    return [t]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--work", default="/tmp/segspark-bench", help="folder for data and lakehouse")
-    parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    parser.add_argument("--stages", default="ingest,features,train")
+    parser.add_argument("--sizes", default="5M", help="transaction lines per size, e.g. 1M,5M,20M")
+    parser.add_argument("--train-customers", default=None, help="time train alone on N generated customers")
+    parser.add_argument("--work", default="/tmp/segspark-bench", help="folder for data and lakehouses")
+    parser.add_argument("--csv", default=str(ROOT / "docs" / "benchmark.csv"), help="append result rows here")
+    parser.add_argument("--driver-memory", default=None, help="spark.driver.memory, e.g. 2g")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
 
-    from segspark import features, lakehouse
+    import pyspark
+
     from segspark.cli import configure_logging
-    from segspark.config import load_config
-    from segspark.pipeline import STAGES
-    from segspark.runs import new_run_id
     from segspark.session import build_spark_session
 
     configure_logging()
     work = Path(args.work)
-    data = work / f"transactions_{args.rows}_{args.format}"
-    if not (data / "_SUCCESS").exists():
-        t0 = time.perf_counter()
-        _generator().generate(data, args.rows, seed=42, fmt=args.format)
-        (data / "_SUCCESS").touch()
-        print(f"generated {args.rows:,} rows in {time.perf_counter() - t0:.1f} s -> {data}")
-    config = load_config(
-        [ROOT / "conf" / "layouts" / "online_retail.yaml"],
-        [f"source.format={args.format}", *args.overrides],
-        env="local",
-        flags={"lakehouse": str(work / "lakehouse"), "source": {"path": str(data)}},
-    )
+    work.mkdir(parents=True, exist_ok=True)
+    config = segspark_config(work, work, args.overrides)
+    if args.driver_memory:
+        config.spark.conf["spark.driver.memory"] = args.driver_memory
     spark = build_spark_session(config.spark)
-    print(f"Spark {spark.version}, master {spark.sparkContext.master}, "
-          f"shuffle partitions {spark.conf.get('spark.sql.shuffle.partitions')}")
+    spark.range(1000).groupBy((spark.range(1000).id % 7).alias("g")).count().collect()  # JVM warm-up
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"Spark {pyspark.__version__} {spark.sparkContext.master}; {machine}", flush=True)
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    timings: list[tuple[str, Timing]] = []
     try:
-        for stage in args.stages.split(","):
-            t0 = time.perf_counter()
-            run_id = new_run_id()
-            STAGES[stage](spark, config, run_id)
-            seconds = time.perf_counter() - t0
-            print(f"{stage}: {seconds:.1f} s, {args.rows / seconds:,.0f} source rows/s")
-            if stage == "train":
-                print_sweep_costs(spark, config, run_id)
-        clean_path = config.table_path("transactions_clean")
-        clean_df = lakehouse.read_table(spark, clean_path)
-        clean_rows = clean_df.count()
-        as_of = features.default_as_of_date(clean_df)
-        plan_df = features.build_customer_features(clean_df, [as_of], config.features)
-        plan = plan_df._jdf.queryExecution().executedPlan().toString()
-        scans = count_scans(plan, Path(clean_path).name)
-        exchanges = len(re.findall(r"Exchange (hashpartitioning|SinglePartition|rangepartitioning)", plan))
-        print(f"features plan: {scans} scan(s) of transactions_clean ({clean_rows:,} clean rows), "
-              f"{exchanges} shuffle exchange(s)")
+        if args.train_customers:
+            n = parse_size(args.train_customers)
+            timings += [(f"{n}c", t) for t in bench_train_only(spark, work, n, args.overrides)]
+        else:
+            for size in args.sizes.split(","):
+                lines = parse_size(size)
+                timings += [(str(lines), t) for t in bench_size(spark, work, lines, args.overrides)]
     finally:
         spark.stop()
+    out = Path(args.csv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new = not out.exists()
+    with out.open("a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["started", "size", "tool", "stage", "seconds", "units", "unit", "peak_mib", "extra"])
+        for size, t in timings:
+            writer.writerow(
+                [started, size, t.tool, t.stage, f"{t.seconds:.2f}", t.units, t.unit, f"{t.peak_mib:.0f}", t.extra]
+            )
+    print(f"\nrows appended to {out}")
     return 0
 
 

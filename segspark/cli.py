@@ -20,6 +20,7 @@ from segspark.inputs import check_ingest_input
 
 log = logging.getLogger("segspark")
 
+
 class Command(NamedTuple):
     """One subcommand (and its ``jobs/<name>.py`` entry point)."""
 
@@ -83,9 +84,7 @@ class _NotUsed(argparse.Action):
         self.users = users
 
     def __call__(self, parser, namespace, values, option_string=None) -> None:
-        raise argparse.ArgumentError(
-            self, f"{parser.prog} does not use it (commands that do: {', '.join(self.users)})"
-        )
+        raise argparse.ArgumentError(self, f"{parser.prog} does not use it (commands that do: {', '.join(self.users)})")
 
 
 def _as_of_option(command: str) -> tuple[str, dict[str, Any]]:
@@ -116,11 +115,16 @@ def add_common_options(parser: argparse.ArgumentParser, command: str = "run") ->
     )
     if "layout" in uses:
         parser.add_argument(
-            "--layout", metavar="NAME",
+            "--layout",
+            metavar="NAME",
             help="source layout conf/layouts/NAME.yaml, layered right after the env overlay (e.g. online_retail)",
         )
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
         help="override one config key, e.g. --set source.format=parquet (repeatable)",
     )
     if "input" in uses:
@@ -132,7 +136,9 @@ def add_common_options(parser: argparse.ArgumentParser, command: str = "run") ->
         help_text, kwargs = _as_of_option(command)
         parser.add_argument("--as-of", type=_iso_date, metavar="DATE", dest="as_of", help=help_text, **kwargs)
     parser.add_argument(
-        "--env", default="local", metavar="NAME",
+        "--env",
+        default="local",
+        metavar="NAME",
         help="environment overlay conf/NAME.yaml (default: local; cluster under spark-submit)",
     )
     parser.add_argument(
@@ -162,7 +168,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, spec in COMMANDS.items():
         add_common_options(
             sub.add_parser(
-                name, help=spec.help, description=spec.help, epilog=_epilog(f"segspark {name} {spec.example}"),
+                name,
+                help=spec.help,
+                description=spec.help,
+                epilog=_epilog(f"segspark {name} {spec.example}"),
                 formatter_class=argparse.RawDescriptionHelpFormatter,
             ),
             name,
@@ -247,9 +256,7 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
         jvm_log = None if verbose else spark_log_file(config, run_id)
         if jvm_log is not None:
             log.info("Spark's own log: %s", jvm_log)
-        spark = build_spark_session(
-            config.spark, jvm_log=jvm_log, warehouse_dir=f"{config.lakehouse}/_spark_warehouse"
-        )
+        spark = build_spark_session(config.spark, jvm_log=jvm_log, warehouse_dir=f"{config.lakehouse}/_spark_warehouse")
         with progress.ProgressReporter(spark):
             run_stages(spark, config, stages, run_id)
         summary = run_summary(spark, config, run_id) if "train" in stages else None
@@ -280,7 +287,9 @@ def job_main(stage_command: str, argv: Sequence[str] | None = None) -> int:
     spec = COMMANDS[stage_command]
     example = f"scripts/submit.sh --master 'local[2]' jobs/{stage_command}.py {spec.example}"
     parser = argparse.ArgumentParser(
-        prog=f"jobs/{stage_command}.py", description=spec.help, epilog=_epilog(example),
+        prog=f"jobs/{stage_command}.py",
+        description=spec.help,
+        epilog=_epilog(example),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_options(parser, stage_command)

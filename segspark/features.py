@@ -44,7 +44,15 @@ log = logging.getLogger("segspark")
 
 #: Columns of transactions_clean the feature stage reads.
 FEATURE_INPUT_COLUMNS = [
-    CUSTOMER_ID, INVOICE_ID, PRODUCT_ID, QUANTITY, LINE_AMOUNT, INVOICE_TS, INVOICE_DATE, COUNTRY, IS_RETURN
+    CUSTOMER_ID,
+    INVOICE_ID,
+    PRODUCT_ID,
+    QUANTITY,
+    LINE_AMOUNT,
+    INVOICE_TS,
+    INVOICE_DATE,
+    COUNTRY,
+    IS_RETURN,
 ]
 MONEY = T.DecimalType(20, 2)
 
@@ -210,9 +218,7 @@ def scored_features(customers_df: DataFrame, settings: FeatureSettings) -> DataF
     return customers_df.transform(with_derived_features).transform(with_rfm_scores, settings)
 
 
-def build_customer_features(
-    lines_df: DataFrame, as_of_dates: list[dt.date], settings: FeatureSettings
-) -> DataFrame:
+def build_customer_features(lines_df: DataFrame, as_of_dates: list[dt.date], settings: FeatureSettings) -> DataFrame:
     """Clean lines to ``customer_features`` rows (without run metadata) for every snapshot date."""
     return scored_features(customer_aggregates(lines_df, as_of_dates, settings), settings)
 
@@ -292,6 +298,8 @@ def run_features(spark: SparkSession, config: Config, run_id: str, stage=None) -
     for d in as_of_dates:
         log.info(
             "snapshot %s: %s customers (%s with returns only left out)",
-            d, f"{counts.customers.get(d, 0):,}", f"{counts.returns_only_customers.get(d, 0):,}",
+            d,
+            f"{counts.customers.get(d, 0):,}",
+            f"{counts.returns_only_customers.get(d, 0):,}",
         )
     return counts

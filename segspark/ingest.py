@@ -423,9 +423,7 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
                 overwrite_schema=True,
             )
             progress.step(f"writing {expected.rows_clean:,} clean lines to transactions_clean")
-            clean = lakehouse.write_table(
-                select_clean(parsed_df, run_id, ingested_at), clean_path, TRANSACTIONS_CLEAN
-            )
+            clean = lakehouse.write_table(select_clean(parsed_df, run_id, ingested_at), clean_path, TRANSACTIONS_CLEAN)
             reconcile(expected, clean.rows_written, rejected.rows_written)
         except Exception:
             for path, version in before.items():

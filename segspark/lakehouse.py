@@ -62,9 +62,7 @@ def current_version(spark: SparkSession, path: str) -> int | None:
 
 def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
     """Select exactly the spec's columns, in order, cast to its types and carrying its comments."""
-    return df.select(
-        *[F.col(f.name).cast(f.dataType).alias(f.name, metadata=f.metadata) for f in spec.schema.fields]
-    )
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name, metadata=f.metadata) for f in spec.schema.fields])
 
 
 def _ensure_table(spark: SparkSession, path: str, spec: TableSpec) -> None:

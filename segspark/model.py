@@ -35,7 +35,9 @@ from pyspark.ml.feature import (
     VectorAssembler,
 )
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import Column, DataFrame
+from pyspark.ml.linalg import Vectors
+from pyspark.ml.stat import Summarizer
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segspark.config import ModelSettings
@@ -169,6 +171,65 @@ def fit_best(algorithm: str, k: int, df: DataFrame, settings: ModelSettings, see
     """
     fits = [clustering_estimator(algorithm, k, s, settings).fit(df) for s in range(seed, seed + settings.restarts)]
     return min(enumerate(fits), key=lambda item: (objective(item[1]), item[0]))[1]
+
+
+def kmeans_with_centres(spark: SparkSession, centres: np.ndarray, seed: int) -> Transformer:
+    """An MLlib ``KMeansModel`` whose centres are exactly ``centres`` (K distinct rows).
+
+    MLlib's KMeans has no public way to start from given centres, so it is fitted to the K centres
+    themselves: random initialisation samples all K distinct rows, each row is its own cluster, and Lloyd's
+    step leaves every centre where it is. The result is checked, not assumed.
+    """
+    k = len(centres)
+    rows = [(Vectors.dense([float(v) for v in c]),) for c in centres]
+    centres_df = spark.createDataFrame(rows, [FEATURES_COL]).coalesce(1)
+    model = KMeans(
+        featuresCol=FEATURES_COL, predictionCol=PREDICTION_COL, k=k, initMode="random", maxIter=1, seed=seed
+    ).fit(centres_df)
+    got = cluster_centers(model)
+    scale = max(1.0, float(np.abs(centres).max()))
+    matched = [int(np.argmin(((got - c) ** 2).sum(axis=1))) for c in centres] if len(got) == k else []
+    if sorted(matched) != list(range(k)) or np.abs(got[matched] - centres).max() > 1e-9 * scale:
+        raise AssertionError(f"MLlib KMeans did not keep the {k} given centres (got {len(got)})")
+    return model
+
+
+def nearest_centre(centres: np.ndarray, features: Column | None = None) -> Column:
+    """Index of the centre nearest to the ``features`` vector (native array functions; ties: lowest index)."""
+    vector = vector_to_array(features if features is not None else F.col(FEATURES_COL))
+    squared = [
+        F.aggregate(
+            F.zip_with(vector, F.array(*[F.lit(float(v)) for v in c]), lambda a, b: (a - b) * (a - b)),
+            F.lit(0.0),
+            lambda acc, x: acc + x,
+        )
+        for c in centres
+    ]
+    distances = F.array(*squared)
+    return (F.array_position(distances, F.array_min(distances)) - 1).cast("int")
+
+
+def refine_centres(vectors_df: DataFrame, centres: np.ndarray, max_iter: int, tol: float) -> tuple[np.ndarray, int]:
+    """Lloyd iterations over every row of ``vectors_df`` starting from ``centres`` (one K-row aggregation each).
+
+    Stops when the centres' total squared movement is at most ``tol`` (scikit-learn's rule) or after
+    ``max_iter`` iterations. A centre that loses all its members stays where it was.
+    """
+    centres = np.array(centres, dtype=float)
+    for step in range(1, max_iter + 1):
+        rows = (
+            vectors_df.groupBy(nearest_centre(centres).alias("_centre"))
+            .agg(Summarizer.mean(F.col(FEATURES_COL)).alias("_mean"))
+            .collect()  # at most K rows
+        )
+        moved = centres.copy()
+        for r in rows:
+            moved[int(r["_centre"])] = r["_mean"].toArray()
+        shift = float(((moved - centres) ** 2).sum())
+        centres = moved
+        if shift <= tol:
+            return centres, step
+    return centres, max_iter
 
 
 def iterations(model: Transformer) -> int | None:

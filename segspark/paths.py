@@ -31,7 +31,7 @@ def absolute_uri(path: str, local_default_fs: bool = True) -> str:
     """
     text = path.strip()
     if text.startswith("file:"):
-        text = "/" + text[len("file:"):].lstrip("/")
+        text = "/" + text[len("file:") :].lstrip("/")
     elif _SCHEME.match(text):
         return text.rstrip("/") if not text.endswith(":/") and not text.endswith("://") else text
     elif not local_default_fs:
@@ -42,7 +42,7 @@ def absolute_uri(path: str, local_default_fs: bool = True) -> str:
 def local_path(uri: str) -> Path | None:
     """The local filesystem path of a ``file:`` URI (or a path without a scheme); None for other schemes."""
     if uri.startswith("file:"):
-        rest = uri[len("file:"):]
+        rest = uri[len("file:") :]
         # file:///a/b and file:/a/b are the same path; file://host/a is not supported (no host).
         return Path("/" + rest.lstrip("/"))
     if _SCHEME.match(uri):

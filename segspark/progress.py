@@ -87,8 +87,14 @@ def status_line(spark: SparkSession) -> str | None:
 class ProgressReporter:
     """Shows :func:`status_line` on ``stream`` until stopped. Use as a context manager."""
 
-    def __init__(self, spark: SparkSession, *, interval: float = 30.0, stream: TextIO | None = None,
-                 interactive: bool | None = None) -> None:
+    def __init__(
+        self,
+        spark: SparkSession,
+        *,
+        interval: float = 30.0,
+        stream: TextIO | None = None,
+        interactive: bool | None = None,
+    ) -> None:
         self.spark = spark
         self.stream = stream if stream is not None else sys.stderr
         self.interactive = self.stream.isatty() if interactive is None else interactive

@@ -52,8 +52,9 @@ class StageRun:
             self._record(status, seconds, message)
         except Exception as record_error:  # recording must never hide the stage's own error
             first = str(record_error).strip().splitlines()[0] if str(record_error).strip() else ""
-            log.error("could not record stage %s in pipeline_runs: %s: %s", self.stage,
-                      type(record_error).__name__, first)
+            log.error(
+                "could not record stage %s in pipeline_runs: %s: %s", self.stage, type(record_error).__name__, first
+            )
             log.debug("pipeline_runs write failure", exc_info=True)
             if exc is None:
                 raise

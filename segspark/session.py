@@ -157,6 +157,9 @@ def build_spark_session(
         if settings.master.startswith("local"):
             # Local mode needs no network: bind the driver to loopback, not the machine's other address.
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+            # Python workers (the sweep's tasks) run this interpreter, the one with segspark's packages, not
+            # whatever python3 is first on the PATH.
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = builder.master(settings.master)
         cache_folder = delta_cache_dir(settings.jars_cache_dir)
         jars = cached_delta_jars(settings.jars_cache_dir)
@@ -169,9 +172,7 @@ def build_spark_session(
                 "spark.jars.packages", delta_artifact()
             )
         else:
-            raise EnvironmentProblem(
-                f"Delta jars not found in {cache_folder} and spark.resolve_delta_jars is false"
-            )
+            raise EnvironmentProblem(f"Delta jars not found in {cache_folder} and spark.resolve_delta_jars is false")
 
     try:
         with _jvm_output_to(None if submitted else jvm_log):

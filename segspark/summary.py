@@ -25,9 +25,7 @@ def _number(value: float) -> str:
     return f"{value:.1f}" if magnitude >= 10 else f"{value:.2f}"
 
 
-def format_segments(
-    segments: Sequence[dict], features: Sequence[str], header: str, decision: str | None
-) -> str:
+def format_segments(segments: Sequence[dict], features: Sequence[str], header: str, decision: str | None) -> str:
     """A fixed-width table: one line per segment with its customers, share and centroid in original units.
 
     Parameters
@@ -43,10 +41,7 @@ def format_segments(
             str(s["segment_id"]),
             f"{s['customers']:,}",
             f"{100 * s['share']:.1f}%",
-            *[
-                _number(s["centroid_original"][f]) if f in s["centroid_original"] else "-"
-                for f in features
-            ],
+            *[_number(s["centroid_original"][f]) if f in s["centroid_original"] else "-" for f in features],
         ]
         for s in sorted(segments, key=lambda s: s["segment_id"])
     ]

@@ -141,12 +141,9 @@ def test_progress_prints_plain_lines_when_not_a_terminal(spark):
 def test_run_from_a_fresh_shell_prints_segments_and_keeps_its_folder_clean(tmp_path):
     """`segspark run` with a relative lakehouse, as a person runs it: exit 0, the segment table and decision
     at the end, Spark's own chatter in the run's log file, no spark-warehouse/ where the user stands."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import generate_transactions as gen
-    finally:
-        sys.path.pop(0)
-    gen.main(["--rows", "3000", "--out", str(tmp_path / "tx"), "--seed", "3"])
+    from segspark import generator
+
+    generator.main(["--rows", "3000", "--out", str(tmp_path / "tx"), "--seed", "3"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
     started = time.perf_counter()
     result = subprocess.run(

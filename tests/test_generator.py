@@ -1,10 +1,9 @@
-"""Tests for scripts/generate_transactions.py (numpy + pyarrow only, no Spark)."""
+"""Tests for segspark/generator.py (numpy + pyarrow only, no Spark)."""
 
 from __future__ import annotations
 
 import csv
 import datetime as dt
-import importlib.util
 import re
 import statistics
 import sys
@@ -15,21 +14,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "generate_transactions.py"
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country".split(",")
 START = dt.datetime(2010, 12, 1)
 DAYS = 374
 END = START + dt.timedelta(days=DAYS)
 
 
-def _load():
-    spec = importlib.util.spec_from_file_location("generate_transactions", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load()
+from segspark import generator as gen  # noqa: E402
 
 
 def _read_csv_parts(folder: Path) -> tuple[list[str], list[list[str]]]:
@@ -339,10 +330,13 @@ def test_generate_raises_value_error_for_bad_arguments(tmp_path):
 
 
 def test_runs_as_a_script(tmp_path):
+    """scripts/generate_transactions.py works from a checkout, also where segspark is not installed."""
     import subprocess
 
+    script = Path(__file__).resolve().parents[1] / "scripts" / "generate_transactions.py"
+
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--rows", "1000", "--out", str(tmp_path / "tx"), "--format", "parquet"],
+        [sys.executable, str(script), "--rows", "1000", "--out", str(tmp_path / "tx"), "--format", "parquet"],
         capture_output=True,
         text=True,
         check=False,

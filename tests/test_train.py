@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import importlib.util
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from segspark.config import ModelSettings, load_config, local_path
 from segspark.errors import ConfigError, InputError, SchemaError
 from segspark.evaluation import euclidean_silhouette
 from segspark.features import run_features
+from segspark.generator import generate
 from segspark.ingest import run_ingest
 from segspark.model import (
     FEATURES_COL,
@@ -33,28 +33,13 @@ from segspark.model import (
     clustering_stage,
     load_model,
 )
-from segspark.train import (
-    PreviousModel,
-    collect_points,
-    hash_sample,
-    labels_of,
-    number_segments,
-    read_attributes,
-    run_train,
-    training_input,
-)
+from segspark.segment_tables import PreviousModel, number_segments
+from segspark.train import run_train
+from segspark.train_input import hash_sample, read_attributes, sweep_arrays, training_input
 from tests.conftest import ROOT
 
-SCRIPT = ROOT / "scripts" / "generate_transactions.py"
 #: A quick sweep for tests: K 2..6, one repeat for stability.
 FAST_MODEL = {"k_min": 2, "k_max": 6, "restarts": 5, "stability_runs": 1}
-
-
-def _generator():
-    spec = importlib.util.spec_from_file_location("generate_transactions", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def retail_config(lake: Path, source: Path | None = None, **overrides):
@@ -75,7 +60,7 @@ def planted(spark, tmp_path_factory):
     """30,000 generated lines with 4 planted behaviour types, ingested, featurised and trained once."""
     root = tmp_path_factory.mktemp("planted")
     data, truth = root / "tx", root / "truth.csv"
-    _generator().generate(data, rows=30_000, seed=7, truth_path=truth)
+    generate(data, rows=30_000, seed=7, truth_path=truth)
     config = retail_config(root / "lake", data, model=FAST_MODEL)
     run_ingest(spark, config, "run-ingest")
     run_features(spark, config, "run-features")
@@ -154,16 +139,23 @@ def test_sampled_silhouette_matches_scikit_learn_on_the_same_sample(spark, plant
     config, result = planted["config"], planted["result"]
     model = load_model(result.model_path)
     features_df = lakehouse.read_table(spark, config.table_path("customer_features"))
-    vectors_df = model.transform(features_df).select("customer_id", FEATURES_COL)
-    sample_df = hash_sample(vectors_df, 120, seed=42, salt="silhouette")
-    ids, points = collect_points(sample_df)
-    assert len(ids) == 120 and ids == sorted(ids)
-    labels = labels_of(clustering_stage(model), sample_df)
+    vectors_df = model.transform(features_df).select("customer_id", FEATURES_COL, PREDICTION_COL)
+    ids, data = sweep_arrays(vectors_df, 120, seed=42)
+    assert ids == sorted(ids) and len(data.silhouette_rows) == 120
+    # The silhouette sample is the customers hash_sample picks with the same seed and salt.
+    picked = hash_sample(vectors_df, 120, seed=42, salt="silhouette").select("customer_id").collect()
+    assert [ids[i] for i in data.silhouette_rows] == sorted(r[0] for r in picked)
+    labels_by_id = dict(vectors_df.select("customer_id", PREDICTION_COL).collect())
+    points = data.points[data.silhouette_rows]
+    labels = np.array([labels_by_id[ids[i]] for i in data.silhouette_rows])
     ours = euclidean_silhouette(points, labels)
-    assert ours == pytest.approx(silhouette_score(points, labels), abs=0.02)
-    # The same seed picks the same customers from a differently partitioned frame.
-    again, _ = collect_points(hash_sample(vectors_df.repartition(5), 120, seed=42, salt="silhouette"))
-    assert again == ids
+    assert ours == pytest.approx(silhouette_score(points, labels), abs=1e-9)
+    # The same seed picks the same customers and vectors from a differently partitioned frame.
+    again_ids, again = sweep_arrays(vectors_df.repartition(5), 120, seed=42)
+    assert again_ids == ids
+    np.testing.assert_array_equal(again.silhouette_rows, data.silhouette_rows)
+    np.testing.assert_array_equal(again.points, data.points)
+    np.testing.assert_array_equal(again.reference, data.reference)
 
 
 def test_saved_model_reproduces_the_written_assignments(spark, planted):
