@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pyspark.ml import Estimator, Pipeline, PipelineModel, Transformer
-from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, GaussianMixtureModel, KMeans
+from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, GaussianMixtureModel, KMeans, KMeansModel
 from pyspark.ml.feature import (
     PCA,
     Imputer,
@@ -176,22 +176,65 @@ def fit_best(algorithm: str, k: int, df: DataFrame, settings: ModelSettings, see
 def kmeans_with_centres(spark: SparkSession, centres: np.ndarray, seed: int) -> Transformer:
     """An MLlib ``KMeansModel`` whose centres are exactly ``centres`` (K distinct rows).
 
-    MLlib's KMeans has no public way to start from given centres, so it is fitted to the K centres
-    themselves: random initialisation samples all K distinct rows, each row is its own cluster, and Lloyd's
-    step leaves every centre where it is. The result is checked, not assumed.
+    MLlib's Python API cannot start KMeans from given centres. On a classic session the model is built the
+    way MLlib builds it after a fit (an ``mllib`` ``KMeansModel`` of the centres wrapped by the ``ml`` model,
+    through the JVM: milliseconds). Where that is not reachable (Spark Connect, a changed constructor), KMeans
+    is fitted to the K centres themselves (:func:`kmeans_fitted_to_centres`, a few seconds of Spark jobs). Either
+    way the result is checked, not assumed.
     """
-    k = len(centres)
+    model = _kmeans_from_jvm(spark, centres)
+    if model is None:
+        model = kmeans_fitted_to_centres(spark, centres, seed)
+    _check_centres(model, centres)
+    return model
+
+
+def _kmeans_from_jvm(spark: SparkSession, centres: np.ndarray) -> Transformer | None:
+    try:
+        gateway = spark.sparkContext._gateway
+        jvm = spark.sparkContext._jvm
+        linalg = jvm.org.apache.spark.mllib.linalg
+        vectors = gateway.new_array(linalg.Vector, len(centres))
+        for i, centre in enumerate(centres):
+            values = gateway.new_array(jvm.double, len(centre))
+            for j, v in enumerate(centre):
+                values[j] = float(v)
+            vectors[i] = linalg.Vectors.dense(values)
+        parent = jvm.org.apache.spark.mllib.clustering.KMeansModel(vectors)
+        uid = jvm.org.apache.spark.ml.util.Identifiable.randomUID("kmeans")
+        java_model = jvm.org.apache.spark.ml.clustering.KMeansModel(uid, parent)
+    except Exception:  # no JVM gateway (Spark Connect) or MLlib's internals changed: use the public API
+        return None
+    model = KMeansModel(java_model)
+    model._transfer_params_from_java()
+    model.setFeaturesCol(FEATURES_COL).setPredictionCol(PREDICTION_COL)
+    model._set(k=len(centres))
+    model._transfer_params_to_java()
+    return model
+
+
+def kmeans_fitted_to_centres(spark: SparkSession, centres: np.ndarray, seed: int) -> Transformer:
+    """KMeans fitted to the K centres themselves: random initialisation samples all K distinct rows, each
+    row is its own cluster, and Lloyd's step leaves every centre where it is."""
     rows = [(Vectors.dense([float(v) for v in c]),) for c in centres]
     centres_df = spark.createDataFrame(rows, [FEATURES_COL]).coalesce(1)
-    model = KMeans(
-        featuresCol=FEATURES_COL, predictionCol=PREDICTION_COL, k=k, initMode="random", maxIter=1, seed=seed
+    return KMeans(
+        featuresCol=FEATURES_COL,
+        predictionCol=PREDICTION_COL,
+        k=len(centres),
+        initMode="random",
+        maxIter=1,
+        seed=seed,
     ).fit(centres_df)
+
+
+def _check_centres(model: Transformer, centres: np.ndarray) -> None:
+    k = len(centres)
     got = cluster_centers(model)
     scale = max(1.0, float(np.abs(centres).max()))
     matched = [int(np.argmin(((got - c) ** 2).sum(axis=1))) for c in centres] if len(got) == k else []
     if sorted(matched) != list(range(k)) or np.abs(got[matched] - centres).max() > 1e-9 * scale:
-        raise AssertionError(f"MLlib KMeans did not keep the {k} given centres (got {len(got)})")
-    return model
+        raise AssertionError(f"the MLlib KMeansModel does not hold the {k} given centres (it has {len(got)})")
 
 
 def nearest_centre(centres: np.ndarray, features: Column | None = None) -> Column:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from pyspark.ml.clustering import KMeans as MLlibKMeans
+from pyspark.ml.clustering import KMeansModel as MLlibKMeansModel
 from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.linalg import Vectors
 from sklearn.cluster import KMeans
@@ -15,7 +16,14 @@ from sklearn.metrics import adjusted_rand_score
 
 from segspark.config import ModelSettings
 from segspark.evaluation import adjusted_rand_index
-from segspark.model import FEATURES_COL, PREDICTION_COL, cluster_centers, kmeans_with_centres, refine_centres
+from segspark.model import (
+    FEATURES_COL,
+    PREDICTION_COL,
+    cluster_centers,
+    kmeans_fitted_to_centres,
+    kmeans_with_centres,
+    refine_centres,
+)
 from segspark.sweep import (
     FitParams,
     SweepData,
@@ -103,12 +111,21 @@ def test_run_sweep_fans_out_every_candidate_and_orders_them(spark):
     points, _ = blobs(60, [[0, 0], [5, 0], [0, 5]], seed=2)
     data = SweepData(points, np.arange(0, len(points), 2), np.random.default_rng(0).normal(size=(90, 2)))
     settings = ModelSettings(
-        numeric_features=["x", "y"], log_features=[], k_min=2, k_max=4, restarts=2, stability_runs=1,
+        numeric_features=["x", "y"],
+        log_features=[],
+        k_min=2,
+        k_max=4,
+        restarts=2,
+        stability_runs=1,
         algorithms=["kmeans", "gaussian_mixture"],
     )
     results = run_sweep(spark, data, settings, seed=7)
     assert [(r.candidate.algorithm, r.candidate.k) for r in results] == [
-        ("kmeans", 2), ("kmeans", 3), ("kmeans", 4), ("gaussian_mixture", 2), ("gaussian_mixture", 3),
+        ("kmeans", 2),
+        ("kmeans", 3),
+        ("kmeans", 4),
+        ("gaussian_mixture", 2),
+        ("gaussian_mixture", 3),
         ("gaussian_mixture", 4),
     ]
     # The same candidate evaluated on the driver gives the same figures as inside its Spark task.
@@ -119,12 +136,17 @@ def test_run_sweep_fans_out_every_candidate_and_orders_them(spark):
     assert sum(r.candidate.is_elbow for r in results) <= 2
 
 
-def test_kmeans_with_centres_is_an_mllib_model_with_exactly_those_centres(spark):
+@pytest.mark.parametrize("build", [kmeans_with_centres, kmeans_fitted_to_centres], ids=["jvm", "public-api"])
+def test_kmeans_with_centres_is_an_mllib_model_with_exactly_those_centres(spark, tmp_path, build):
     centres = np.array([[0.0, 0.0], [1.0, 2.0], [-3.5, 0.25], [1e-7, 0.0]])
-    model = kmeans_with_centres(spark, centres, seed=1)
+    model = build(spark, centres, seed=1)
     got = cluster_centers(model)
     assert sorted(map(tuple, got)) == sorted(map(tuple, centres))
-    predicted = model.transform(vectors_df(spark, np.array([[1.1, 2.1], [-3.0, 0.0]])).drop(PREDICTION_COL))
+    # It saves and loads like any fitted model, and predicts the nearest centre.
+    model.write().overwrite().save(str(tmp_path / "m"))
+    loaded = MLlibKMeansModel.load(str(tmp_path / "m"))
+    assert loaded.getK() == 4 and loaded.getFeaturesCol() == FEATURES_COL
+    predicted = loaded.transform(vectors_df(spark, np.array([[1.1, 2.1], [-3.0, 0.0]])).drop(PREDICTION_COL))
     nearest = [tuple(got[r[PREDICTION_COL]]) for r in predicted.orderBy("customer_id").collect()]
     assert nearest == [(1.0, 2.0), (-3.5, 0.25)]
 
