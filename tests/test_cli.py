@@ -68,6 +68,7 @@ def test_config_resolves_lakehouse_and_input_once(monkeypatch, tmp_path):
     assert remote.lakehouse_local_path is None
 
 
+@pytest.mark.slow
 def test_relative_lakehouse_lands_where_the_user_ran(spark, monkeypatch, tmp_path):
     """The JVM's working directory is not the user's: a relative lakehouse must mean the user's folder."""
     (tmp_path / "in").mkdir()

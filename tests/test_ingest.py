@@ -224,6 +224,7 @@ def test_rerun_replaces_instead_of_duplicating(spark, tmp_path):
     assert lakehouse.read_table(spark, config.table_path("transactions_rejected")).count() == 15
 
 
+@pytest.mark.slow
 def test_failed_run_restores_previous_tables(spark, monkeypatch, tmp_path):
     config, _, _ = ingest_lines(spark, tmp_path)
     clean_path = config.table_path("transactions_clean")
@@ -243,6 +244,7 @@ def test_failed_run_restores_previous_tables(spark, monkeypatch, tmp_path):
     assert lakehouse.current_version(spark, clean_path) > version_before  # a RESTORE commit, not a rewrite
 
 
+@pytest.mark.slow
 def test_file_layout_does_not_change_the_tables(spark, tmp_path):
     one = retail_config(tmp_path / "lh1", write_csv(tmp_path / "one", LINES))
     split_dir = tmp_path / "split"

@@ -208,6 +208,7 @@ def test_segments_are_numbered_by_size_with_centroids_in_both_units(spark, plant
     assert frequencies[0] < 2.5 and frequencies[-1] > 15
 
 
+@pytest.mark.slow
 def test_layout_of_the_input_does_not_change_assignments(spark, planted, tmp_path):
     """Same features written as 7 shuffled files: identical segments and distances."""
     model_keys = {"k_min": 3, "k_max": 5, "restarts": 2, "stability_runs": 0}
@@ -223,6 +224,7 @@ def test_layout_of_the_input_does_not_change_assignments(spark, planted, tmp_pat
     )
 
 
+@pytest.mark.slow
 def test_retraining_keeps_segment_ids(spark, planted, tmp_path):
     lake = copy_features(planted, tmp_path / "lake")
     # Enough restarts that both fits reach the planted optimum (a poor local one would be another grouping).
@@ -454,6 +456,7 @@ def test_train_without_features_says_what_to_run(spark, tmp_path):
         run_train(spark, config, "run-x")
 
 
+@pytest.mark.slow
 def test_cli_train_exits_2_with_a_readable_message(planted, tmp_path):
     lake = copy_features(planted, tmp_path / "lake")
     result = subprocess.run(
@@ -466,6 +469,7 @@ def test_cli_train_exits_2_with_a_readable_message(planted, tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_other_algorithms_and_pca_run_through_the_same_machinery(spark, tmp_path):
     table = write_attributes(spark, tmp_path / "mall", [r[:4] for r in mall_rows()], ATTRIBUTES)
     config = attribute_config(
@@ -495,6 +499,7 @@ def test_other_algorithms_and_pca_run_through_the_same_machinery(spark, tmp_path
     assert adjusted_rand_score([truth[r["customer_id"]] for r in rows], [r["segment_id"] for r in rows]) > 0.95
 
 
+@pytest.mark.slow
 def test_a_failed_write_leaves_no_partial_segment_tables(spark, planted, tmp_path, monkeypatch):
     import segspark.train as train_module
 
