@@ -18,6 +18,7 @@ procedure reaches on a structureless reference.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -294,7 +295,7 @@ def run_sweep(spark: SparkSession, data: SweepData, settings: ModelSettings, see
             log.info(
                 "  %s K=%d: silhouette %s (reference %s), stability %s, smallest segment %.1f%%, %.1f s",
                 algorithm,
-                k_of(e),
+                c.k,
                 _f(c.silhouette),
                 _f(c.reference_silhouette),
                 _f(c.stability),
@@ -306,26 +307,27 @@ def run_sweep(spark: SparkSession, data: SweepData, settings: ModelSettings, see
     return results
 
 
-def k_of(e: Evaluated) -> int:
-    return e.candidate.k
+def _optional(value: float | None) -> float | None:
+    """None for a missing figure, whether it crossed from pandas as null or as NaN."""
+    return None if value is None or math.isnan(value) else float(value)
 
 
 def _evaluated(r) -> Evaluated:
     candidate = Candidate(
         algorithm=r["algorithm"],
         k=r["k"],
-        silhouette=r["silhouette"],
-        reference_silhouette=r["reference_silhouette"],
-        stability=r["stability"],
+        silhouette=_optional(r["silhouette"]),
+        reference_silhouette=_optional(r["reference_silhouette"]),
+        stability=_optional(r["stability"]),
         smallest_share=r["smallest_share"],
         segments_found=r["segments_found"],
     )
     return Evaluated(
         candidate=candidate,
         wssse=r["wssse"],
-        mllib_silhouette=r["mllib_silhouette"],
-        davies_bouldin=r["davies_bouldin"],
-        calinski_harabasz=r["calinski_harabasz"],
+        mllib_silhouette=_optional(r["mllib_silhouette"]),
+        davies_bouldin=_optional(r["davies_bouldin"]),
+        calinski_harabasz=_optional(r["calinski_harabasz"]),
         iterations=r["iterations"],
         converged=r["converged"],
         fit_seconds=r["fit_seconds"],
