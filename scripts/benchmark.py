@@ -103,13 +103,14 @@ class Timing:
         return f"  {self.tool:<22} {self.stage:<24} {self.seconds:>8.1f} s {rate}  peak {self.peak_mib:>7,.0f} MiB"
 
 
-def timed(tool: str, stage: str, units: int, unit: str, fn):
+def timed(tool: str, stage: str, units: int, unit: str, fn, *, show: bool = True):
     with PeakMemory() as memory:
         started = time.perf_counter()
         result = fn()
         seconds = time.perf_counter() - started
     timing = Timing(tool, stage, seconds, units, unit, memory.mib)
-    print(timing.line(), flush=True)
+    if show:
+        print(timing.line(), flush=True)
     return timing, result
 
 
@@ -240,7 +241,9 @@ def run_segspark(spark, config, lines: int) -> list[Timing]:
     for stage in ("ingest", "features", "train"):
         run_id = new_run_id()
         units, unit = (lines, "lines") if stage == "ingest" else (customers, "customers")
-        timing, _ = timed("segspark", stage, units, unit, lambda s=stage, r=run_id: STAGES[s](spark, config, r))
+        timing, _ = timed(
+            "segspark", stage, units, unit, lambda s=stage, r=run_id: STAGES[s](spark, config, r), show=False
+        )
         if stage == "features":
             customers = lakehouse.read_table(spark, config.table_path("customer_features")).count()
             timing.units, timing.unit = customers, "customers"
@@ -251,6 +254,7 @@ def run_segspark(spark, config, lines: int) -> list[Timing]:
                 .first()  # one row
             )
             timing.units, timing.extra = customers, {"k": chosen["k"], "verdict": chosen["structure"]}
+        print(timing.line(), flush=True)
         timings.append(timing)
     return timings
 
