@@ -2,7 +2,7 @@
 
 Everything here works on small, already collected numbers: a bounded silhouette sample, K x K contingency
 tables, K cluster statistics, one row per (algorithm, K). The distributed passes that produce them live in
-:mod:`segspark.train`.
+:mod:`segspark.sweep` (per candidate) and :mod:`segspark.train`.
 """
 
 from __future__ import annotations

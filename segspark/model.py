@@ -240,14 +240,7 @@ def _check_centres(model: Transformer, centres: np.ndarray) -> None:
 def nearest_centre(centres: np.ndarray, features: Column | None = None) -> Column:
     """Index of the centre nearest to the ``features`` vector (native array functions; ties: lowest index)."""
     vector = vector_to_array(features if features is not None else F.col(FEATURES_COL))
-    squared = [
-        F.aggregate(
-            F.zip_with(vector, F.array(*[F.lit(float(v)) for v in c]), lambda a, b: (a - b) * (a - b)),
-            F.lit(0.0),
-            lambda acc, x: acc + x,
-        )
-        for c in centres
-    ]
+    squared = [squared_distance(vector, F.array(*[F.lit(float(v)) for v in c])) for c in centres]
     distances = F.array(*squared)
     return (F.array_position(distances, F.array_min(distances)) - 1).cast("int")
 
@@ -275,18 +268,19 @@ def refine_centres(vectors_df: DataFrame, centres: np.ndarray, max_iter: int, to
     return centres, max_iter
 
 
-def iterations(model: Transformer) -> int | None:
-    return int(model.summary.numIter) if model.hasSummary else None
-
-
 def _array_literal(matrix: np.ndarray) -> Column:
     return F.array(*[F.array(*[F.lit(float(v)) for v in row]) for row in matrix])
 
 
-def euclidean_distance(vector: Column, centre: Column) -> Column:
-    """Euclidean distance between two double arrays (native higher-order functions, no Python UDF)."""
+def squared_distance(vector: Column, centre: Column) -> Column:
+    """Squared Euclidean distance between two double arrays (native higher-order functions, no Python UDF)."""
     squares = F.zip_with(vector, centre, lambda a, b: (a - b) * (a - b))
-    return F.sqrt(F.aggregate(squares, F.lit(0.0), lambda acc, x: acc + x))
+    return F.aggregate(squares, F.lit(0.0), lambda acc, x: acc + x)
+
+
+def euclidean_distance(vector: Column, centre: Column) -> Column:
+    """Euclidean distance between two double arrays."""
+    return F.sqrt(squared_distance(vector, centre))
 
 
 def distance_to(centres: np.ndarray, index: Column, features: Column | None = None) -> Column:
