@@ -69,6 +69,8 @@ def _ensure_table(spark: SparkSession, path: str, spec: TableSpec) -> None:
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema).comment(spec.comment)
     if spec.partition_by:
         builder = builder.partitionedBy(*spec.partition_by)
+    if spec.stats_columns is not None:
+        builder = builder.property("delta.dataSkippingStatsColumns", ",".join(spec.stats_columns))
     builder.execute()
 
 
@@ -129,8 +131,12 @@ def delete_path(spark: SparkSession, path: str) -> bool:
     return bool(fs.exists(hadoop_path) and fs.delete(hadoop_path, True))
 
 
-def read_table(spark: SparkSession, path: str) -> DataFrame:
-    return spark.read.format("delta").load(path)
+def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """The Delta table at ``path``: its latest version, or ``version`` when given."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(path)
 
 
 def read_input(spark: SparkSession, fmt: str, path: str, csv_options: dict[str, str], what: str) -> DataFrame:

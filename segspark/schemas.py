@@ -52,11 +52,17 @@ def field(name: str, data_type: T.DataType, comment: str, nullable: bool = True)
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One output table: its schema with column comments, table comment and partition columns."""
+    """One output table: its schema with column comments, table comment and partition columns.
+
+    ``stats_columns`` are the columns Delta keeps min/max statistics for (to skip files when a query filters
+    on them); None leaves Delta's default, the first 32 columns. Statistics on long text columns cost more to
+    collect on every write than they save on tables that are read whole.
+    """
 
     comment: str
     schema: T.StructType
     partition_by: tuple[str, ...] = ()
+    stats_columns: tuple[str, ...] | None = None
 
     @property
     def columns(self) -> list[str]:
@@ -82,6 +88,7 @@ TRANSACTIONS_CLEAN = TableSpec(
             field(INGESTED_AT, T.TimestampType(), "When the ingest run wrote the line (UTC)", False),
         ]
     ),
+    stats_columns=(CUSTOMER_ID, INVOICE_DATE),
 )
 
 #: Columns the rejected table adds after the source's own columns (which are kept as text, by source name).
@@ -101,6 +108,7 @@ def transactions_rejected_spec(source_columns: Iterable[str]) -> TableSpec:
     return TableSpec(
         comment="Every source line ingest rejected, with its original text and the first failed check.",
         schema=T.StructType(source_fields + REJECTED_EXTRA_FIELDS),
+        stats_columns=(REJECT_REASON,),
     )
 
 

@@ -105,6 +105,52 @@ def clean_rows(spark, config):
     return lakehouse.read_table(spark, config.table_path("transactions_clean")).drop("run_id", "ingested_at")
 
 
+# --- repeated rows ---
+
+TEXT_ROWS = [
+    ("a", "1", None),
+    ("a", "1", None),  # copy of the first
+    ("a", "1", None),  # copy of the first
+    ("a", None, "1"),  # same texts, nulls elsewhere: a different row
+    (None, "a", "1"),
+    ("b", "2", "x"),
+    ("b", "2", "x "),  # trailing space: not a copy
+]
+EXPECTED_DISTINCT = [
+    ("a", "1", None, 3),
+    ("a", None, "1", 1),
+    (None, "a", "1", 1),
+    ("b", "2", "x", 1),
+    ("b", "2", "x ", 1),
+]
+
+
+@pytest.mark.parametrize("broadcast", [True, False])
+def test_distinct_rows_counts_copies_by_full_text(spark, broadcast):
+    text = spark.createDataFrame(TEXT_ROWS, "c1 string, c2 string, c3 string")
+    got = ingest.distinct_rows(text, ingest.repeated_fingerprints(text), broadcast)
+    expected = spark.createDataFrame(EXPECTED_DISTINCT, "c1 string, c2 string, c3 string, _copies long")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_distinct_rows_keeps_rows_apart_when_fingerprints_collide(spark):
+    """Every fingerprint marked repeated (as if all collided): the exact grouping still separates the rows."""
+    text = spark.createDataFrame(TEXT_ROWS, "c1 string, c2 string, c3 string")
+    everything = text.select(ingest.row_fingerprint(text.columns).alias(ingest.FINGERPRINT)).distinct()
+    got = ingest.distinct_rows(text, everything, broadcast=True)
+    expected = spark.createDataFrame(EXPECTED_DISTINCT, "c1 string, c2 string, c3 string, _copies long")
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_reconcile_checks_lines_in_against_both_tables():
+    counts = ingest.IngestCounts(rows_in=10, rows_clean=7, rejected_by_reason={"duplicate": 1, "invalid_price": 2})
+    ingest.reconcile(counts, clean_written=7, rejected_written=3)
+    with pytest.raises(ReconciliationError, match="10 source lines, 7 clean \\+ 2 rejected written"):
+        ingest.reconcile(counts, clean_written=7, rejected_written=2)
+    with pytest.raises(ReconciliationError, match="3 rejected lines in the table"):
+        ingest.reconcile(counts, clean_written=8, rejected_written=2)
+
+
 # --- column functions ---
 
 
