@@ -93,7 +93,8 @@ def write_table(
     overwrite_schema : allow the table's schema to change (full-refresh tables whose source layout can vary).
     """
     spark = df.sparkSession
-    _ensure_table(spark, path, spec)
+    if not table_exists(spark, path):  # a cheap check; creating an existing table still reads its log
+        _ensure_table(spark, path, spec)
     writer = conform(df, spec).write.format("delta").mode(mode)
     if spec.partition_by:
         writer = writer.partitionBy(*spec.partition_by)

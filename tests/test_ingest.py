@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 from decimal import Decimal
 
 import pytest
@@ -11,6 +12,7 @@ from pyspark.sql import functions as F
 
 from segspark import ingest, lakehouse
 from segspark.compat import DELTA_VERSION
+from segspark.config import local_path
 from segspark.errors import InputError, InputPathError, ReconciliationError, RejectThresholdError, SchemaError
 from segspark.runs import StageRun
 from tests.conftest import REAL_DATA, make_config, requires_real_data
@@ -259,8 +261,12 @@ def test_counts_reconcile_and_are_recorded_in_pipeline_runs(spark, ingested):
     assert run[0]["versions"]["delta"] == DELTA_VERSION
 
 
-def test_rerun_replaces_instead_of_duplicating(spark, tmp_path):
-    config, _, _ = ingest_lines(spark, tmp_path)
+def test_rerun_replaces_instead_of_duplicating(spark, ingested, tmp_path):
+    shared, _, _ = ingested
+    lake = tmp_path / "lakehouse"
+    shutil.copytree(local_path(shared.table_path("transactions_clean")), lake / "transactions_clean")
+    shutil.copytree(local_path(shared.table_path("transactions_rejected")), lake / "transactions_rejected")
+    config = retail_config(lake, shared.source.path)
     first = clean_rows(spark, config)
     first_rows = sorted(first.collect())
     ingest.run_ingest(spark, config, "run-2")
@@ -308,6 +314,7 @@ def test_file_layout_does_not_change_the_tables(spark, tmp_path):
     assert_df_equality(*rejected, ignore_row_order=True)
 
 
+@pytest.mark.slow
 def test_parquet_source_with_line_totals_and_no_invoice_column(spark, tmp_path):
     source = spark.createDataFrame(
         [
@@ -416,6 +423,7 @@ def test_nothing_clean_fails_after_writing_and_recording_both_tables(spark, tmp_
     }
 
 
+@pytest.mark.slow
 def test_too_many_rejects_name_the_reasons_largest_first_then_in_check_order(spark, tmp_path):
     config = retail_config(tmp_path / "lh", write_csv(tmp_path / "in", MOSTLY_REJECTED))
     with pytest.raises(RejectThresholdError) as raised:
@@ -433,22 +441,33 @@ def test_too_many_rejects_name_the_reasons_largest_first_then_in_check_order(spa
     assert lakehouse.read_table(spark, config.table_path("transactions_rejected")).count() == 6
 
 
+def mostly_rejected_counts(lines: int = 7) -> ingest.IngestCounts:
+    """MOSTLY_REJECTED's counts as its comments give them (``lines=6`` drops the invalid_timestamp line)."""
+    by_reason = {"duplicate": 1, "missing_customer_id": 1, "invalid_price": 2, "invalid_quantity": 1,
+                 "invalid_timestamp": 1 if lines == 7 else 0}
+    return ingest.IngestCounts(rows_in=lines, rows_clean=1, rejected_by_reason=by_reason)
+
+
 @pytest.mark.parametrize(
     ("lines", "ingest_settings"),
     [
-        (MOSTLY_REJECTED[:-1], {}),  # 3 of 6 counted: exactly 50% is not more than 50%
-        (MOSTLY_REJECTED, {"tolerated_reject_reasons": ["duplicate", "missing_customer_id", "invalid_timestamp"]}),
-        (MOSTLY_REJECTED, {"max_reject_share": 0.6}),
-        (LINES, {}),  # 15 of 21 rejected, but only 9 (43%) for counted reasons
+        (6, {}),  # 3 of 6 counted: exactly 50% is not more than 50%
+        (7, {"tolerated_reject_reasons": ["duplicate", "missing_customer_id", "invalid_timestamp"]}),
+        (7, {"max_reject_share": 0.6}),
     ],
-    ids=["at-threshold", "more-tolerated", "higher-threshold", "mostly-tolerated"],
+    ids=["at-threshold", "more-tolerated", "higher-threshold"],
 )
-def test_rejects_within_the_threshold_succeed(spark, tmp_path, lines, ingest_settings):
-    config = retail_config(tmp_path / "lh", write_csv(tmp_path / "in", lines))
+def test_rejects_within_the_threshold_pass_the_check(lines, ingest_settings):
+    """The share rule alone, on MOSTLY_REJECTED's counts (the end-to-end failure is tested above, and the
+    shared ingest of LINES passes with 15 of 21 lines rejected but only 9 for counted reasons)."""
+    config = make_config("/tmp/unused")
     config = config.model_copy(update={"ingest": config.ingest.model_copy(update=ingest_settings)})
-    counts = ingest.run_ingest(spark, config, "r")
-    assert counts.rows_in == len(lines)
-    assert counts.rows_clean + counts.rows_rejected == len(lines)
+    ingest.check_reject_share(mostly_rejected_counts(lines), config)
+
+
+def test_rejects_over_the_threshold_fail_the_check():
+    with pytest.raises(RejectThresholdError, match=r"^4 of 7 input lines \(57.1%\) were rejected"):
+        ingest.check_reject_share(mostly_rejected_counts(), make_config("/tmp/unused"))
 
 
 def test_missing_input_path_is_a_clear_error(spark, tmp_path):
@@ -482,6 +501,7 @@ def test_online_retail_counts(spark, tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_gzipped_csv_glob_and_catalog_table_sources(spark, tmp_path):
     import gzip
 

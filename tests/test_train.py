@@ -255,6 +255,7 @@ def test_retraining_keeps_segment_ids(spark, planted, tmp_path):
     assert all(r["previous_centroid_distance"] < 0.2 for r in centroids)
 
 
+@pytest.mark.slow
 def test_force_k_overrides_the_evidence_and_says_so(spark, planted, tmp_path):
     forced = {"k_min": 4, "k_max": 4, "force_k": 5, "restarts": 2, "stability_runs": 0}
     config = retail_config(copy_features(planted, tmp_path / "lake"), model=forced)
@@ -595,6 +596,7 @@ def test_attribute_table_without_id_is_numbered_in_file_order(spark, tmp_path):
     assert numbered[0] == numbered[1]
 
 
+@pytest.mark.slow
 def test_attribute_only_mode_without_id_column_segments_and_says_so(spark, tmp_path, caplog):
     """A Wholesale-customers-like CSV (no id column): rows 1-20 and 21-40 are two planted groups."""
     rng = np.random.default_rng(3)
