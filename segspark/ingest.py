@@ -138,14 +138,18 @@ def repeated_fingerprints(text_df: DataFrame) -> DataFrame:
 
 def distinct_rows(text_df: DataFrame, repeated: DataFrame, broadcast: bool) -> DataFrame:
     """One row per distinct source row with ``_copies``, as :func:`count_identical_rows`, grouping only the
-    rows whose fingerprint is in ``repeated``; every other row is distinct and has one copy."""
-    columns = text_df.columns
+    rows whose fingerprint is in ``repeated``; every other row is distinct and has one copy.
+
+    Both halves of the union read the source (Spark does not share a scan between them); the repeated half
+    keeps only its rows right after the join, so only those are shuffled.
+    """
+    source = [source_column(c) for c in text_df.columns]
     flagged = repeated.select(FINGERPRINT, F.lit(True).alias("__repeated"))
-    keyed = text_df.withColumn(FINGERPRINT, row_fingerprint(columns)).join(
+    keyed = text_df.withColumn(FINGERPRINT, row_fingerprint(text_df.columns)).join(
         F.broadcast(flagged) if broadcast else flagged, FINGERPRINT, "left"
     )
-    unique = keyed.where(F.col("__repeated").isNull()).select(*[source_column(c) for c in columns])
-    grouped = keyed.where(F.col("__repeated")).select(*[source_column(c) for c in columns])
+    unique = keyed.where(F.col("__repeated").isNull()).select(*source)
+    grouped = keyed.where(F.col("__repeated")).select(*source)
     return unique.withColumn(COPIES, F.lit(1).cast(T.LongType())).unionByName(count_identical_rows(grouped))
 
 
