@@ -12,9 +12,13 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import _parse_datatype_string
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from segspark import lakehouse
@@ -313,15 +317,26 @@ def test_number_segments_follows_previous_centroids_not_sizes():
 ATTRIBUTES = "customer_id string, age double, income double, spending_score double"
 
 
-def write_attributes(spark, path: Path, rows, schema: str) -> Path:
-    spark.createDataFrame(rows, schema).write.format("delta").save(str(path))
+def write_attributes(spark, path: Path, rows, schema: str, delta: bool = False) -> Path:
+    """An attribute table: Parquet written by pyarrow (a test input: no Spark job or Delta commit is spent on it),
+    or a Delta table written by Spark (the format users are told to use, kept in one test)."""
+    if delta:
+        spark.createDataFrame(rows, schema).write.format("delta").save(str(path))
+        return path
+    struct = _parse_datatype_string(schema)
+    table = pa.Table.from_pylist([dict(zip(struct.names, row, strict=True)) for row in rows],
+                                 schema=to_arrow_schema(struct))
+    path.mkdir(parents=True)
+    pq.write_table(table, path / "part-0.parquet")
     return path
 
 
 def attribute_config(lake: Path, table: Path, as_of: str | None = "2024-01-01", **model):
+    fmt = "delta" if (table / "_delta_log").is_dir() else "parquet"
+    attributes = {"path": str(table), "format": fmt, **model.pop("attributes", {})}
     settings = {
         "input": "attributes",
-        "attributes": {"path": str(table)},
+        "attributes": attributes,
         "numeric_features": ["age", "income", "spending_score"],
         "log_features": [],
         "k_min": 2,
@@ -339,7 +354,8 @@ def test_homogeneous_population_is_reported_as_weak_structure(spark, tmp_path, c
     values = rng.multivariate_normal([40, 60, 50], [[100, 30, 0], [30, 400, 20], [0, 20, 225]], size=600)
     rows = [(f"c{i:04d}", float(a), float(b), float(c)) for i, (a, b, c) in enumerate(values)]
     table = write_attributes(
-        spark, tmp_path / "attrs", rows, "customer_id string, age double, income double, spending_score double"
+        spark, tmp_path / "attrs", rows, "customer_id string, age double, income double, spending_score double",
+        delta=True,
     )
     config = attribute_config(tmp_path / "lake", table)
     with caplog.at_level("WARNING", logger="segspark"):
