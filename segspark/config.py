@@ -316,8 +316,11 @@ class ModelSettings(_Section):
     #: Independent repeats of the whole fit (each ``restarts`` fits on fresh seeds); stability is the mean
     #: adjusted Rand index of their assignments against the kept fit's. 0 skips stability.
     stability_runs: int = Field(default=2, ge=0)
-    #: A K whose smallest segment holds less than this share of customers is not chosen automatically.
+    #: A segment under this share of customers must be a distinct group (below) for its K to be chosen.
     min_segment_share: float = Field(default=0.02, ge=0, lt=1)
+    #: A small segment is a distinct group, not a fragment, when it holds at least this share of customers and
+    #: its own mean silhouette is at least the candidate's overall silhouette and ``min_silhouette``.
+    min_distinct_segment_share: float = Field(default=0.005, ge=0, lt=1)
     #: Mean adjusted Rand index below this means unstable assignments (weak structure).
     min_stability: float = Field(default=0.8, ge=-1, le=1)
     #: Sampled Euclidean silhouette below this means weak structure (Kaufman & Rousseeuw: <= 0.25 is
@@ -379,6 +382,7 @@ class TableNames(_Section):
     pipeline_runs: str = "pipeline_runs"
     customer_features: str = "customer_features"
     model_selection: str = "model_selection"
+    sweep_segments: str = "sweep_segments"
     customer_segments: str = "customer_segments"
     segment_centroids: str = "segment_centroids"
 

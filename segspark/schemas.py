@@ -249,6 +249,42 @@ MODEL_SELECTION = TableSpec(
     ),
 )
 
+SWEEP_SEGMENTS = TableSpec(
+    comment=(
+        "Every segment of every candidate of each train run's K sweep: its size and mean silhouette, and whether "
+        "a small one counted as a distinct group (segspark train)."
+    ),
+    schema=T.StructType(
+        [
+            field(RUN_ID, T.StringType(), "Train run", False),
+            field(MODEL_VERSION, T.StringType(), "Model version the run saved (its run id)", False),
+            field(AS_OF_DATE, T.DateType(), "Snapshot trained on"),
+            field("algorithm", T.StringType(), "kmeans, bisecting_kmeans or gaussian_mixture", False),
+            field("k", T.IntegerType(), "Number of segments requested", False),
+            field("segment_rank", T.IntegerType(), "1 = the candidate's largest segment", False),
+            field("customers", T.LongType(), "Customers of the sweep (sample) in the segment", False),
+            field("share", T.DoubleType(), "Share of the sweep's customers in the segment", False),
+            field(
+                "silhouette",
+                T.DoubleType(),
+                "Mean Euclidean silhouette of the segment's members in the silhouette sample; null when none sampled",
+            ),
+            field("silhouette_customers", T.IntegerType(), "The segment's members in the silhouette sample", False),
+            field("candidate_silhouette", T.DoubleType(), "The candidate's overall silhouette, for comparison"),
+            field("is_small", T.BooleanType(), "Under model.min_segment_share", False),
+            field(
+                "is_distinct",
+                T.BooleanType(),
+                "Counts as a segment: not small, or small but well separated (see README, Choosing K)",
+                False,
+            ),
+            field("profile", T.StringType(), "Standardised features that set it apart, largest first"),
+            field("is_chosen", T.BooleanType(), "The candidate is the run's chosen (algorithm, K)", False),
+            field("created_at", T.TimestampType(), "When the row was written (UTC)", False),
+        ]
+    ),
+)
+
 CUSTOMER_SEGMENTS = TableSpec(
     comment="Segment of every customer per snapshot, from the saved model (segspark train, score).",
     partition_by=(AS_OF_DATE,),

@@ -1,12 +1,12 @@
-"""The train stage's tables: stable segment ids, and the writers of customer_segments, segment_centroids and
-model_selection."""
+"""The train stage's tables: stable segment ids, and the writers of customer_segments, segment_centroids,
+model_selection and sweep_segments."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pyspark.ml import PipelineModel, Transformer
@@ -16,8 +16,8 @@ from pyspark.sql import functions as F
 from scipy.optimize import linear_sum_assignment
 
 from segspark import lakehouse
-from segspark.config import Config
-from segspark.evaluation import Candidate
+from segspark.config import Config, ModelSettings
+from segspark.evaluation import Candidate, small_segments
 from segspark.model import (
     PREDICTION_COL,
     SCALED_COL,
@@ -35,6 +35,7 @@ from segspark.schemas import (
     RUN_ID,
     SEGMENT_CENTROIDS,
     SEGMENT_ID,
+    SWEEP_SEGMENTS,
 )
 from segspark.sweep import Evaluated
 
@@ -239,3 +240,77 @@ def write_selection(
         )
     df = spark.createDataFrame(rows, MODEL_SELECTION.schema)
     lakehouse.write_table(df, config.table_path("model_selection"), MODEL_SELECTION, mode="append")
+
+
+#: Standardised differences smaller than this do not describe a segment.
+_PROFILE_MIN_SD = 0.5
+
+
+def centre_profile(prep: Preprocessing, centre: np.ndarray, top: int = 3) -> str:
+    """What sets a model-space centre apart, e.g. ``"monetary +3.1 sd, frequency +2.4 sd"``: the numeric features
+    whose standardised value is furthest from the population mean (at least 0.5 sd), largest first. Empty with
+    PCA (its axes are not features) or when nothing stands out."""
+    if prep.pca_components is not None:
+        return ""
+    standardised = np.asarray(centre, dtype=float) - standardised_offset(prep)
+    slots = [
+        (abs(v), name, v)
+        for name, (source, _), v in zip(prep.slot_names, prep.slot_sources, standardised, strict=True)
+        if source is not None and abs(v) >= _PROFILE_MIN_SD
+    ]
+    slots.sort(key=lambda item: (-item[0], item[1]))
+    return ", ".join(f"{name} {v:+.1f} sd" for _, name, v in slots[:top])
+
+
+def with_segment_profiles(results: list[Evaluated], prep: Preprocessing) -> list[Evaluated]:
+    """Each candidate's segments with :func:`centre_profile` of their centres filled in."""
+    out = []
+    for r in results:
+        segments = tuple(
+            replace(seg, profile=centre_profile(prep, r.centres[seg.cluster])) if 0 <= seg.cluster < len(r.centres)
+            else seg
+            for seg in r.candidate.segments
+        )
+        out.append(replace(r, candidate=replace(r.candidate, segments=segments)))
+    return out
+
+
+def write_sweep_segments(
+    spark: SparkSession,
+    config: Config,
+    decided: list[Candidate],
+    evaluated_n: int,
+    as_of: dt.date,
+    model_version: str,
+    run_id: str,
+    now: dt.datetime,
+    settings: ModelSettings,
+) -> None:
+    """Append one sweep_segments row per segment of every candidate (sum of K over the sweep)."""
+    rows = []
+    for c in decided:
+        distinct = {seg.rank for seg in small_segments(c, settings)[0]}
+        for seg in c.segments:
+            small = seg.share < settings.min_segment_share
+            rows.append(
+                (
+                    run_id,
+                    model_version,
+                    as_of,
+                    c.algorithm,
+                    c.k,
+                    seg.rank,
+                    int(round(seg.share * evaluated_n)),
+                    seg.share,
+                    _finite(seg.silhouette),
+                    seg.sampled,
+                    _finite(c.silhouette),
+                    small,
+                    (not small) or seg.rank in distinct,
+                    seg.profile or None,
+                    c.is_chosen,
+                    now,
+                )
+            )
+    df = spark.createDataFrame(rows, SWEEP_SEGMENTS.schema)
+    lakehouse.write_table(df, config.table_path("sweep_segments"), SWEEP_SEGMENTS, mode="append")

@@ -33,14 +33,22 @@ from segspark.config import ModelSettings
 from segspark.evaluation import (
     Candidate,
     ClusterStats,
+    SegmentEvidence,
     adjusted_rand_index,
     calinski_harabasz,
     davies_bouldin,
     elbow_knee,
     euclidean_silhouette,
+    silhouette_samples,
 )
 
 log = logging.getLogger("segspark")
+
+
+#: k-means starts per fit on small data (see :meth:`FitParams.restarts_for`).
+MAX_CHEAP_RESTARTS = 20
+#: Points x clusters x starts below which extra k-means starts are considered free.
+CHEAP_START_BUDGET = 50_000
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,19 @@ class FitParams:
     @classmethod
     def of(cls, settings: ModelSettings) -> FitParams:
         return cls(settings.restarts, settings.stability_runs, settings.max_iter, settings.tol)
+
+    def restarts_for(self, algorithm: str, n: int, k: int) -> int:
+        """Seeded starts per fit: ``restarts``, raised for k-means on small data while a start is cheap.
+
+        Up to :data:`MAX_CHEAP_RESTARTS` starts as long as ``starts x n x k`` stays within
+        :data:`CHEAP_START_BUDGET`: on a few hundred or thousand customers one k-means++ start costs
+        milliseconds, and at K 8-10 five starts often miss the best optimum (measured: up to 8.6% above
+        scikit-learn's best of 10 starts on 200 customers; within 0.4% with 20 per run).
+        """
+        if algorithm != "kmeans":
+            return self.restarts
+        cheap = CHEAP_START_BUDGET // max(1, n * k)
+        return max(self.restarts, min(MAX_CHEAP_RESTARTS, cheap))
 
 
 @dataclass(frozen=True)
@@ -131,8 +152,10 @@ def fit_local(algorithm: str, k: int, points: np.ndarray, seed: int, params: Fit
 
 
 def fit_best_local(algorithm: str, k: int, points: np.ndarray, seed: int, params: FitParams) -> LocalFit:
-    """Best of ``restarts`` fits from seeds ``seed``, ``seed + 1``, ... (lowest objective, then lowest seed)."""
-    fits = [fit_local(algorithm, k, points, s, params) for s in range(seed, seed + params.restarts)]
+    """Best of :meth:`FitParams.restarts_for` fits from seeds ``seed``, ``seed + 1``, ... (lowest objective, then
+    lowest seed)."""
+    starts = params.restarts_for(algorithm, len(points), k)
+    fits = [fit_local(algorithm, k, points, s, params) for s in range(seed, seed + starts)]
     return min(enumerate(fits), key=lambda item: (item[1].objective, item[0]))[1]
 
 
@@ -187,30 +210,58 @@ def cluster_stats(points: np.ndarray, labels: np.ndarray) -> ClusterStats:
     )
 
 
+def segment_evidence(
+    labels: np.ndarray, k: int, silhouette_rows: np.ndarray, silhouette_scores: np.ndarray | None
+) -> tuple[list[float], list[float], list[int]]:
+    """Per cluster index 0..k-1: share of the fitted customers, mean silhouette of its sampled members (NaN when
+    none was sampled) and how many were sampled."""
+    counts = np.bincount(labels, minlength=k).astype(float)
+    sampled_labels = labels[silhouette_rows]
+    sampled = np.bincount(sampled_labels, minlength=k)
+    if silhouette_scores is None:
+        means = np.full(k, np.nan)
+    else:
+        sums = np.bincount(sampled_labels, weights=silhouette_scores, minlength=k)
+        means = np.where(sampled > 0, sums / np.maximum(sampled, 1), np.nan)
+    return (counts / counts.sum()).tolist(), means.tolist(), sampled.astype(int).tolist()
+
+
 def evaluate_local(algorithm: str, k: int, data: SweepData, params: FitParams, seed: int) -> tuple[dict, np.ndarray]:
-    """Everything model_selection records about one candidate, and the kept fit's centres."""
+    """Everything model_selection records about one candidate, and the kept fit's centres.
+
+    The main fit (``restarts`` seeded fits) and each stability repeat (``restarts`` more each) are all fits of
+    the same K on the same points: the kept fit is the best of all of them, and stability is the mean adjusted
+    Rand index of the others' assignments against it.
+    """
     started = time.perf_counter()
-    kept = fit_best_local(algorithm, k, data.points, seed, params)
+    main = fit_best_local(algorithm, k, data.points, seed, params)
     fit_seconds = time.perf_counter() - started
+    starts = params.restarts_for(algorithm, len(data.points), k)
+    repeats = [
+        fit_best_local(algorithm, k, data.points, seed + run * starts, params)
+        for run in range(1, params.stability_runs + 1)
+    ]
+    runs = [main, *repeats]
+    best = min(range(len(runs)), key=lambda i: (runs[i].objective, i))
+    kept = runs[best]
+    others = [r for i, r in enumerate(runs) if i != best]
     points = data.points
     stats = cluster_stats(points, kept.labels)
     wssse = float(((points - kept.centres[kept.labels]) ** 2).sum())
-    silhouette = euclidean_silhouette(points[data.silhouette_rows], kept.labels[data.silhouette_rows])
+    sampled_points = points[data.silhouette_rows]
+    scores = silhouette_samples(sampled_points, kept.labels[data.silhouette_rows])
+    shares, seg_silhouettes, seg_sampled = segment_evidence(kept.labels, k, data.silhouette_rows, scores)
     # The reference gets the same restarts, so a lucky or unlucky start favours neither side.
     reference = fit_best_local(algorithm, k, data.reference, seed, params)
-    repeats = [
-        fit_best_local(algorithm, k, points, seed + run * params.restarts, params)
-        for run in range(1, params.stability_runs + 1)
-    ]
     stable = (
-        float(np.mean([adjusted_rand_index(contingency(kept.labels, r.labels, k)) for r in repeats]))
-        if repeats
+        float(np.mean([adjusted_rand_index(contingency(kept.labels, r.labels, k)) for r in others]))
+        if others
         else None
     )
     row = {
         "wssse": wssse,
         "mllib_silhouette": squared_euclidean_silhouette(points, kept.labels),
-        "silhouette": silhouette,
+        "silhouette": None if scores is None else float(scores.mean()),
         "reference_silhouette": euclidean_silhouette(data.reference, reference.labels),
         "stability": stable,
         "smallest_share": float(stats.counts.min() / stats.counts.sum()),
@@ -221,6 +272,9 @@ def evaluate_local(algorithm: str, k: int, data: SweepData, params: FitParams, s
         "converged": (kept.iterations < params.max_iter) if algorithm != "bisecting_kmeans" else None,
         "fit_seconds": fit_seconds,
         "seconds": time.perf_counter() - started,
+        "segment_shares": shares,
+        "segment_silhouettes": seg_silhouettes,
+        "segment_sampled": seg_sampled,
     }
     return row, kept.centres
 
@@ -247,6 +301,9 @@ _RESULT = T.StructType(
         T.StructField("fit_seconds", T.DoubleType()),
         T.StructField("seconds", T.DoubleType()),
         T.StructField("centres", T.ArrayType(T.ArrayType(T.DoubleType()))),
+        T.StructField("segment_shares", T.ArrayType(T.DoubleType())),
+        T.StructField("segment_silhouettes", T.ArrayType(T.DoubleType())),
+        T.StructField("segment_sampled", T.ArrayType(T.IntegerType())),
     ]
 )
 
@@ -286,6 +343,25 @@ def run_sweep(spark: SparkSession, data: SweepData, settings: ModelSettings, see
         rows = tasks_df.mapInPandas(evaluate_tasks, _RESULT).collect()  # one row per candidate
     finally:
         shared.destroy()
+    return _results(rows, settings)
+
+
+def sweep_locally(data: SweepData, settings: ModelSettings, seed: int) -> list[Evaluated]:
+    """The same evaluation as :func:`run_sweep`, one candidate after another in this process (no Spark): for
+    small samples, tests, and sessions that cannot broadcast."""
+    from threadpoolctl import threadpool_limits
+
+    params = FitParams.of(settings)
+    rows = []
+    with threadpool_limits(limits=1):  # as in a Spark task: the same sums, so the same fits
+        for algorithm, k in _candidate_tasks(settings):
+            row, centres = evaluate_local(algorithm, k, data, params, seed)
+            rows.append({"algorithm": algorithm, "k": k, **row, "centres": centres.tolist()})
+    return _results(rows, settings)
+
+
+def _results(rows, settings: ModelSettings) -> list[Evaluated]:
+    """Candidates in config order (algorithm, then K), each algorithm's WSSSE elbow marked, one log line each."""
     by_key = {(r["algorithm"], r["k"]): r for r in rows}
     results: list[Evaluated] = []
     for algorithm in settings.algorithms:
@@ -309,7 +385,23 @@ def run_sweep(spark: SparkSession, data: SweepData, settings: ModelSettings, see
 
 def _optional(value: float | None) -> float | None:
     """None for a missing figure, whether it crossed from pandas as null or as NaN."""
-    return None if value is None or math.isnan(value) else float(value)
+    return None if value is None or math.isnan(float(value)) else float(value)
+
+
+def _segments(r) -> tuple[SegmentEvidence, ...]:
+    """The candidate's segments, largest first (ties by cluster index); ``cluster`` keeps the fit's index."""
+    shares = r["segment_shares"] or []
+    order = sorted(range(len(shares)), key=lambda i: (-shares[i], i))
+    return tuple(
+        SegmentEvidence(
+            rank=rank,
+            share=float(shares[i]),
+            silhouette=_optional(r["segment_silhouettes"][i]),
+            sampled=int(r["segment_sampled"][i]),
+            cluster=i,
+        )
+        for rank, i in enumerate(order, start=1)
+    )
 
 
 def _evaluated(r) -> Evaluated:
@@ -321,6 +413,7 @@ def _evaluated(r) -> Evaluated:
         stability=_optional(r["stability"]),
         smallest_share=r["smallest_share"],
         segments_found=r["segments_found"],
+        segments=_segments(r),
     )
     return Evaluated(
         candidate=candidate,

@@ -14,8 +14,8 @@ Plan:
    across seeds, and the silhouette the same fit reaches on a structureless reference.
    :func:`segspark.evaluation.choose` decides.
 4. Make the chosen candidate an MLlib model on all customers (:func:`final_model`), number segments stably,
-   save one PipelineModel, and write ``customer_segments``, ``segment_centroids`` and ``model_selection``
-   (:mod:`segspark.segment_tables`).
+   save one PipelineModel, and write ``customer_segments``, ``segment_centroids``, ``model_selection`` and
+   ``sweep_segments`` (:mod:`segspark.segment_tables`).
 
 Only small results reach the driver: the bounded sweep sample, K-row statistics, one row per candidate.
 """
@@ -55,9 +55,11 @@ from segspark.segment_tables import (
     number_segments,
     previous_model,
     segment_table,
+    with_segment_profiles,
     write_centroids,
     write_segments,
     write_selection,
+    write_sweep_segments,
 )
 from segspark.sweep import Evaluated, SweepData, run_sweep
 from segspark.train_input import (
@@ -200,7 +202,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
             ",".join(map(str, settings.k_values())),
             ", ".join(settings.algorithms),
         )
-        results = run_sweep(spark, data, settings, seed)
+        results = with_segment_profiles(run_sweep(spark, data, settings, seed), prep)
         decided = choose([r.candidate for r in results], settings)
         chosen = next(c for c in decided if c.is_chosen)
         best = next(r for r in results if (r.candidate.algorithm, r.candidate.k) == (chosen.algorithm, chosen.k))
@@ -216,11 +218,11 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
         now = dt.datetime.now(dt.UTC)
         # The model and the three tables change together or not at all: on any failure each table goes back
         # to its version before and the model folder is removed.
-        tables = ["customer_segments", "segment_centroids", "model_selection"]
+        tables = ["customer_segments", "segment_centroids", "model_selection", "sweep_segments"]
         before = {t: lakehouse.current_version(spark, config.table_path(t)) for t in tables}
         try:
             save_model(model, model_path)
-            progress.step("writing customer_segments, segment_centroids and model_selection")
+            progress.step("writing customer_segments, segment_centroids, model_selection and sweep_segments")
             written = write_segments(model, customers_df, as_of, model_version, run_id, config)
             if written != n:
                 raise ReconciliationError(f"customer_segments wrote {written:,} rows for {n:,} customers")
@@ -252,6 +254,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
                 run_id,
                 now,
             )
+            write_sweep_segments(spark, config, decided, evaluated_n, as_of, model_version, run_id, now, settings)
         except Exception:
             for t in tables:
                 lakehouse.restore(spark, config.table_path(t), before[t])

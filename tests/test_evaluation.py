@@ -14,17 +14,23 @@ from sklearn.metrics import (
     davies_bouldin_score,
     silhouette_score,
 )
+from sklearn.metrics import (
+    silhouette_samples as sklearn_silhouette_samples,
+)
 
 from segspark.config import ModelSettings
 from segspark.evaluation import (
     Candidate,
     ClusterStats,
+    SegmentEvidence,
     adjusted_rand_index,
     calinski_harabasz,
     choose,
     davies_bouldin,
     elbow_knee,
     euclidean_silhouette,
+    silhouette_samples,
+    small_segments,
 )
 
 # ---------------------------------------------------------------------------------------------------------
@@ -92,6 +98,13 @@ def test_silhouette_matches_sklearn(name):
     got = euclidean_silhouette(points, labels)
     assert got is not None
     assert abs(got - silhouette_score(points, labels)) < 1e-9
+
+
+@pytest.mark.parametrize("name", list(SILHOUETTE_DATASETS))
+def test_silhouette_samples_match_sklearn_point_by_point(name):
+    points, labels = SILHOUETTE_DATASETS[name]()
+    got = silhouette_samples(points, labels)
+    np.testing.assert_allclose(got, sklearn_silhouette_samples(points, labels), atol=1e-9)
 
 
 def test_silhouette_is_not_a_constant():
@@ -555,3 +568,76 @@ def test_choose_a_single_candidate_is_chosen():
 def test_choose_needs_candidates():
     with pytest.raises(ValueError, match="no candidates"):
         choose([], settings())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# small segments: a distinct group or a fragment
+# ---------------------------------------------------------------------------------------------------------
+
+
+def seg(rank: int, share: float, silhouette: float | None, sampled: int = 40, profile: str = "") -> SegmentEvidence:
+    return SegmentEvidence(rank=rank, share=share, silhouette=silhouette, sampled=sampled, profile=profile)
+
+
+def with_segments(c: Candidate, *small: SegmentEvidence) -> Candidate:
+    """``c`` with large segments (10%+, silhouette 0.6) plus the given small ones; K and shares follow."""
+    big = 1.0 - sum(s.share for s in small)
+    n_big = c.k - len(small)
+    large = tuple(seg(i + 1, big / n_big, 0.6) for i in range(n_big))
+    segments = large + tuple(small)
+    return Candidate(
+        algorithm=c.algorithm, k=c.k, silhouette=c.silhouette, reference_silhouette=c.reference_silhouette,
+        stability=c.stability, smallest_share=min(s.share for s in segments), segments_found=c.k,
+        segments=segments, is_elbow=c.is_elbow,
+    )
+
+
+def test_a_small_well_separated_segment_is_a_distinct_group_and_its_k_is_chosen():
+    # The issue's case: K=7's best silhouette, with a 1.9% segment that is tighter than the average customer.
+    vip = seg(7, 0.019, 0.71, profile="monetary +3.1 sd, frequency +2.4 sd")
+    candidates = [with_segments(cand(5, 0.556), ), with_segments(cand(7, 0.649), vip)]
+    out, chosen = run(candidates)
+    assert chosen.k == 7
+    assert (
+        "segment 7 by size: 1.9% of customers, silhouette 0.71; monetary +3.1 sd, frequency +2.4 sd: a distinct "
+        "group, kept although under 2% (its silhouette is at least the overall 0.65)"
+    ) in chosen.reason
+    assert "each hold at least 2% of customers or are distinct small groups" in chosen.reason
+
+
+def test_a_small_poorly_separated_segment_is_a_fragment_and_disqualifies_its_k():
+    fragment = seg(7, 0.012, 0.31)
+    out, chosen = run([with_segments(cand(5, 0.556)), with_segments(cand(7, 0.649), fragment)])
+    assert chosen.k == 5
+    assert by_k(out)[7].reason == (
+        "Not chosen: segment 7 by size: 1.2% of customers, silhouette 0.31: a fragment, not a distinct group "
+        "(a segment under 2% of customers counts when it holds at least 0.5% and its silhouette is at least the "
+        "overall 0.65 and 0.25)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("small", "distinct"),
+    [
+        pytest.param(seg(6, 0.019, 0.65), True, id="silhouette-equal-to-the-overall"),
+        pytest.param(seg(6, 0.019, 0.64), False, id="silhouette-just-below-the-overall"),
+        pytest.param(seg(6, 0.005, 0.90), True, id="at-the-distinct-share-floor"),
+        pytest.param(seg(6, 0.0049, 0.90), False, id="under-the-distinct-share-floor"),
+        pytest.param(seg(6, 0.019, 0.90, sampled=9), False, id="too-few-sampled-members"),
+        pytest.param(seg(6, 0.019, None, sampled=0), False, id="none-sampled"),
+        pytest.param(seg(6, 0.02, 0.10), None, id="not-small-at-the-share"),
+    ],
+)
+def test_small_segment_rule_edges(small, distinct):
+    c = with_segments(cand(6, 0.65), small)
+    got_distinct, fragments = small_segments(c, settings())
+    if distinct is None:
+        assert got_distinct == [] and fragments == []
+    else:
+        assert (got_distinct == [small], fragments == [small]) == (distinct, not distinct)
+
+
+def test_a_small_segment_of_a_weak_candidate_needs_min_silhouette_too():
+    # Overall 0.20 (weak): a small segment at 0.22 beats the overall but not min_silhouette 0.25.
+    c = with_segments(cand(4, 0.20), seg(4, 0.015, 0.22))
+    assert small_segments(c, settings())[1] == [c.segments[-1]]

@@ -15,7 +15,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
 from segspark.config import ModelSettings
-from segspark.evaluation import adjusted_rand_index
+from segspark.evaluation import adjusted_rand_index, choose
 from segspark.model import (
     FEATURES_COL,
     PREDICTION_COL,
@@ -32,8 +32,11 @@ from segspark.sweep import (
     evaluate_local,
     fit_best_local,
     run_sweep,
+    segment_evidence,
     squared_euclidean_silhouette,
+    sweep_locally,
 )
+from segspark.train_input import reference_points
 
 
 def blobs(n_per: int, centres: list[list[float]], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -178,3 +181,110 @@ def test_mllib_and_the_sweep_agree_on_a_clear_optimum(spark):
     a = [r[0] for r in ours.transform(frame).orderBy("customer_id").select(PREDICTION_COL).collect()]
     b = [r[0] for r in mllib.transform(frame).orderBy("customer_id").select(PREDICTION_COL).collect()]
     assert adjusted_rand_score(a, b) == 1.0 == adjusted_rand_score(truth, a)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Choosing K on planted data: small distinct groups, scattered extremes, fit quality (issue 10)
+
+
+def sweep_data(points: np.ndarray, silhouette_sample: int | None = None, seed: int = 42) -> SweepData:
+    rows = np.arange(len(points))
+    if silhouette_sample is not None and silhouette_sample < len(points):
+        rows = np.sort(np.random.default_rng(0).choice(len(points), silhouette_sample, replace=False))
+    return SweepData(points, rows, reference_points(points[rows], seed))
+
+
+def standardise(points: np.ndarray) -> np.ndarray:
+    return (points - points.mean(axis=0)) / points.std(axis=0)
+
+
+#: Seven behaviour types in log-RFM-like units (recency, frequency, monetary, basket, tenure): share, centre,
+#: spread. "Occasional" overlaps "loyal" and "new"; the last two are the 3% wholesale-like and the 1.8%
+#: very-high-value groups that the old size rule (every segment >= 2%) could not keep apart.
+PLANTED_TYPES = [
+    (0.222, [3.5, 2.0, 7.0, 4.6, 5.5], 0.35),  # loyal regulars
+    (0.20, [1.5, 3.4, 8.6, 5.2, 5.8], 0.35),  # champions
+    (0.18, [5.3, 0.9, 5.2, 4.1, 5.6], 0.35),  # lapsed
+    (0.17, [2.6, 0.4, 3.6, 3.2, 2.7], 0.35),  # new, one or two orders
+    (0.15, [3.0, 1.4, 5.9, 4.3, 3.6], 0.40),  # occasional
+    (0.03, [2.5, 2.3, 9.6, 7.3, 5.7], 0.30),  # wholesale-like
+    (0.018, [1.0, 4.4, 11.0, 6.3, 5.9], 0.30),  # very high value
+]
+
+
+def planted_types(n: int = 3000, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    shares = np.array([t[0] for t in PLANTED_TYPES])
+    counts = np.round(shares / shares.sum() * n).astype(int)
+    groups = zip(PLANTED_TYPES, counts, strict=True)
+    points = np.concatenate([rng.normal(centre, spread, size=(m, len(centre))) for (_, centre, spread), m in groups])
+    return standardise(points), np.repeat(np.arange(len(PLANTED_TYPES)), counts)
+
+
+def nearest(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    return ((points[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2).argmin(axis=1)
+
+
+def test_a_small_distinct_group_of_very_high_value_customers_is_kept_as_a_segment():
+    points, truth = planted_types()
+    settings = ModelSettings(numeric_features=list("rfmbt"), log_features=[], k_min=2, k_max=10)
+    results = sweep_locally(sweep_data(points, 1500), settings, seed=42)
+    decided = choose([r.candidate for r in results], settings)
+    chosen = next(c for c in decided if c.is_chosen)
+    assert chosen.k == len(PLANTED_TYPES)
+    assert chosen.structure == "strong"
+    [vip] = [s for s in chosen.segments if s.share < settings.min_segment_share]
+    assert vip.share == pytest.approx(0.018, abs=0.001)
+    assert f"segment 7 by size: {vip.share:.1%} of customers, silhouette {vip.silhouette:.2f}" in chosen.reason
+    assert "a distinct group, kept although under 2%" in chosen.reason
+    kept = next(r for r in results if r.candidate.k == chosen.k)
+    ours = adjusted_rand_score(truth, nearest(points, kept.centres))
+    theirs = adjusted_rand_score(truth, KMeans(chosen.k, n_init=10, random_state=0).fit_predict(points))
+    assert ours >= theirs - 0.02 and ours > 0.95
+    # The old rule (no small segment counts) would have merged the very-high-value group into another.
+    strict = settings.model_copy(update={"min_distinct_segment_share": 1.0})
+    assert next(c for c in choose([r.candidate for r in results], strict) if c.is_chosen).k < len(PLANTED_TYPES)
+
+
+def test_one_population_with_scattered_extreme_customers_stays_weak():
+    rng = np.random.default_rng(1)
+    n = 2000
+    covariance = [[1, 0.5, 0.3, 0, 0.2], [0.5, 1, 0.6, 0.1, 0.3], [0.3, 0.6, 1, 0.4, 0.2], [0, 0.1, 0.4, 1, 0],
+                  [0.2, 0.3, 0.2, 0, 1]]
+    points = rng.multivariate_normal(np.zeros(5), covariance, size=n)
+    extreme = rng.choice(n, n // 100, replace=False)  # 1%: one feature each, 4-8 sd out, either side
+    points[extreme, rng.integers(0, 5, size=len(extreme))] += rng.uniform(4, 8, len(extreme)) * rng.choice(
+        [-1, 1], len(extreme)
+    )
+    settings = ModelSettings(numeric_features=list("abcde"), log_features=[], k_min=2, k_max=10)
+    decided = choose([r.candidate for r in sweep_locally(sweep_data(standardise(points)), settings, 42)], settings)
+    assert all(c.structure == "weak" for c in decided)
+    chosen = next(c for c in decided if c.is_chosen)
+    assert "WEAK STRUCTURE" in chosen.reason and "a distinct group, kept" not in chosen.reason
+
+
+def mall_like(seed: int) -> np.ndarray:
+    """200 customers in two standardised features (income, spending score), five groups of 22-81."""
+    rng = np.random.default_rng(seed)
+    centres, sizes = [(25, 20), (25, 80), (55, 50), (88, 18), (88, 82)], [23, 22, 81, 35, 39]
+    groups = zip(centres, sizes, strict=True)
+    return standardise(np.concatenate([rng.normal(c, (7, 8), size=(m, 2)) for c, m in groups]))
+
+
+@pytest.mark.parametrize("seed", [3, pytest.param(0, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)])
+def test_kept_fit_is_within_half_a_percent_of_scikit_learns_best_of_ten_at_every_k(seed):
+    points = mall_like(seed)
+    settings = ModelSettings(numeric_features=["income", "score"], log_features=[], k_min=2, k_max=10)
+    for r in sweep_locally(sweep_data(points), settings, seed=42):
+        best_of_ten = KMeans(r.candidate.k, init="k-means++", n_init=10, random_state=0).fit(points).inertia_
+        assert r.wssse <= best_of_ten * 1.005, (r.candidate.k, r.wssse, best_of_ten)
+
+
+def test_segment_evidence_golden():
+    labels = np.array([0, 0, 0, 1, 1, 2, 0, 1])
+    rows = np.array([0, 1, 3, 6])  # sampled: three of segment 0, one of segment 1, none of segment 2
+    scores = np.array([0.5, 0.7, 0.2, 0.3])
+    shares, silhouettes, sampled = segment_evidence(labels, 3, rows, scores)
+    assert shares == [0.5, 0.375, 0.125]
+    assert silhouettes[0] == pytest.approx(0.5) and silhouettes[1] == pytest.approx(0.2)
+    assert np.isnan(silhouettes[2]) and sampled == [3, 1, 0]

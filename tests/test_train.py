@@ -94,6 +94,26 @@ def test_planted_types_give_k4_matching_the_truth(spark, planted):
     assert adjusted_rand_score(truth, labels) >= 0.8
 
 
+def test_sweep_segments_records_every_segment_of_every_candidate(spark, planted):
+    result = planted["result"]
+    rows = lakehouse.read_table(spark, planted["config"].table_path("sweep_segments")).collect()
+    assert sorted((r["k"], r["segment_rank"]) for r in rows) == [(k, s) for k in range(2, 7) for s in range(1, k + 1)]
+    assert {r["run_id"] for r in rows} == {"run-train"} and {r["algorithm"] for r in rows} == {"kmeans"}
+    for k in range(2, 7):
+        of_k = sorted((r for r in rows if r["k"] == k), key=lambda r: r["segment_rank"])
+        assert sum(r["share"] for r in of_k) == pytest.approx(1.0)
+        assert sum(r["customers"] for r in of_k) == result.customers
+        assert [r["share"] for r in of_k] == sorted((r["share"] for r in of_k), reverse=True)
+        # The candidate's silhouette is the customers' mean: the segments' means weighted by sampled members.
+        sampled = sum(r["silhouette_customers"] for r in of_k)
+        weighted = sum(r["silhouette"] * r["silhouette_customers"] for r in of_k) / sampled
+        assert weighted == pytest.approx(of_k[0]["candidate_silhouette"], abs=1e-9)
+    chosen = [r for r in rows if r["is_chosen"]]
+    assert len(chosen) == result.chosen.k == 4
+    assert all(r["is_distinct"] and not r["is_small"] for r in chosen)
+    assert all(r["profile"] for r in chosen)  # four planted types: each differs from the average somewhere
+
+
 def test_model_selection_records_the_sweep_and_one_decision(spark, planted):
     result = planted["result"]
     rows = (
