@@ -275,6 +275,25 @@ class PcaSettings(_Section):
         return self.components is not None or self.variance is not None
 
 
+class WinsorizeSettings(_Section):
+    """Optional cap of each numeric model feature at percentiles of the training customers (after the log
+    transform and imputation, before scaling): values below ``lower`` / above ``upper`` become those
+    percentiles. Both null (the default) = off."""
+
+    lower: float | None = Field(default=None, ge=0, lt=0.5)
+    upper: float | None = Field(default=None, gt=0.5, le=1)
+
+    @model_validator(mode="after")
+    def _both(self) -> WinsorizeSettings:
+        if (self.lower is None) != (self.upper is None):
+            raise ValueError("set both winsorize.lower and winsorize.upper (e.g. 0.01 and 0.99), or neither")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.lower is not None
+
+
 class ModelSettings(_Section):
     """The segmentation model: its features, the K sweep and the rule that chooses K."""
 
@@ -289,6 +308,7 @@ class ModelSettings(_Section):
     #: Numeric features replaced by sign(x) * ln(1 + |x|) before imputation and scaling (for skewed ones).
     log_features: list[str] = Field(default_factory=lambda: list(DEFAULT_MODEL_FEATURES))
     pca: PcaSettings = Field(default_factory=PcaSettings)
+    winsorize: WinsorizeSettings = Field(default_factory=WinsorizeSettings)
     #: Algorithms swept over K; the chosen (algorithm, K) comes from all of them. First listed wins ties.
     algorithms: list[Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"]] = Field(
         default_factory=lambda: ["kmeans"]

@@ -4,7 +4,8 @@ Stages, in order (column names are internal and start with ``_``):
 
 1. ``SQLTransformer``: numeric features cast to double, ``log_features`` replaced by sign(x) * ln(1 + |x|);
    categorical features cast to text with null as ``(missing)``.
-2. ``Imputer`` (median of the training customers) for nulls left in numeric features.
+2. ``Imputer`` (median of the training customers) for nulls left in numeric features; with
+   ``model.winsorize`` a ``SQLTransformer`` then caps each numeric value at the training customers' percentiles.
 3. ``StringIndexer`` (alphabetical, unseen values kept in their own slot) and ``OneHotEncoder`` (no slot
    dropped) for categorical features.
 4. ``StandardScaler`` (divided by the standard deviation; the mean is subtracted only in reports) for numeric
@@ -64,6 +65,10 @@ def _imp(name: str) -> str:
     return f"_imp_{name}"
 
 
+def _win(name: str) -> str:
+    return f"_win_{name}"
+
+
 def _cat(name: str) -> str:
     return f"_cat_{name}"
 
@@ -81,8 +86,31 @@ def signed_log_sql(expr: str) -> str:
     return f"SIGNUM({expr}) * LN(1D + ABS({expr}))"
 
 
-def preprocessing_pipeline(settings: ModelSettings, numeric: list[str], categorical: list[str]) -> Pipeline:
-    """Stages 1-5 (see the module docstring) for the given feature columns, unfitted."""
+def capping_stage(caps: dict[str, tuple[float, float]]) -> SQLTransformer:
+    """``_win_<feature>``: the imputed value held within its ``(lower, upper)`` cap (winsorising)."""
+    exprs = [
+        f"LEAST(GREATEST({quote(_imp(c))}, CAST('{lo!r}' AS DOUBLE)), CAST('{hi!r}' AS DOUBLE)) AS {quote(_win(c))}"
+        for c, (lo, hi) in caps.items()
+    ]
+    return SQLTransformer(statement=f"SELECT *, {', '.join(exprs)} FROM __THIS__")
+
+
+def fit_caps(
+    imputed_df: DataFrame, numeric: list[str], lower: float, upper: float
+) -> dict[str, tuple[float, float]]:
+    """Each numeric feature's ``lower`` and ``upper`` percentiles over the training customers (one aggregation;
+    ``percentile_approx`` with accuracy 10,000, exact for up to 10,000 distinct values)."""
+    row = imputed_df.agg(
+        *[
+            F.percentile_approx(F.col(quote(_imp(c))), [lower, upper], 10_000).alias(str(i))
+            for i, c in enumerate(numeric)
+        ]
+    ).first()  # one row
+    return {c: (float(row[str(i)][0]), float(row[str(i)][1])) for i, c in enumerate(numeric)}
+
+
+def imputing_stages(settings: ModelSettings, numeric: list[str], categorical: list[str]) -> list:
+    """Stages 1-2: the cast/log/category SQLTransformer and the Imputer (unfitted)."""
     exprs = []
     for name in numeric:
         # TRY_CAST: text that is not a number becomes null (then imputed), not a failed job in ANSI mode.
@@ -97,6 +125,22 @@ def preprocessing_pipeline(settings: ModelSettings, numeric: list[str], categori
         stages.append(
             Imputer(inputCols=[_num(c) for c in numeric], outputCols=[_imp(c) for c in numeric], strategy="median")
         )
+    return stages
+
+
+def preprocessing_pipeline(
+    settings: ModelSettings,
+    numeric: list[str],
+    categorical: list[str],
+    caps: dict[str, tuple[float, float]] | None = None,
+) -> Pipeline:
+    """Stages 1-5 (see the module docstring) for the given feature columns, unfitted; with ``caps`` (see
+    :func:`fit_caps`) the numeric values are capped after imputation."""
+    stages = imputing_stages(settings, numeric, categorical)
+    values = [_imp(c) for c in numeric]
+    if caps:
+        stages.append(capping_stage(caps))
+        values = [_win(c) for c in numeric]
     if categorical:
         stages.append(
             StringIndexer(
@@ -113,7 +157,7 @@ def preprocessing_pipeline(settings: ModelSettings, numeric: list[str], categori
         )
     out = SCALED_COL if settings.pca.enabled else FEATURES_COL
     if numeric:
-        stages.append(VectorAssembler(inputCols=[_imp(c) for c in numeric], outputCol="_numeric"))
+        stages.append(VectorAssembler(inputCols=values, outputCol="_numeric"))
         # Divided by the standard deviation but not centred: clustering does not care where the origin is,
         # and Spark's BisectingKMeans cannot split mean-centred data (it perturbs the root centre in
         # proportion to its norm, which is then 0). Reports subtract the mean (see standardised_offset).
@@ -309,6 +353,8 @@ class Preprocessing:
     scaler_mean: np.ndarray
     scaler_std: np.ndarray
     pca_components: int | None
+    #: Feature -> (lower, upper) cap applied before scaling; None when winsorising is off.
+    caps: dict[str, tuple[float, float]] | None = None
 
 
 def describe_slots(

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pyspark import StorageLevel
-from pyspark.ml import PipelineModel, Transformer
+from pyspark.ml import Pipeline, PipelineModel, Transformer
 from pyspark.ml.feature import StandardScalerModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -44,7 +44,9 @@ from segspark.model import (
     assemble_model,
     describe_slots,
     fit_best,
+    fit_caps,
     fit_pca,
+    imputing_stages,
     kmeans_with_centres,
     preprocessing_pipeline,
     refine_centres,
@@ -80,8 +82,20 @@ log = logging.getLogger("segspark")
 
 
 def fit_preprocessing(customers_df: DataFrame, settings: ModelSettings, profile: FeatureProfile) -> Preprocessing:
-    """Fit stages 1-5 of the model on all training customers."""
-    pipeline_model = preprocessing_pipeline(settings, profile.numeric, profile.categorical).fit(customers_df)
+    """Fit stages 1-5 of the model on all training customers (with ``model.winsorize``, the caps first)."""
+    caps = None
+    if settings.winsorize.enabled and profile.numeric:
+        imputed = Pipeline(stages=imputing_stages(settings, profile.numeric, [])).fit(customers_df)
+        caps = fit_caps(
+            imputed.transform(customers_df), profile.numeric, settings.winsorize.lower, settings.winsorize.upper
+        )
+        log.info(
+            "winsorising at the %g and %g percentiles: %s",
+            settings.winsorize.lower,
+            settings.winsorize.upper,
+            ", ".join(f"{c} {lo:.4g}..{hi:.4g}" for c, (lo, hi) in caps.items()),
+        )
+    pipeline_model = preprocessing_pipeline(settings, profile.numeric, profile.categorical, caps).fit(customers_df)
     stages = list(pipeline_model.stages)
     slot_names, slot_sources = describe_slots(stages, profile.numeric, profile.categorical, settings)
     # Numeric slots come first and are standardised; one-hot slots are left as they are (mean 0, scale 1).
@@ -99,7 +113,7 @@ def fit_preprocessing(customers_df: DataFrame, settings: ModelSettings, profile:
         scaled_df = pipeline_model.transform(customers_df)
         pca_model, components = fit_pca(scaled_df, settings, len(mean))
         stages.append(pca_model)
-    return Preprocessing(stages, slot_names, slot_sources, mean, std, components)
+    return Preprocessing(stages, slot_names, slot_sources, mean, std, components, caps)
 
 
 def model_space(prep: Preprocessing, customers_df: DataFrame) -> DataFrame:

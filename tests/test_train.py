@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from chispa import assert_df_equality
+from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import _parse_datatype_string
@@ -38,8 +39,8 @@ from segspark.model import (
     load_model,
 )
 from segspark.segment_tables import PreviousModel, number_segments
-from segspark.train import run_train
-from segspark.train_input import hash_sample, read_attributes, sweep_arrays, training_input
+from segspark.train import fit_preprocessing, run_train
+from segspark.train_input import hash_sample, profile_features, read_attributes, sweep_arrays, training_input
 from tests.conftest import ROOT
 
 #: A quick sweep for tests: K 2..6, one repeat for stability.
@@ -767,3 +768,26 @@ def test_attribute_only_snapshot_date_is_never_the_clock(
         training_input(spark, config)
     if error is ConfigError:
         assert raised.value.exit_code == 2
+
+
+def test_winsorizing_caps_each_feature_at_its_training_percentiles(spark):
+    rows = [(f"c{i:03d}", float(i), 10.0 * i) for i in range(1, 101)]
+    df = spark.createDataFrame(rows, "customer_id string, x double, y double")
+    settings = ModelSettings(
+        input="attributes", attributes={"path": "unused"}, numeric_features=["x", "y"], log_features=[],
+        winsorize={"lower": 0.05, "upper": 0.95},
+    )
+    prep = fit_preprocessing(df, settings, profile_features(df, settings))
+    # 1..100: the 5th and 95th percentiles are 5 and 95 (percentile_approx is exact on 100 distinct values).
+    assert prep.caps == {"x": (5.0, 95.0), "y": (50.0, 950.0)}
+    # The scaler was fitted on the capped values (Spark's std is the sample standard deviation).
+    assert prep.scaler_std[0] == pytest.approx(np.clip(np.arange(1, 101), 5, 95).std(ddof=1))
+    # The fitted stages cap new customers too: a saved model scores far-out values at the caps.
+    new = spark.createDataFrame([("n1", -1000.0, 1e6), ("n2", 50.0, 500.0)], "customer_id string, x double, y double")
+    capped = PipelineModel(stages=prep.stages).transform(new).select("customer_id", "_win_x", "_win_y")
+    assert sorted(tuple(r) for r in capped.collect()) == [("n1", 5.0, 950.0), ("n2", 50.0, 500.0)]
+
+
+def test_winsorizing_needs_both_percentiles():
+    with pytest.raises(ValueError, match="set both winsorize.lower and winsorize.upper"):
+        ModelSettings(winsorize={"lower": 0.01})
