@@ -195,6 +195,15 @@ CUSTOMER_FEATURES = TableSpec(
 SEGMENT_ID = "segment_id"
 MODEL_VERSION = "model_version"
 
+#: The columns naming one candidate of one train run's sweep (model_selection and sweep_segments).
+_CANDIDATE_KEY = [
+    field(RUN_ID, T.StringType(), "Train run", False),
+    field(MODEL_VERSION, T.StringType(), "Model version the run saved (its run id)", False),
+    field(AS_OF_DATE, T.DateType(), "Snapshot trained on"),
+    field("algorithm", T.StringType(), "kmeans, bisecting_kmeans or gaussian_mixture", False),
+    field("k", T.IntegerType(), "Number of segments requested", False),
+]
+
 MODEL_SELECTION = TableSpec(
     comment=(
         "The K sweep of each train run: one row per (algorithm, K) with its evidence, and the decision record "
@@ -202,11 +211,7 @@ MODEL_SELECTION = TableSpec(
     ),
     schema=T.StructType(
         [
-            field(RUN_ID, T.StringType(), "Train run", False),
-            field(MODEL_VERSION, T.StringType(), "Model version the run saved (its run id)", False),
-            field(AS_OF_DATE, T.DateType(), "Snapshot trained on"),
-            field("algorithm", T.StringType(), "kmeans, bisecting_kmeans or gaussian_mixture", False),
-            field("k", T.IntegerType(), "Number of segments requested", False),
+            *_CANDIDATE_KEY,
             field("customers", T.LongType(), "Customers in the snapshot", False),
             field("customers_evaluated", T.LongType(), "Customers the candidate was fitted and evaluated on", False),
             field("wssse", T.DoubleType(), "Within-segment sum of squared distances to the model's centres", False),
@@ -256,11 +261,7 @@ SWEEP_SEGMENTS = TableSpec(
     ),
     schema=T.StructType(
         [
-            field(RUN_ID, T.StringType(), "Train run", False),
-            field(MODEL_VERSION, T.StringType(), "Model version the run saved (its run id)", False),
-            field(AS_OF_DATE, T.DateType(), "Snapshot trained on"),
-            field("algorithm", T.StringType(), "kmeans, bisecting_kmeans or gaussian_mixture", False),
-            field("k", T.IntegerType(), "Number of segments requested", False),
+            *_CANDIDATE_KEY,
             field("segment_rank", T.IntegerType(), "1 = the candidate's largest segment", False),
             field("customers", T.LongType(), "Customers of the sweep (sample) in the segment", False),
             field("share", T.DoubleType(), "Share of the sweep's customers in the segment", False),
