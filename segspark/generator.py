@@ -57,10 +57,10 @@ Quirks kept from the real data
 
 Planted behaviour types
 -----------------------
-Every customer with an id belongs to exactly one of four types, in fixed shares (exact quotas,
-shuffled over customers). The types separate on per-customer RFM features (recency to the end date,
-distinct invoices, total spend, average basket value, tenure) after a log transform and
-standardisation; typical values at the default 90 lines per customer:
+Every customer with an id belongs to exactly one type, in fixed shares (exact quotas, shuffled over
+customers). By default (``--mix standard``) there are four. The types separate on per-customer RFM
+features (recency to the end date, distinct invoices, total spend, average basket value, tenure) after
+a log transform and standardisation; typical values at the default 90 lines per customer:
 
 ==================  =====  ==============  ============================  ==================
 type                share  invoices        when                          basket (avg spend)
@@ -72,6 +72,26 @@ type                share  invoices        when                          basket 
 ``one_time_new``    30%    1 (70%) or 2    all in the final 45 days      ~3 lines, ~£20
 ``lapsed``          25%    2-6             all in the first 38%          ~3.5 lines, ~£45
 ==================  =====  ==============  ============================  ==================
+
+``--mix extended`` plants seven types instead, for testing how K is chosen when groups are small or
+overlap: the four above (one-time customers with one invoice of about eight lines, 15-45 days before
+the end) plus three more (medians at 1.8 million rows, 20,000 customers):
+
+=====================  =====  ==========  ==========================  =================================
+type                   share  invoices    when                        spend (basket)
+=====================  =====  ==========  ==========================  =================================
+``champions``          14.1%  20-60       as above                    ~£8,000 (~£210)
+``loyal_regulars``     22%    6-15        as above                    ~£730 (~£70)
+``one_time_new``       20%    1           15-45 days before the end   ~£36
+``lapsed``             20%    2-6         as above                    ~£130 (~£33)
+``occasional``         19%    3-6         first at 45-65% of the      ~£330 (~£75); overlaps lapsed
+                                          period, last 40-110 days    and loyal customers
+                                          before the end
+``wholesale``          3%     6-12        first in first 40%, last    ~£12,000 (~£1,300: big baskets)
+                                          in final 60 days
+``very_high_value``    1.9%   100-180     first in first 5%, last     ~£390,000 (~£2,800)
+                                          in final 3 days
+=====================  =====  ==========  ==========================  =================================
 
 Each customer also draws its own basket size and quantity multipliers (log-normal noise), and each
 invoice and line draws further noise, so the groups have realistic spread but wide gaps. The type of
@@ -122,8 +142,33 @@ COLUMNS = (
     "CustomerID",
     "Country",
 )
-BEHAVIOUR_TYPES = ("champions", "loyal_regulars", "one_time_new", "lapsed")
-TYPE_SHARES = (0.15, 0.30, 0.30, 0.25)
+# Every type the generator knows, in index order; a mix picks some of them with shares.
+ALL_TYPES = (
+    "champions",
+    "loyal_regulars",
+    "one_time_new",
+    "lapsed",
+    "occasional",
+    "wholesale",
+    "very_high_value",
+)
+MIXES = {
+    # The default: four well separated types.
+    "standard": {"champions": 0.15, "loyal_regulars": 0.30, "one_time_new": 0.30, "lapsed": 0.25},
+    # Seven types: two small ones (3% wholesale-like buyers, 2% very-high-value customers) and
+    # occasional buyers who overlap regulars and lapsed customers.
+    "extended": {
+        "champions": 0.141,
+        "loyal_regulars": 0.22,
+        "one_time_new": 0.20,
+        "lapsed": 0.20,
+        "occasional": 0.19,
+        "wholesale": 0.03,
+        "very_high_value": 0.019,
+    },
+}
+BEHAVIOUR_TYPES = tuple(MIXES["standard"])
+TYPE_SHARES = tuple(MIXES["standard"].values())
 FORMATS = ("csv", "parquet")
 
 MIN_ROWS = 1_000
@@ -151,17 +196,28 @@ N_PRODUCTS = 2_000
 # Fixed so that every seed shares one product universe (joins across demo data sets work).
 CATALOGUE_SEED = 20101201
 
-CHAMPIONS, LOYAL, ONE_TIME, LAPSED = range(4)
-# Per type: invoice count range, relative lines per invoice, quantity multiplier.
-_INVOICES_LOW = np.array([20, 6, 1, 2])
-_INVOICES_HIGH = np.array([60, 15, 2, 6])
-_ONE_TIME_TWO_INVOICES = 0.3
-_BASKET_LINES = np.array([12.0, 7.0, 3.0, 4.5])
-_QUANTITY_MULT = np.array([3.0, 1.5, 0.7, 1.0])
-# Windows in fractions of the period / days before the end (see module docstring table).
-_CHAMPION_FIRST_FRAC, _CHAMPION_LAST_DAYS = 0.12, 6.0
-_LOYAL_FIRST_FRAC, _LOYAL_LAST_DAYS = 0.30, 30.0
-_NEW_WINDOW_DAYS = 45.0
+CHAMPIONS, LOYAL, ONE_TIME, LAPSED, OCCASIONAL, WHOLESALE, VERY_HIGH_VALUE = range(len(ALL_TYPES))
+# Per type, indexed as ALL_TYPES: invoice count range, relative lines per invoice, quantity multiplier.
+_INVOICES_LOW = np.array([20, 6, 1, 2, 3, 6, 100])
+_INVOICES_HIGH = np.array([60, 15, 2, 6, 6, 12, 180])
+_BASKET_LINES = np.array([12.0, 7.0, 3.0, 4.5, 4.0, 25.0, 20.0])
+_QUANTITY_MULT = np.array([3.0, 1.5, 0.7, 1.0, 2.5, 10.0, 25.0])
+# Windows in fractions of the period / days before the end (see module docstring table). Types with a
+# first-purchase fraction and a last-purchase window are active to the end; one-time and lapsed
+# customers have windows of their own (nan here).
+# The first purchase falls in [from, from + frac) of the period, the last between last_min and
+# last_min + last_days before its end.
+_FIRST_FROM = np.array([0.0, 0.0, np.nan, np.nan, 0.45, 0.0, 0.0])
+_FIRST_FRAC = np.array([0.12, 0.30, np.nan, np.nan, 0.20, 0.40, 0.05])
+_LAST_MIN = np.array([0.0, 0.0, np.nan, np.nan, 40.0, 0.0, 0.0])
+_LAST_DAYS = np.array([6.0, 30.0, np.nan, np.nan, 70.0, 60.0, 3.0])
+# Per mix, for one-time new customers: the share with a second invoice, relative lines per invoice,
+# and the window of their purchases as (min, span) days before the end. The extended mix keeps them
+# one group: one invoice 15-45 days ago (in log days, 1-45 days ago spans as much as two types) and
+# baskets of several lines (one-line baskets make spend bimodal).
+_ONE_TIME_TWO_INVOICES = {"standard": 0.3, "extended": 0.0}
+_ONE_TIME_BASKET_LINES = {"standard": 3.0, "extended": 10.0}
+_NEW_WINDOW_DAYS = {"standard": (0.0, 45.0), "extended": (15.0, 30.0)}
 _LAPSED_FIRST_FRAC, _LAPSED_END_FRAC = 0.20, 0.38
 _CANCEL_MAX_DELAY_DAYS = 14
 
@@ -337,23 +393,29 @@ def _allocate(total: int, weights: np.ndarray) -> np.ndarray:
 class _Plan:
     """Per-customer and per-block counts for one run; small (a few numbers per customer)."""
 
-    def __init__(self, rows: int, seed: int, days: int) -> None:
+    def __init__(self, rows: int, seed: int, days: int, mix: str = "standard") -> None:
         rng = np.random.default_rng([seed, 0])
         self.rows = rows
         self.days = days
+        self.mix = mix
         n = max(MIN_CUSTOMERS, round(rows / LINES_PER_CUSTOMER))
         self.n_customers = n
 
-        type_counts = _allocate(n, np.array(TYPE_SHARES))
-        self.ctype = rng.permutation(np.repeat(np.arange(4, dtype=np.int8), type_counts))
+        shares = MIXES[mix]
+        types = np.array([ALL_TYPES.index(name) for name in shares], dtype=np.int8)
+        type_counts = _allocate(n, np.array(list(shares.values())))
+        self.ctype = rng.permutation(np.repeat(types, type_counts))
         low, high = _INVOICES_LOW[self.ctype], _INVOICES_HIGH[self.ctype]
         n_inv = low + np.floor(rng.random(n) * (high - low + 1)).astype(np.int64)
-        n_inv[self.ctype == ONE_TIME] = 1 + (rng.random(int(type_counts[ONE_TIME])) < _ONE_TIME_TWO_INVOICES)
+        one_time = self.ctype == ONE_TIME
+        n_inv[one_time] = 1 + (rng.random(int(one_time.sum())) < _ONE_TIME_TWO_INVOICES[mix])
         self.n_inv = n_inv
         # Ids climb with gaps, like the real 12346..18287 range.
         self.customer_id = FIRST_CUSTOMER_ID + np.arange(n) + np.cumsum(rng.random(n) < 0.35)
         self.country = rng.choice(len(COUNTRIES), n, p=_CUSTOMER_COUNTRY_P).astype(np.int16)
-        basket = _BASKET_LINES[self.ctype] * rng.lognormal(0.0, 0.25, n)
+        basket_lines = _BASKET_LINES.copy()
+        basket_lines[ONE_TIME] = _ONE_TIME_BASKET_LINES[mix]
+        basket = basket_lines[self.ctype] * rng.lognormal(0.0, 0.25, n)
 
         cancels = round(CANCEL_SHARE * rows)
         duplicates = round(DUPLICATE_SHARE * rows)
@@ -435,16 +497,16 @@ class _Block:
         # Customer activity windows, in (fractional) days since the start.
         u_first, u_last = rng.random(nc), rng.random(nc)
         first, last = np.empty(nc), np.empty(nc)
-        for t, first_t, last_t in (
-            (CHAMPIONS, u_first * _CHAMPION_FIRST_FRAC * days, days - u_last * _CHAMPION_LAST_DAYS),
-            (LOYAL, u_first * _LOYAL_FIRST_FRAC * days, days - u_last * _LOYAL_LAST_DAYS),
-            (ONE_TIME, days - u_first * _NEW_WINDOW_DAYS, None),
-            (LAPSED, u_first * _LAPSED_FIRST_FRAC * days, None),
-        ):
+        for t in np.unique(ctype):
             mask = ctype == t
-            first[mask] = first_t[mask]
-            if last_t is not None:
-                last[mask] = last_t[mask]
+            if t == ONE_TIME:
+                new_min, new_span = _NEW_WINDOW_DAYS[plan.mix]
+                first[mask] = (days - new_min - u_first * new_span)[mask]
+            elif t == LAPSED:
+                first[mask] = (u_first * _LAPSED_FIRST_FRAC * days)[mask]
+            else:
+                first[mask] = (u_first * _FIRST_FRAC[t] * days + _FIRST_FROM[t] * days)[mask]
+                last[mask] = (days - u_last * _LAST_DAYS[t] - _LAST_MIN[t])[mask]
         new = ctype == ONE_TIME
         last[new] = first[new] + u_last[new] * (days - first[new])
         lapsed = ctype == LAPSED
@@ -687,7 +749,9 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
     return int(value)
 
 
-def _validate(out_dir, rows, seed, fmt, chunk_rows, start, days, truth_path):
+def _validate(out_dir, rows, seed, fmt, chunk_rows, start, days, truth_path, mix):
+    if mix not in MIXES:
+        raise GeneratorArgumentError(f"--mix: must be one of {', '.join(MIXES)}, got {mix!r}")
     rows = _check_int("--rows", rows, MIN_ROWS, MAX_ROWS)
     seed = _check_int("--seed", seed, 0, 2**63 - 1)
     chunk_rows = _check_int("--chunk-rows", chunk_rows, MIN_CHUNK_ROWS, MAX_ROWS)
@@ -735,6 +799,7 @@ def generate(
     start: str | dt.date = "2010-12-01",
     days: int = 374,
     truth_path: str | Path | None = None,
+    mix: str = "standard",
 ) -> dict:
     """Write synthetic Online Retail transactions and the customers' planted behaviour types.
 
@@ -758,6 +823,9 @@ def generate(
     truth_path : str or pathlib.Path, optional
         Ground-truth CSV; default ``<out_dir>/../<out_dir name>_truth.csv``. Must lie outside
         ``out_dir``.
+    mix : {"standard", "extended"}, default "standard"
+        Planted behaviour types and their shares (:data:`MIXES`): four well separated types, or
+        seven including a 3% and a 2% group and one overlapping type.
 
     Returns
     -------
@@ -773,7 +841,7 @@ def generate(
     """
     began = time.perf_counter()
     out, rows, seed, fmt, chunk_rows, start, days, truth = _validate(
-        out_dir, rows, seed, fmt, chunk_rows, start, days, truth_path
+        out_dir, rows, seed, fmt, chunk_rows, start, days, truth_path, mix
     )
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.iterdir():
@@ -781,7 +849,7 @@ def generate(
     truth.parent.mkdir(parents=True, exist_ok=True)
 
     cat = _catalogue()
-    plan = _Plan(rows, seed, days)
+    plan = _Plan(rows, seed, days, mix)
     start_epoch = (start - dt.date(1970, 1, 1)).days * 86_400
     writer = _PartWriter(out, fmt, chunk_rows)
     try:
@@ -793,7 +861,7 @@ def generate(
     if writer.rows != rows:  # the plan makes this exact; a mismatch is a bug worth stopping on
         raise RuntimeError(f"planned {rows} rows but wrote {writer.rows}")
 
-    names = np.array(BEHAVIOUR_TYPES)[plan.ctype]
+    names = np.array(ALL_TYPES)[plan.ctype]
     body = "".join(f"{i},{t}\n" for i, t in zip(plan.customer_id.tolist(), names.tolist(), strict=True))
     truth.write_text("customer_id,behaviour_type\n" + body, encoding="utf-8", newline="\n")
 
@@ -804,6 +872,7 @@ def generate(
         "truth_path": str(truth),
         "out_dir": str(out),
         "format": fmt,
+        "mix": mix,
         "seed": seed,
         "start": start.isoformat(),
         "end": (start + dt.timedelta(days=days)).isoformat(),
@@ -828,6 +897,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--days", type=int, default=374, help="length of the period in days (default 374)")
     parser.add_argument(
         "--truth", default=None, help="ground-truth CSV (default <out>/../<outname>_truth.csv)"
+    )
+    parser.add_argument(
+        "--mix",
+        default="standard",
+        help="planted behaviour types: standard (four, default) or extended (seven, two of them small)",
     )
     return parser
 
@@ -857,13 +931,14 @@ def main(argv: list[str] | None = None) -> int:
             start=args.start,
             days=args.days,
             truth_path=args.truth,
+            mix=args.mix,
         )
     except GeneratorArgumentError as exc:
         parser.error(str(exc))
     print(
         f"wrote {summary['rows']:,} rows for {summary['customers']:,} customers into "
         f"{len(summary['files'])} {summary['format']} part file(s) in {summary['out_dir']} "
-        f"({summary['start']}..{summary['end']}, seed {summary['seed']}); "
+        f"({summary['start']}..{summary['end']}, seed {summary['seed']}, {summary['mix']} mix); "
         f"truth: {summary['truth_path']}; {summary['seconds']} s"
     )
     return 0

@@ -268,6 +268,55 @@ def test_types_separate_on_spend(sample):
     assert median["lapsed"] > 2 * median["one_time_new"]
 
 
+def test_extended_mix_plants_seven_types_with_their_shares_and_behaviours(tmp_path):
+    summary = gen.generate(tmp_path / "tx", rows=100_000, seed=3, mix="extended")
+    assert summary["mix"] == "extended" and summary["customers"] == 1_111
+    _, rows = _read_csv_parts(tmp_path / "tx")
+    truth = _read_truth(Path(summary["truth_path"]))
+    counts = Counter(truth.values())
+    assert set(counts) == set(gen.MIXES["extended"])
+    for name, share in gen.MIXES["extended"].items():
+        assert abs(counts[name] - share * 1_111) <= 1, name  # exact quotas
+    dates, invoices = _customers(rows)
+    spend, lines = defaultdict(float), defaultdict(int)
+    for r in rows:
+        if r[6] and not r[0].startswith("C"):
+            spend[r[6][:-2]] += int(r[3]) * float(r[5])
+            lines[r[6][:-2]] += 1
+
+    def ids(kind):
+        return [c for c, k in truth.items() if k == kind]
+
+    def median(values):
+        return statistics.median(values)
+
+    def basket(c):
+        return spend[c] / len(invoices[c])
+
+    new = ids("one_time_new")
+    assert all(len(invoices[c]) == 1 for c in new)
+    assert all(END - dt.timedelta(days=46) <= d < END - dt.timedelta(days=14) for c in new for d in dates[c])
+    assert median(lines[c] for c in new) >= 4
+    occasional = ids("occasional")
+    assert all(min(dates[c]) >= START + dt.timedelta(days=int(0.45 * DAYS)) for c in occasional)
+    assert all(
+        END - dt.timedelta(days=111) <= max(dates[c]) < END - dt.timedelta(days=39) for c in occasional
+    )
+    assert all(len(invoices[c]) >= 100 for c in ids("very_high_value"))
+    # The small groups stand out: very-high-value on spend, wholesale on basket value.
+    top_spend = {k: median(spend[c] for c in ids(k)) for k in ("very_high_value", "champions", "wholesale")}
+    assert top_spend["very_high_value"] > 10 * max(top_spend["champions"], top_spend["wholesale"])
+    wholesale_basket = median(basket(c) for c in ids("wholesale"))
+    assert wholesale_basket > 4 * median(basket(c) for c in ids("champions"))
+    assert median(basket(c) for c in occasional) > 1.5 * median(basket(c) for c in ids("lapsed"))
+
+
+def test_standard_mix_is_the_default_and_knows_four_types(sample):
+    summary, _, _, truth = sample
+    assert summary["mix"] == "standard"
+    assert set(truth.values()) == set(gen.BEHAVIOUR_TYPES) == set(gen.MIXES["standard"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Arguments
 # ---------------------------------------------------------------------------------------------
@@ -299,6 +348,7 @@ def test_rerun_replaces_earlier_part_files(tmp_path):
         (["--start", "12/1/2010"], "--start"),
         (["--chunk-rows", "5"], "--chunk-rows"),
         (["--seed", "-1"], "--seed"),
+        (["--mix", "nine"], "--mix"),
         (["--truth", "{out}/truth.csv"], "--truth"),
     ],
 )

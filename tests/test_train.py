@@ -20,6 +20,7 @@ from pyspark.ml import PipelineModel
 from pyspark.sql import functions as F
 from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import _parse_datatype_string
+from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
 from segspark import lakehouse
@@ -93,6 +94,34 @@ def test_planted_types_give_k4_matching_the_truth(spark, planted):
     labels = [r["segment_id"] for r in rows]
     truth = [planted["truth"][r["customer_id"]] for r in rows]
     assert adjusted_rand_score(truth, labels) >= 0.8
+
+
+@pytest.mark.slow
+def test_seven_planted_types_with_a_small_distinct_group_give_k7(spark, tmp_path):
+    """The generator's extended mix end to end: a 1.9% very-high-value group is a segment, not a fragment."""
+    data, truth_csv = tmp_path / "tx", tmp_path / "truth.csv"
+    generate(data, rows=180_000, seed=11, truth_path=truth_csv, mix="extended")
+    config = retail_config(tmp_path / "lake", data, model={"k_min": 4, "k_max": 9})
+    run_ingest(spark, config, "ext-ingest")
+    run_features(spark, config, "ext-features")
+    result = run_train(spark, config, "ext-train")
+    assert result.chosen.k == 7, result.chosen.reason
+    assert "a distinct group, kept although under 2%" in result.chosen.reason
+    with truth_csv.open(newline="") as handle:
+        truth = {row["customer_id"]: row["behaviour_type"] for row in csv.DictReader(handle)}
+    names = ["recency_days", "frequency", "monetary", "avg_basket_value", "tenure_days"]
+    features = {
+        r["customer_id"]: [float(r[n]) for n in names]
+        for r in lakehouse.read_table(spark, config.table_path("customer_features")).collect()
+    }
+    rows = segments_of(spark, config, result.model_version).collect()
+    ids = [r["customer_id"] for r in rows]
+    x = np.log1p(np.array([features[i] for i in ids]))
+    x = (x - x.mean(0)) / x.std(0)
+    planted_types = [truth[i] for i in ids]
+    ours = adjusted_rand_score(planted_types, [r["segment_id"] for r in rows])
+    theirs = adjusted_rand_score(planted_types, KMeans(7, n_init=10, random_state=0).fit_predict(x))
+    assert ours >= theirs - 0.02, (ours, theirs)
 
 
 def test_sweep_segments_records_every_segment_of_every_candidate(spark, planted):
