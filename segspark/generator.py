@@ -74,7 +74,7 @@ type                share  invoices        when                          basket 
 ==================  =====  ==============  ============================  ==================
 
 ``--mix extended`` plants seven types instead, for testing how K is chosen when groups are small or
-overlap: the four above (one-time customers with one invoice of about eight lines, 15-45 days before
+overlap: the four above (one-time customers with one invoice of about four lines, 15-45 days before
 the end) plus three more (medians at 1.8 million rows, 20,000 customers):
 
 =====================  =====  ==========  ==========================  =================================
