@@ -400,6 +400,7 @@ class TableNames(_Section):
     transactions_clean: str = "transactions_clean"
     transactions_rejected: str = "transactions_rejected"
     pipeline_runs: str = "pipeline_runs"
+    published_runs: str = "published_runs"
     customer_features: str = "customer_features"
     model_selection: str = "model_selection"
     sweep_segments: str = "sweep_segments"

@@ -21,7 +21,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segspark import lakehouse, progress
+from segspark import lakehouse, progress, publication
 from segspark.config import Config, FeatureSettings, RfmRule
 from segspark.errors import InputError, ReconciliationError
 from segspark.schemas import (
@@ -255,10 +255,7 @@ def snapshot_counts(customers_df: DataFrame) -> FeatureCounts:
 
 def run_features(spark: SparkSession, config: Config, run_id: str, stage=None) -> FeatureCounts:
     """Build ``customer_features`` for the configured snapshot dates, replacing only those partitions."""
-    clean_path = config.table_path("transactions_clean")
-    if not lakehouse.table_exists(spark, clean_path):
-        raise InputError(f"no transactions_clean table at {clean_path}: run 'segspark ingest' first")
-    lines_df = lakehouse.read_table(spark, clean_path)
+    lines_df = publication.read_published(spark, config, "transactions_clean")
     if not config.as_of_dates:
         progress.step("finding the latest clean invoice (the default snapshot is the day after it)", logged=False)
     as_of_dates = sorted(set(config.as_of_dates)) or [default_as_of_date(lines_df)]
@@ -277,20 +274,36 @@ def run_features(spark: SparkSession, config: Config, run_id: str, stage=None) -
         features_df = scored_features(customers_df, settings).withColumn(RUN_ID, F.lit(run_id))
         in_list = ", ".join(f"DATE'{d.isoformat()}'" for d in as_of_dates)
         progress.step(f"writing {sum(counts.customers.values()):,} customer rows to customer_features")
-        written = lakehouse.write_table(
-            features_df,
-            config.table_path("customer_features"),
-            CUSTOMER_FEATURES,
-            replace_where=f"{AS_OF_DATE} IN ({in_list})",
-        )
+        publication.ensure_log(spark, config, run_id)
+        expected = sum(counts.customers.values())
+        try:
+            written = lakehouse.write_table(
+                features_df,
+                config.table_path("customer_features"),
+                CUSTOMER_FEATURES,
+                replace_where=f"{AS_OF_DATE} IN ({in_list})",
+            )
+            if written.rows_written != expected:
+                raise ReconciliationError(
+                    f"customer_features wrote {written.rows_written:,} rows, expected {expected:,}"
+                )
+            snapshot_counts_by_date = {f"customers_{d.isoformat()}": counts.customers.get(d, 0) for d in as_of_dates}
+            publication.publish(
+                spark,
+                config,
+                run_id,
+                "features",
+                {"customer_features": written.version},
+                counts=snapshot_counts_by_date,
+            )
+        except Exception:
+            publication.repair(spark, config, run_id)
+            raise
     finally:
         customers_df.unpersist()
 
-    expected = sum(counts.customers.values())
-    if written.rows_written != expected:
-        raise ReconciliationError(f"customer_features wrote {written.rows_written:,} rows, expected {expected:,}")
     if stage is not None:
-        stage.rows_in = lakehouse.read_table(spark, clean_path).count()
+        stage.rows_in = lines_df.count()
         stage.rows_out = expected
         for d in as_of_dates:
             stage.counts[f"customers_{d.isoformat()}"] = counts.customers.get(d, 0)

@@ -35,7 +35,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segspark import lakehouse, progress
+from segspark import lakehouse, progress, publication
 from segspark.compat import try_cast
 from segspark.config import Config, SourceSettings
 from segspark.errors import InputError, InputPathError, ReconciliationError, RejectThresholdError, SchemaError
@@ -461,7 +461,7 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
         )
         clean_path = config.table_path("transactions_clean")
         rejected_path = config.table_path("transactions_rejected")
-        before = {path: lakehouse.current_version(spark, path) for path in (clean_path, rejected_path)}
+        publication.ensure_log(spark, config, run_id)
         try:
             progress.step("checking every line and writing the rejected ones to transactions_rejected")
             rejected = lakehouse.write_table(
@@ -475,10 +475,17 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
             written = lakehouse.read_table(spark, rejected_path, version=rejected.version)
             counts = written_counts(written, rows_in, clean.rows_written, source)
             reconcile(counts, clean.rows_written, rejected.rows_written)
+            publication.publish(
+                spark,
+                config,
+                run_id,
+                "ingest",
+                {"transactions_clean": clean.version, "transactions_rejected": rejected.version},
+                counts={"rows_in": rows_in, "rows_clean": counts.rows_clean, "rows_rejected": counts.rows_rejected},
+            )
         except Exception:
-            for path, version in before.items():
-                lakehouse.restore(spark, path, version)
-            log.error("ingest failed: transactions tables restored to their previous versions")
+            publication.repair(spark, config, run_id)
+            log.error("ingest failed: transactions tables restored to their published versions")
             raise
     finally:
         repeated.unpersist()

@@ -65,6 +65,11 @@ def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
     return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name, metadata=f.metadata) for f in spec.schema.fields])
 
 
+def create_table(spark: SparkSession, path: str, spec: TableSpec) -> None:
+    """Create the empty Delta table (version 0) with the spec's schema, comment and layout, if absent."""
+    _ensure_table(spark, path, spec)
+
+
 def _ensure_table(spark: SparkSession, path: str, spec: TableSpec) -> None:
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema).comment(spec.comment)
     if spec.partition_by:

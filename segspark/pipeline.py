@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 
-from segspark import progress
+from segspark import progress, publication
 from segspark.config import Config
 from segspark.features import run_features
 from segspark.ingest import run_ingest
+from segspark.lock import LakehouseLock
 from segspark.runs import StageRun, new_run_id
 from segspark.train import run_train
 
@@ -31,8 +32,11 @@ def run_stages(spark: SparkSession, config: Config, stages: list[str], run_id: s
         raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
     run_id = run_id or new_run_id()
     log.info("run %s: stages %s, lakehouse %s", run_id, ", ".join(stages), config.lakehouse)
-    for name in stages:
-        progress.start_stage(name)
-        with StageRun(spark, config, run_id, name) as stage:
-            STAGES[name](spark, config, run_id, stage)
+    # One command at a time holds the lakehouse; it first rolls back what an unfinished run left unpublished.
+    with LakehouseLock(spark, config, run_id):
+        publication.repair(spark, config, run_id)
+        for name in stages:
+            progress.start_stage(name)
+            with StageRun(spark, config, run_id, name) as stage:
+                STAGES[name](spark, config, run_id, stage)
     return run_id

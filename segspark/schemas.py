@@ -133,6 +133,50 @@ PIPELINE_RUNS = TableSpec(
 )
 
 
+#: The tables a stage publishes as one unit (see segspark/publication.py), in pipeline order.
+PUBLISHED_TABLES = (
+    "transactions_clean",
+    "transactions_rejected",
+    "customer_features",
+    "customer_segments",
+    "segment_centroids",
+    "model_selection",
+    "sweep_segments",
+)
+
+PUBLISHED_RUNS = TableSpec(
+    comment=(
+        "Publication log: one row per stage run whose tables were all written, naming the Delta version of "
+        "each. Readers use each table at the version of its latest row; later versions belong to an unfinished "
+        "run and are rolled back by the next segspark command."
+    ),
+    schema=T.StructType(
+        [
+            field(
+                RUN_ID, T.StringType(), "Run id of the stage run (or of the command that repaired or adopted)", False
+            ),
+            field("stage", T.StringType(), "ingest, features, train; or repair / adopt", False),
+            field(
+                "kind",
+                T.StringType(),
+                "run: a stage published its tables; repair: unfinished versions were rolled back to the published "
+                "ones; adopt: a lakehouse older than the log had its tables' versions taken as published",
+                False,
+            ),
+            field("published_at", T.TimestampType(), "When the row was written (UTC)", False),
+            field(
+                "table_versions",
+                T.MapType(T.StringType(), T.LongType(), False),
+                "Logical table name -> Delta version that holds this publication's rows",
+                False,
+            ),
+            field("model_version", T.StringType(), "The model a train publication saved under models/"),
+            field("counts", T.MapType(T.StringType(), T.LongType()), "Counts the readers can check, e.g. rows_in"),
+        ]
+    ),
+)
+
+
 def require_columns(df: DataFrame, columns: Iterable[str], what: str) -> None:
     """Raise SchemaError naming every column ``what`` needs that ``df`` lacks."""
     present = set(df.columns)

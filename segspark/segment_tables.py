@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from scipy.optimize import linear_sum_assignment
 
-from segspark import lakehouse
+from segspark import lakehouse, publication
 from segspark.config import Config, ModelSettings
 from segspark.evaluation import Candidate, small_segments
 from segspark.model import (
@@ -55,10 +55,9 @@ class PreviousModel:
 
 def previous_model(spark: SparkSession, config: Config, slot_names: list[str]) -> PreviousModel | None:
     """The latest saved model's centroids, if its features are this model's features (K rows read)."""
-    path = config.table_path("segment_centroids")
-    if not lakehouse.table_exists(spark, path):
+    if not publication.is_published(spark, config, "segment_centroids"):
         return None
-    centroids_df = lakehouse.read_table(spark, path)
+    centroids_df = publication.read_published(spark, config, "segment_centroids")
     latest = centroids_df.agg(F.max_by(MODEL_VERSION, "created_at")).first()[0]
     if latest is None:
         return None

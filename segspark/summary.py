@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from segspark import lakehouse
+from segspark import publication
 from segspark.config import Config
 from segspark.schemas import RUN_ID, SEGMENT_ID
 
@@ -55,18 +55,21 @@ def format_segments(segments: Sequence[dict], features: Sequence[str], header: s
 
 def run_summary(spark: SparkSession, config: Config, run_id: str) -> str | None:
     """The segment table and decision of the model ``run_id`` trained, or None when it trained none."""
-    path = config.table_path("segment_centroids")
-    if not lakehouse.table_exists(spark, path):
+    if not publication.is_published(spark, config, "segment_centroids"):
         return None
-    rows = lakehouse.read_table(spark, path).filter(F.col(RUN_ID) == run_id).orderBy(SEGMENT_ID).collect()  # K rows
+    rows = (
+        publication.read_published(spark, config, "segment_centroids")
+        .filter(F.col(RUN_ID) == run_id)
+        .orderBy(SEGMENT_ID)
+        .collect()
+    )  # K rows
     if not rows:
         return None
     first = rows[0]
     decision = None
-    selection_path = config.table_path("model_selection")
-    if lakehouse.table_exists(spark, selection_path):
+    if publication.is_published(spark, config, "model_selection"):
         chosen = (
-            lakehouse.read_table(spark, selection_path)
+            publication.read_published(spark, config, "model_selection")
             .filter((F.col(RUN_ID) == run_id) & F.col("is_chosen"))
             .select("reason")
             .first()  # one row per run

@@ -33,7 +33,7 @@ from pyspark.ml.feature import StandardScalerModel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from segspark import lakehouse, progress
+from segspark import lakehouse, progress, publication
 from segspark.config import Config, ModelSettings
 from segspark.errors import ReconciliationError
 from segspark.evaluation import Candidate, choose
@@ -233,7 +233,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
         # The model and the three tables change together or not at all: on any failure each table goes back
         # to its version before and the model folder is removed.
         tables = ["customer_segments", "segment_centroids", "model_selection", "sweep_segments"]
-        before = {t: lakehouse.current_version(spark, config.table_path(t)) for t in tables}
+        publication.ensure_log(spark, config, run_id)
         try:
             save_model(model, model_path)
             progress.step("writing customer_segments, segment_centroids, model_selection and sweep_segments")
@@ -269,12 +269,23 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
                 now,
             )
             write_sweep_segments(spark, config, decided, evaluated_n, as_of, model_version, run_id, now, settings)
+            # The stage holds the lakehouse (segspark.lock), so each table's latest version is this run's.
+            publication.publish(
+                spark,
+                config,
+                run_id,
+                "train",
+                {t: lakehouse.current_version(spark, config.table_path(t)) for t in tables},
+                model_version=model_version,
+                counts={"customers": n, "k": chosen.k},
+            )
         except Exception:
-            for t in tables:
-                lakehouse.restore(spark, config.table_path(t), before[t])
-            # No table names this model: leaving it would be an orphan folder under models/.
+            publication.repair(spark, config, run_id)
+            # No published table names this model: leaving it would be an orphan folder under models/.
             lakehouse.delete_path(spark, model_path)
-            log.error("train failed: segment tables restored, model %s removed", model_version)
+            log.error(
+                "train failed: segment tables restored to their published versions, model %s removed", model_version
+            )
             raise
     finally:
         for df in reversed(cached):

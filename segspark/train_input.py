@@ -22,7 +22,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segspark import lakehouse
+from segspark import lakehouse, publication
 from segspark.compat import try_cast
 from segspark.config import AttributeSource, Config, ModelSettings
 from segspark.errors import ConfigError, InputError, SchemaError
@@ -223,9 +223,7 @@ def training_input(spark: SparkSession, config: Config) -> tuple[DataFrame, dt.d
         return attributes_df.select(CUSTOMER_ID, *[quote(c) for c in wanted]), as_of
 
     path = config.table_path("customer_features")
-    if not lakehouse.table_exists(spark, path):
-        raise InputError(f"no customer_features table at {path}: run 'segspark features' first")
-    features_df = lakehouse.read_table(spark, path)
+    features_df = publication.read_published(spark, config, "customer_features")
     as_of = requested or latest_snapshot(features_df)
     if as_of is None:
         raise InputError(f"customer_features at {path} is empty: run 'segspark features' first")

@@ -15,7 +15,7 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
-from segspark import features, ingest, lakehouse, train
+from segspark import features, ingest, lakehouse, publication, train
 from segspark.config import DEFAULT_RFM_RULES, FeatureSettings
 from segspark.errors import InputError, SchemaError
 from segspark.features import build_customer_features, quintile_score, rfm_segment
@@ -427,8 +427,10 @@ KEY_COLUMNS = ["as_of_date", "customer_id", "recency_days", "frequency", "moneta
 
 
 def write_clean(spark, config, rows):
+    """Write and publish transactions_clean, as ingest does (features reads the published version)."""
     df = spark.createDataFrame(rows, CLEAN_DDL)
-    lakehouse.write_table(df, config.table_path("transactions_clean"), TRANSACTIONS_CLEAN)
+    written = lakehouse.write_table(df, config.table_path("transactions_clean"), TRANSACTIONS_CLEAN)
+    publication.publish(spark, config, "test-ingest", "ingest", {"transactions_clean": written.version})
 
 
 def feature_table(spark, config):

@@ -1,0 +1,275 @@
+"""Killed and concurrent runs, end to end with real processes.
+
+The kill harness starts real ``segspark`` commands in their own process groups and kills each group with
+SIGKILL at a moment chosen from the command's own log lines (plus a delay), at 11 points spread over ingest,
+features and train. After every kill it checks what readers see: one consistent published run per stage.
+Then a complete run on the same lakehouse must equal a clean run on a fresh one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from segspark import lakehouse, publication
+from segspark.config import load_config
+from segspark.generator import generate
+from segspark.schemas import PUBLISHED_TABLES
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+LAYOUT = ROOT / "conf" / "layouts" / "online_retail.yaml"
+# Small and quick: about 110 customers, K 2..4, one stability run.
+SETTINGS = [
+    "model.k_min=2",
+    "model.k_max=4",
+    "model.restarts=2",
+    "model.stability_runs=1",
+    "spark.master=local[2]",
+]
+
+# (command, log line to wait for, seconds after it). A kill that comes after the command ended is not counted.
+KILL_POINTS = [
+    ("ingest", r"ingest: counting the source lines", 0.0),
+    ("ingest", r"ingest: checking every line and writing the rejected", 0.5),
+    ("ingest", r"ingest: writing the clean lines", 0.0),
+    ("ingest", r"ingest: writing the clean lines", 1.5),
+    ("ingest", r"ingest published", 0.0),
+    ("features", r"features: aggregating invoices", 0.0),
+    ("features", r"features published", 0.0),
+    ("train", r"kmeans K=3", 0.0),
+    ("train", r"train: writing customer_segments", 0.3),
+    ("train", r"train: writing customer_segments", 2.0),
+    ("train", r"train published", 0.0),
+]
+
+
+def command(args: list[str], lake: Path, data: Path) -> list[str]:
+    argv = [sys.executable, "-m", "segspark.cli", *args, "--lakehouse", str(lake)]
+    if args[0] in ("run", "ingest"):
+        argv += ["--layout", "online_retail", "--input", str(data)]
+    for setting in SETTINGS:
+        argv += ["--set", setting]
+    return argv
+
+
+def environment() -> dict[str, str]:
+    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYTHONPATH=str(ROOT))
+    return env
+
+
+def run_to_end(args: list[str], lake: Path, data: Path) -> subprocess.CompletedProcess:
+    done = subprocess.run(command(args, lake, data), env=environment(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def run_and_kill(args: list[str], lake: Path, data: Path, marker: str, delay: float) -> tuple[bool, str]:
+    """Start the command in its own process group; SIGKILL the group ``delay`` s after ``marker`` is logged.
+
+    Returns whether the kill landed while the command ran, and its log.
+    """
+    proc = subprocess.Popen(
+        command(args, lake, data),
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    lines: list[str] = []
+    seen = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if re.search(marker, line):
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    killed = False
+    try:
+        deadline = time.monotonic() + 300
+        while not seen.is_set() and proc.poll() is None and time.monotonic() < deadline:
+            seen.wait(0.05)
+        if seen.is_set():
+            time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            killed = True
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    reader.join(timeout=10)
+    return killed and seen.is_set(), "".join(lines)
+
+
+def config_for(lake: Path):
+    return load_config([LAYOUT], env=None, flags={"lakehouse": str(lake)})
+
+
+def check_published_run_is_consistent(spark, lake: Path) -> None:
+    """What every reader sees: each stage's tables come from one published run, and they agree.
+
+    Each table is read once, aggregated to a few rows.
+    """
+    config = config_for(lake)
+    ingest = publication.last_publication(spark, config, "ingest")
+    if ingest is not None:
+        lines = (
+            publication.read_published(spark, config, "transactions_clean")
+            .select("run_id")
+            .union(publication.read_published(spark, config, "transactions_rejected").select("run_id"))
+        )
+        by_run = {r[0]: r[1] for r in lines.groupBy("run_id").count().collect()}
+        assert by_run == {ingest["run_id"]: ingest["counts"]["rows_in"]}
+    features = publication.last_publication(spark, config, "features")
+    if features is not None:
+        customer_features = publication.read_published(spark, config, "customer_features")
+        by_run = {r[0]: r[1] for r in customer_features.groupBy("run_id").count().collect()}
+        assert by_run == {features["run_id"]: sum(features["counts"].values())}
+    train = publication.last_publication(spark, config, "train")
+    if train is not None:
+        model = train["model_version"]
+        segments = publication.read_published(spark, config, "customer_segments")
+        sizes = {(r[0], r[1]): r[2] for r in segments.groupBy("model_version", "segment_id").count().collect()}
+        centroids = (
+            publication.read_published(spark, config, "segment_centroids")
+            .filter(F.col("model_version") == model)
+            .collect()
+        )
+        assert sizes == {(model, r["segment_id"]): r["customers"] for r in centroids}
+        chosen = (
+            publication.read_published(spark, config, "model_selection")
+            .filter((F.col("model_version") == model) & F.col("is_chosen"))
+            .collect()
+        )
+        assert len(chosen) == 1 and chosen[0]["k"] == train["counts"]["k"] == len(centroids)
+        swept = publication.read_published(spark, config, "sweep_segments").filter(F.col("model_version") == model)
+        assert swept.limit(1).count() == 1
+        assert (lake / "models" / model).is_dir()
+
+
+def check_latest_versions_are_published(spark, lake: Path) -> None:
+    """After a later command's repair, a BI tool reading each table's latest version sees the published set."""
+    config = config_for(lake)
+    published = publication.published_versions(spark, config)
+    for table in PUBLISHED_TABLES:
+        current = lakehouse.current_version(spark, config.table_path(table))
+        if current is not None:
+            assert current == published.get(table, 0), table
+
+
+def comparable(spark, lake: Path, table: str):
+    """A published table without the columns that name the run or its time."""
+    df = publication.read_published(spark, config_for(lake), table)
+    drop = [
+        c for c in ("run_id", "ingested_at", "model_version", "created_at", "previous_model_version") if c in df.columns
+    ]
+    return df.drop(*drop)
+
+
+@pytest.fixture(scope="module")
+def small_input(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("reliability") / "tx"
+    generate(data, rows=10_000, seed=5, chunk_rows=4_000)
+    return data
+
+
+@pytest.fixture(scope="module")
+def busy_then_clean(spark, small_input, tmp_path_factory):
+    """A complete run on a fresh lakehouse, with a second command started while it runs.
+
+    Returns the lakehouse (the clean reference run of the kill harness), the holder's run id as its lock
+    file named it, and the second command's outcome.
+    """
+    lake = tmp_path_factory.mktemp("busy") / "lake"
+    first = subprocess.Popen(
+        command(["run"], lake, small_input),
+        env=environment(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lock = lake / "_segspark_lock"
+        deadline = time.monotonic() + 120
+        while not lock.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert lock.exists(), "the first run never took the lakehouse"
+        holder = re.search(r'"run_id": "([^"]+)"', lock.read_text()).group(1)
+        second = subprocess.run(
+            command(["features"], lake, small_input), env=environment(), capture_output=True, text=True, timeout=300
+        )
+        _, err = first.communicate(timeout=600)
+        assert first.returncode == 0, err[-3000:]
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    return lake, holder, second
+
+
+def test_a_second_command_on_a_busy_lakehouse_stops_naming_the_holder(spark, busy_then_clean):
+    lake, holder, second = busy_then_clean
+    assert second.returncode == 3, second.stderr[-2000:]
+    message = [line for line in second.stderr.splitlines() if line.startswith("segspark: error:")]
+    assert len(message) == 1 and f"in use by run {holder}" in message[0], second.stderr[-2000:]
+    check_published_run_is_consistent(spark, lake)
+    check_latest_versions_are_published(spark, lake)
+    assert not (lake / "_segspark_lock").exists()
+
+
+def test_killed_runs_leave_one_consistent_published_run_and_a_rerun_equals_a_clean_run(
+    spark, small_input, busy_then_clean, tmp_path
+):
+    data = small_input
+    lake = tmp_path / "lake"
+    landed = []
+    for i, (stage, marker, delay) in enumerate(KILL_POINTS):
+        killed, output = run_and_kill([stage], lake, data, marker, delay)
+        if killed:
+            landed.append((stage, marker, delay))
+        assert "Traceback" not in output, output[-3000:]
+        check_published_run_is_consistent(spark, lake)
+        if i % 2 == 1:  # every other time, repair here; otherwise the next command repairs
+            publication.repair(spark, config_for(lake), f"check-{i}")
+            check_latest_versions_are_published(spark, lake)
+    assert len(landed) >= 10, landed
+
+    rerun = run_to_end(["run"], lake, data)
+    check_published_run_is_consistent(spark, lake)
+    check_latest_versions_are_published(spark, lake)
+    clean_lake = busy_then_clean[0]
+    for table in ("transactions_clean", "transactions_rejected", "customer_features", "customer_segments"):
+        assert_df_equality(
+            comparable(spark, lake, table),
+            comparable(spark, clean_lake, table),
+            ignore_row_order=True,
+            ignore_nullable=True,
+            ignore_metadata=True,
+        )
+    keep = ["segment_id", "customers", "k", "algorithm"]
+    run_id = re.search(r"run (\S+) finished", rerun.stdout).group(1)
+    assert_df_equality(
+        publication.read_published(spark, config_for(lake), "segment_centroids")
+        .filter(F.col("run_id") == run_id)
+        .select(*keep),
+        publication.read_published(spark, config_for(clean_lake), "segment_centroids").select(*keep),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
