@@ -7,6 +7,7 @@ row count Delta recorded for that commit, so that stages can reconcile counts ag
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from pyspark.sql import functions as F
 from segspark.config import Config
 from segspark.errors import ConfigError, InputError
 from segspark.schemas import TableSpec
+
+log = logging.getLogger("segspark")
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,22 @@ def create_table(spark: SparkSession, path: str, spec: TableSpec) -> None:
     _ensure_table(spark, path, spec)
 
 
+def _clear_unfinished_table(spark: SparkSession, path: str) -> None:
+    """Remove a table folder whose first commit never landed (a run killed while creating it).
+
+    Such a folder holds a ``_delta_log`` without any commit; Delta treats it as no table, yet refuses to create
+    one there. Nothing in it was ever readable, so nothing is lost.
+    """
+    jvm = spark.sparkContext._jvm
+    log_dir = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")
+    fs = log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    if fs.exists(log_dir):
+        fs.delete(jvm.org.apache.hadoop.fs.Path(path), True)
+        log.warning("removed %s: its first commit never finished (a run was stopped while creating it)", path)
+
+
 def _ensure_table(spark: SparkSession, path: str, spec: TableSpec) -> None:
+    _clear_unfinished_table(spark, path)
     builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema).comment(spec.comment)
     if spec.partition_by:
         builder = builder.partitionedBy(*spec.partition_by)

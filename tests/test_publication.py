@@ -70,6 +70,7 @@ def test_unpublished_versions_are_never_read_and_repair_rolls_them_back(spark, t
     assert publication.repair(spark, config, "r4") == {}  # once repaired, nothing more to do
 
 
+@pytest.mark.slow  # a second RESTORE (about 15 s); the kill harness covers the same path end to end
 def test_a_table_never_published_goes_back_to_empty_and_names_its_command(spark, tmp_path):
     config = make_config(tmp_path / "lake")
     publication.ensure_log(spark, config, "r0")
@@ -90,6 +91,17 @@ def test_a_lakehouse_older_than_the_log_is_adopted_as_published(spark, tmp_path,
     assert publication.published_versions(spark, config) == {"transactions_clean": version}
     row = lakehouse.read_table(spark, config.table_path("published_runs")).collect()  # one row
     assert [(r["stage"], r["kind"]) for r in row] == [("adopt", "adopt")]
+
+
+def test_a_table_whose_first_commit_never_landed_is_created_afresh(spark, tmp_path, caplog):
+    config = make_config(tmp_path / "lake")
+    # What a driver killed inside Delta's first commit leaves: a log folder without any commit.
+    (tmp_path / "lake" / "customer_features" / "_delta_log" / "_staged_commits").mkdir(parents=True)
+    assert publication.published_version(spark, config, "customer_features") is None
+    with caplog.at_level(logging.WARNING, logger="segspark"):
+        version = write_rows(spark, config, "customer_features", CUSTOMER_FEATURES, 2, "new")
+    assert "its first commit never finished" in caplog.text
+    assert lakehouse.read_table(spark, config.table_path("customer_features"), version=version).count() == 2
 
 
 # --- the lock ---
