@@ -61,8 +61,8 @@ def run_summary(spark: SparkSession, config: Config, run_id: str) -> str | None:
         publication.read_published(spark, config, "segment_centroids")
         .filter(F.col(RUN_ID) == run_id)
         .orderBy(SEGMENT_ID)
-        .collect()
-    )  # K rows
+        .collect()  # K rows: one per segment of this run's model
+    )
     if not rows:
         return None
     first = rows[0]
