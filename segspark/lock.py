@@ -58,6 +58,7 @@ class _LocalFile:
         self.path = path
 
     def create_exclusive(self, text: str) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # the first command on a new lakehouse
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:

@@ -122,6 +122,13 @@ def test_a_second_command_is_refused_with_the_holder_named(tmp_path):
         pass
 
 
+def test_the_first_command_on_a_new_lakehouse_creates_its_folder(tmp_path):
+    lake = tmp_path / "new" / "lake"  # nothing exists yet: a relative or fresh lakehouse
+    with LakehouseLock(None, make_config(lake), "first"):
+        assert (lake / LOCK_NAME).is_file()
+    assert lake.is_dir() and not (lake / LOCK_NAME).exists()
+
+
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path, caplog):
     lake = tmp_path / "lake"
     config = make_config(lake)
