@@ -238,6 +238,7 @@ def spark_log_file(config: Config, run_id: str) -> Path:
 
 def execute(stages: list[str], args: argparse.Namespace) -> int:
     """Load config, build the session, run the stages, stop the session; map errors to exit codes."""
+    from segspark import privacy
     from segspark.lakehouse import check_lakehouse
     from segspark.pipeline import run_stages
     from segspark.runs import new_run_id
@@ -252,6 +253,8 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
         if "ingest" in stages:
             check_ingest_input(config)  # a bad local --input is a usage error, found before the JVM starts
         check_lakehouse(config)
+        if "ingest" in stages or ("train" in stages and config.model.attributes.path is not None):
+            privacy.id_key(config.privacy)  # a missing key is a usage error, found before the JVM starts
         run_id = new_run_id()
         jvm_log = None if verbose else spark_log_file(config, run_id)
         if jvm_log is not None:

@@ -151,7 +151,15 @@ class SourceSettings(_Section):
 
 
 #: Reasons ingest rejects a line for; :data:`segspark.schemas.REJECT_REASONS` lists the same (a test checks).
-RejectReason = Literal["missing_customer_id", "invalid_timestamp", "invalid_quantity", "invalid_price", "duplicate"]
+RejectReason = Literal[
+    "missing_customer_id",
+    "invalid_encoding",
+    "invalid_timestamp",
+    "future_timestamp",
+    "invalid_quantity",
+    "invalid_price",
+    "duplicate",
+]
 
 
 class IngestSettings(_Section):
@@ -163,6 +171,18 @@ class IngestSettings(_Section):
     max_reject_share: float = Field(default=0.5, ge=0, le=1)
     #: Reasons that do not count towards ``max_reject_share``: ordinary in real data (guest checkouts, resends).
     tolerated_reject_reasons: list[RejectReason] = Field(default_factory=lambda: ["duplicate", "missing_customer_id"])
+    #: Lines timestamped after this moment (UTC) are rejected as ``future_timestamp``: a wrong clock or a
+    #: mistyped year would otherwise move the default snapshot date and every recency with it. ``null``: the
+    #: moment the ingest run starts (then a re-run gives the same tables as long as no line lies between the
+    #: two runs' start times; set a fixed value when that matters).
+    latest_timestamp: dt.datetime | None = None
+
+    @field_validator("latest_timestamp")
+    @classmethod
+    def _as_utc(cls, value: dt.datetime | None) -> dt.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=dt.UTC)
+        return value
 
 
 class RfmRule(_Section):
@@ -394,6 +414,26 @@ class ModelSettings(_Section):
         return sorted(ks)
 
 
+class PrivacySettings(_Section):
+    """What personal data reaches the output tables."""
+
+    #: Replace customer ids in every output table with HMAC-SHA-256(key, id) in hex (64 characters): stable
+    #: for a given key, so joins, re-runs and segment migration keep working; not reversible without the key.
+    pseudonymise_ids: bool = False
+    #: Environment variable holding the key (the key itself is never in config, logs or tables).
+    key_env: str = "SEGSPARK_ID_KEY"
+    #: Copy product descriptions (free text) into ``transactions_clean``, where cross-sell rules need them.
+    #: ``false`` leaves that column null and blanks the description column of ``transactions_rejected``.
+    keep_descriptions: bool = True
+
+    @field_validator("key_env")
+    @classmethod
+    def _variable_name(cls, value: str) -> str:
+        if not value or not all(ch.isalnum() or ch == "_" for ch in value) or value[0].isdigit():
+            raise ValueError(f"{value!r} is not an environment variable name (letters, digits, _)")
+        return value
+
+
 class TableNames(_Section):
     """Table names; each table is the Delta folder ``<lakehouse>/<name>``."""
 
@@ -420,6 +460,7 @@ class Config(_Section):
     tables: TableNames = Field(default_factory=TableNames)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     #: Snapshot dates for features (``--as-of``); empty means the day after the latest clean invoice.
     as_of_dates: list[dt.date] = Field(default_factory=list)
 
@@ -460,7 +501,19 @@ class Config(_Section):
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML without implicit timestamps: dates stay text so validation can name a bad one's key."""
+    """Safe YAML without implicit timestamps (dates stay text so validation can name a bad one's key) and
+    without duplicate keys: YAML itself lets the last of two equal keys win silently, which hides a mistake."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(
+                    f"key '{key}' is given twice (lines {seen[key]} and {key_node.start_mark.line + 1}): keep one"
+                )
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -491,6 +544,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file not found: {path}")
     try:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except ConfigError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
     if data is None:

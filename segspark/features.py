@@ -272,7 +272,6 @@ def run_features(spark: SparkSession, config: Config, run_id: str, stage=None) -
         if empty:
             raise InputError(f"no customer has a purchase before as_of_date {', '.join(empty)}")
         features_df = scored_features(customers_df, settings).withColumn(RUN_ID, F.lit(run_id))
-        in_list = ", ".join(f"DATE'{d.isoformat()}'" for d in as_of_dates)
         progress.step(f"writing {sum(counts.customers.values()):,} customer rows to customer_features")
         publication.ensure_log(spark, config, run_id)
         expected = sum(counts.customers.values())
@@ -281,7 +280,7 @@ def run_features(spark: SparkSession, config: Config, run_id: str, stage=None) -
                 features_df,
                 config.table_path("customer_features"),
                 CUSTOMER_FEATURES,
-                replace_where=f"{AS_OF_DATE} IN ({in_list})",
+                replace_where=lakehouse.dates_predicate(AS_OF_DATE, as_of_dates),
             )
             if written.rows_written != expected:
                 raise ReconciliationError(

@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segspark import lakehouse, progress, publication
+from segspark import lakehouse, privacy, progress, publication
 from segspark.compat import try_cast
 from segspark.config import Config, SourceSettings
 from segspark.errors import InputError, InputPathError, ReconciliationError, RejectThresholdError, SchemaError
@@ -207,12 +207,18 @@ def parsed_decimal(raw: Column, data_type: T.DecimalType) -> Column:
     return F.when(text.rlike(NUMBER_PATTERN), try_cast(text, data_type))
 
 
-def with_canonical_columns(df: DataFrame, source: SourceSettings) -> DataFrame:
+def with_canonical_columns(
+    df: DataFrame, source: SourceSettings, id_key: bytes | None = None, keep_descriptions: bool = True
+) -> DataFrame:
     """Add the parsed canonical columns (null where the text is invalid) next to the source text.
 
     Output adds ``customer_id, invoice_ts, invoice_date, quantity, unit_price, line_amount, invoice_id,
     product_id, description, country, is_return``; existing columns are kept. Names are prefixed with ``__``
     while source columns are alongside, to avoid clashes with source columns of the same name.
+
+    ``id_key``: pseudonymise customer ids with this key (``privacy.pseudonymise_ids``); the pseudonym is
+    taken after normalisation, so ``17850.0`` and ``17850`` stay one customer. ``keep_descriptions=False``
+    leaves ``description`` null.
     """
     cols = source.columns
     quantity = parsed_quantity(source_column(cols.quantity)) if cols.quantity else F.lit(1)
@@ -230,7 +236,7 @@ def with_canonical_columns(df: DataFrame, source: SourceSettings) -> DataFrame:
         return F.trim(source_column(name)) if name else F.lit(None).cast(T.StringType())
 
     out = (
-        df.withColumn(f"__{CUSTOMER_ID}", customer_id)
+        df.withColumn(f"__{CUSTOMER_ID}", privacy.pseudonymised(customer_id, id_key))
         .withColumn(f"__{INVOICE_TS}", invoice_ts)
         .withColumn(f"__{INVOICE_DATE}", F.to_date(F.col(f"__{INVOICE_TS}")))
         .withColumn(f"__{QUANTITY}", quantity.cast(T.IntegerType()))
@@ -250,21 +256,43 @@ def with_canonical_columns(df: DataFrame, source: SourceSettings) -> DataFrame:
     return (
         out.withColumn(f"__{INVOICE_ID}", invoice_id)
         .withColumn(f"__{PRODUCT_ID}", optional_text(cols.product_id))
-        .withColumn(f"__{DESCRIPTION}", source_column(cols.description) if cols.description else F.lit(None))
+        .withColumn(
+            f"__{DESCRIPTION}",
+            source_column(cols.description) if cols.description and keep_descriptions else F.lit(None),
+        )
         .withColumn(f"__{COUNTRY}", optional_text(cols.country))
         .withColumn(f"__{IS_RETURN}", is_prefixed | F.coalesce(F.col(f"__{QUANTITY}") < 0, F.lit(False)))
     )
 
 
-def with_reject_reason(df: DataFrame) -> DataFrame:
+#: What a text decoder puts in place of bytes that are not valid in the source's encoding.
+REPLACEMENT_CHARACTER = "\ufffd"
+
+
+def undecodable_text(source: SourceSettings) -> Column:
+    """The first mapped text column's text that holds bytes the configured encoding could not decode, else null.
+
+    Spark's CSV reader turns such bytes into U+FFFD: a Latin-1 export read as UTF-8 would otherwise merge
+    distinct ids ("José" and "Josè" both become "Jos\ufffd") and garble names without a word.
+    """
+    cols = source.columns
+    names = [cols.customer_id, cols.invoice_id, cols.product_id, cols.description, cols.country]
+    texts = [source_column(n) for n in dict.fromkeys(n for n in names if n)]
+    return F.coalesce(*[F.when(t.contains(REPLACEMENT_CHARACTER), t) for t in texts])
+
+
+def with_reject_reason(df: DataFrame, source: SourceSettings, latest: dt.datetime) -> DataFrame:
     """Add ``reject_reason``: the first failed check in :data:`REJECT_REASONS` order; null when the row is valid.
 
-    ``duplicate`` is not set here: it depends on the copy count, not on the row's values.
+    ``latest``: the latest valid timestamp (UTC); later lines are ``future_timestamp``. ``duplicate`` is not
+    set here: it depends on the copy count, not on the row's values.
     """
     price = F.col(f"__{UNIT_PRICE}")
     reason = (
         F.when(F.col(f"__{CUSTOMER_ID}").isNull(), "missing_customer_id")
+        .when(undecodable_text(source).isNotNull(), "invalid_encoding")
         .when(F.col(f"__{INVOICE_TS}").isNull(), "invalid_timestamp")
+        .when(F.col(f"__{INVOICE_TS}") > utc_timestamp_literal(latest), "future_timestamp")
         .when(F.col(f"__{QUANTITY}").isNull(), "invalid_quantity")
         .when(price.isNull() | (price <= 0) | F.col(f"__{LINE_AMOUNT}").isNull(), "invalid_price")
     )
@@ -284,10 +312,30 @@ def select_clean(parsed_df: DataFrame, run_id: str, ingested_at: dt.datetime) ->
     )
 
 
+def private_columns(config: Config) -> dict[str, Column]:
+    """The source columns ``transactions_rejected`` must not copy as text under the privacy settings."""
+    cols = config.source.columns
+    replaced: dict[str, Column] = {}
+    if config.privacy.pseudonymise_ids:
+        replaced[cols.customer_id] = F.col(f"__{CUSTOMER_ID}")  # the pseudonym; null when there was no id
+    if not config.privacy.keep_descriptions and cols.description:
+        replaced[cols.description] = F.lit(None).cast(T.StringType())
+    return replaced
+
+
 def select_rejected(
-    parsed_df: DataFrame, source_columns: list[str], run_id: str, ingested_at: dt.datetime
+    parsed_df: DataFrame,
+    source_columns: list[str],
+    run_id: str,
+    ingested_at: dt.datetime,
+    replaced: dict[str, Column] | None = None,
 ) -> DataFrame:
-    """One row per rejected source line: every copy of an invalid row, all but the first copy of a valid one."""
+    """One row per rejected source line: every copy of an invalid row, all but the first copy of a valid one.
+
+    ``replaced``: source column name -> what to store instead of its text (privacy settings: the pseudonymised
+    customer id, a blank description).
+    """
+    replaced = replaced or {}
     is_valid = F.col(REJECT_REASON).isNull()
     rejected_copies = F.when(is_valid, F.col(COPIES) - 1).otherwise(F.col(COPIES))
     return (
@@ -297,7 +345,7 @@ def select_rejected(
         # Expand back to one row per source line: n identical rejected lines become n rows.
         .withColumn("__copy", F.explode(F.array_repeat(F.lit(True), F.col("__rejected_copies").cast("int"))))
         .select(
-            *[source_column(c) for c in source_columns],
+            *[replaced[c].alias(c) if c in replaced else source_column(c) for c in source_columns],
             F.col(REJECT_REASON),
             F.lit(run_id).alias(RUN_ID),
             utc_timestamp_literal(ingested_at).alias(INGESTED_AT),
@@ -317,6 +365,8 @@ class IngestCounts:
     rows_clean: int
     rejected_by_reason: dict[str, int]
     reject_examples: dict[str, str | None] = field(default_factory=dict)
+    #: The latest valid timestamp of the run (later lines are ``future_timestamp``).
+    latest_timestamp: dt.datetime | None = None
 
     @property
     def rows_rejected(self) -> int:
@@ -332,7 +382,9 @@ def reason_columns(source: SourceSettings) -> dict[str, str]:
     cols = source.columns
     by_reason = {
         "missing_customer_id": cols.customer_id,
+        "invalid_encoding": cols.description or cols.customer_id,
         "invalid_timestamp": cols.invoice_ts,
+        "future_timestamp": cols.invoice_ts,
         "invalid_quantity": cols.quantity,
         "invalid_price": cols.price,
     }
@@ -343,7 +395,8 @@ def reject_example_text(source: SourceSettings) -> Column:
     """The source text behind each row's ``reject_reason``, cut to ``EXAMPLE_CHARS + 1``; null for clean rows."""
     example = F.lit(None).cast(T.StringType())
     for reason, name in reason_columns(source).items():
-        example = F.when(F.col(REJECT_REASON) == reason, source_column(name)).otherwise(example)
+        text = undecodable_text(source) if reason == "invalid_encoding" else source_column(name)
+        example = F.when(F.col(REJECT_REASON) == reason, text).otherwise(example)
     return F.substring(example, 1, EXAMPLE_CHARS + 1)
 
 
@@ -394,14 +447,19 @@ def check_reject_share(counts: IngestCounts, config: Config) -> None:
         )
         shown = counted
     order = sorted((r for r, n in shown.items() if n), key=lambda r: (-shown[r], REJECT_REASONS.index(r)))
-    details = "; ".join(describe_reason(r, shown[r], counts.reject_examples.get(r), config.source) for r in order)
+    details = "; ".join(
+        describe_reason(r, shown[r], counts.reject_examples.get(r), config.source, counts.latest_timestamp)
+        for r in order
+    )
     raise RejectThresholdError(
         f"{headline}. {details}. Both tables were written; the rejected lines are in "
         f"{config.table_path('transactions_rejected')}"
     )
 
 
-def describe_reason(reason: str, lines: int, example: str | None, source: SourceSettings) -> str:
+def describe_reason(
+    reason: str, lines: int, example: str | None, source: SourceSettings, latest: dt.datetime | None = None
+) -> str:
     """``invalid_timestamp: 2 lines, e.g. '01.12.2010 08:26' (column InvoiceDate; configured formats: ...)``."""
     text = f"{reason}: {lines:,} line{'s' if lines != 1 else ''}"
     column = reason_columns(source).get(reason)
@@ -416,6 +474,15 @@ def describe_reason(reason: str, lines: int, example: str | None, source: Source
     hint = f"column {column}"
     if reason == "invalid_timestamp":
         hint += f"; configured formats: {', '.join(source.timestamp_formats)}"
+    elif reason == "invalid_encoding":
+        encoding = source.csv_options.get("encoding", "UTF-8")
+        hint = (
+            f"bytes that are not {encoding}; a Latin-1 export needs source.csv_options.encoding: ISO-8859-1"
+            if source.format == "csv"
+            else "text holding U+FFFD, the mark of bytes a decoder could not read"
+        )
+    elif reason == "future_timestamp" and latest is not None:
+        hint += f"; later than {latest:%Y-%m-%d %H:%M:%S} UTC (ingest.latest_timestamp, default the run's start)"
     return f"{text}, e.g. {shown} ({hint})"
 
 
@@ -437,10 +504,12 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
         and reconciled; they are kept, so the rejects can be inspected.
     """
     source = config.source
+    id_key = privacy.id_key(config.privacy)  # before any Spark work: a missing key is a usage error
     raw_df = read_source(spark, source)
     check_source_columns(raw_df, source)
     source_columns = raw_df.columns
     ingested_at = dt.datetime.now(dt.UTC)
+    latest = config.ingest.latest_timestamp or ingested_at.replace(microsecond=0)
 
     progress.step("counting the source lines")
     rows_in = raw_df.count()
@@ -456,8 +525,8 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
         n_repeated = repeated.count()
         parsed_df = (
             distinct_rows(text_df, repeated, broadcast=n_repeated <= BROADCAST_REPEATS)
-            .transform(with_canonical_columns, source)
-            .transform(with_reject_reason)
+            .transform(with_canonical_columns, source, id_key, config.privacy.keep_descriptions)
+            .transform(with_reject_reason, source, latest)
         )
         clean_path = config.table_path("transactions_clean")
         rejected_path = config.table_path("transactions_rejected")
@@ -465,7 +534,7 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
         try:
             progress.step("checking every line and writing the rejected ones to transactions_rejected")
             rejected = lakehouse.write_table(
-                select_rejected(parsed_df, source_columns, run_id, ingested_at),
+                select_rejected(parsed_df, source_columns, run_id, ingested_at, private_columns(config)),
                 rejected_path,
                 transactions_rejected_spec(source_columns),
                 overwrite_schema=True,
@@ -473,7 +542,9 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
             progress.step(f"writing the clean lines to transactions_clean ({rejected.rows_written:,} rejected)")
             clean = lakehouse.write_table(select_clean(parsed_df, run_id, ingested_at), clean_path, TRANSACTIONS_CLEAN)
             written = lakehouse.read_table(spark, rejected_path, version=rejected.version)
-            counts = written_counts(written, rows_in, clean.rows_written, source)
+            counts = replace(
+                written_counts(written, rows_in, clean.rows_written, source), latest_timestamp=latest
+            )
             reconcile(counts, clean.rows_written, rejected.rows_written)
             publication.publish(
                 spark,

@@ -7,8 +7,10 @@ row count Delta recorded for that commit, so that stages can reconcile counts ag
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from delta.tables import DeltaTable
@@ -32,6 +34,21 @@ class WriteResult:
     rows_written: int
 
 
+def dates_predicate(column: str, dates: Iterable[dt.date]) -> str:
+    """``replaceWhere`` text selecting ``column`` IN the given dates: the one place a predicate is written as text.
+
+    Delta's ``replaceWhere`` takes only a string. The column must be a plain identifier and every value a
+    :class:`datetime.date`, rendered as a ``DATE'yyyy-mm-dd'`` literal, so no text from config or data is pasted.
+    """
+    if not column.isidentifier():
+        raise ValueError(f"not a plain column name: {column!r}")
+    values = list(dates)
+    if not values or not all(type(d) is dt.date for d in values):
+        raise ValueError(f"replaceWhere needs datetime.date values, got {values!r}")
+    literals = ", ".join("DATE'" + d.isoformat() + "'" for d in values)
+    return f"{column} IN ({literals})"
+
+
 def check_lakehouse(config: Config) -> None:
     """Make sure a local lakehouse folder exists and is writable, before any Spark work starts.
 
@@ -49,6 +66,11 @@ def check_lakehouse(config: Config) -> None:
         raise ConfigError(f"lakehouse '{folder}' cannot be created: {exc.strerror}") from None
     if not os.access(folder, os.W_OK | os.X_OK):
         raise ConfigError(f"lakehouse '{folder}' is not writable by this user")
+    # A table folder left by another user (or made read-only) would otherwise fail mid-run in the JVM.
+    for name in config.tables.model_dump().values():
+        for sub in (folder / name, folder / name / "_delta_log"):
+            if sub.is_dir() and not os.access(sub, os.W_OK | os.X_OK):
+                raise ConfigError(f"table folder '{sub}' in the lakehouse is not writable by this user")
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:

@@ -38,7 +38,9 @@ AMOUNT_TYPE = T.DecimalType(28, 4)
 #: Rejection reasons, in the order they are tested: a row gets the first that applies.
 REJECT_REASONS = (
     "missing_customer_id",
+    "invalid_encoding",
     "invalid_timestamp",
+    "future_timestamp",
     "invalid_quantity",
     "invalid_price",
     "duplicate",

@@ -138,7 +138,7 @@ def write_segments(
         segments_df,
         config.table_path("customer_segments"),
         CUSTOMER_SEGMENTS,
-        replace_where=f"{AS_OF_DATE} = DATE'{as_of.isoformat()}'",
+        replace_where=lakehouse.dates_predicate(AS_OF_DATE, [as_of]),
     )
     return result.rows_written
 

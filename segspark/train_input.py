@@ -22,7 +22,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segspark import lakehouse, publication
+from segspark import lakehouse, privacy, publication
 from segspark.compat import try_cast
 from segspark.config import AttributeSource, Config, ModelSettings
 from segspark.errors import ConfigError, InputError, SchemaError
@@ -220,7 +220,8 @@ def training_input(spark: SparkSession, config: Config) -> tuple[DataFrame, dt.d
         _require(attributes_df, wanted, f"attribute table '{source.path}'")
         if source.customer_id is not None:  # numbered ids are unique and present by construction
             check_attribute_keys(attributes_df, source.path)
-        return attributes_df.select(CUSTOMER_ID, *[quote(c) for c in wanted]), as_of
+        ids = privacy.pseudonymised(F.col(CUSTOMER_ID), privacy.id_key(config.privacy)).alias(CUSTOMER_ID)
+        return attributes_df.select(ids, *[quote(c) for c in wanted]), as_of
 
     path = config.table_path("customer_features")
     features_df = publication.read_published(spark, config, "customer_features")
@@ -236,8 +237,10 @@ def training_input(spark: SparkSession, config: Config) -> tuple[DataFrame, dt.d
         check_attribute_keys(attributes_df, settings.attributes.path)
         _require(attributes_df, rest, f"customer_features or attribute table '{settings.attributes.path}'")
         # Left join: a customer without attributes keeps its transaction features; its attributes are imputed.
+        # Under privacy.pseudonymise_ids, customer_features holds pseudonyms: the attribute ids join as such.
+        ids = privacy.pseudonymised(F.col(CUSTOMER_ID), privacy.id_key(config.privacy)).alias(CUSTOMER_ID)
         customers_df = customers_df.join(
-            attributes_df.select(CUSTOMER_ID, *[quote(c) for c in rest]), on=CUSTOMER_ID, how="left"
+            attributes_df.select(ids, *[quote(c) for c in rest]), on=CUSTOMER_ID, how="left"
         )
     elif rest:
         raise SchemaError(
@@ -297,6 +300,8 @@ def profile_features(customers_df: DataFrame, settings: ModelSettings) -> Featur
     customers = int(row["_rows"])
     if customers == 0:
         return FeatureProfile(0, [], [], [])
+    if customers == 1:  # before the constant check: with one customer every feature is constant
+        raise InputError("there is only 1 customer to segment: segments need at least 2 customers")
     not_numbers = [f"{c} ({row[f'bad{i}']:,})" for i, c in enumerate(settings.numeric_features) if row[f"bad{i}"]]
     if not_numbers:
         raise SchemaError(f"numeric feature(s) hold text that is not a number (count): {', '.join(not_numbers)}")
@@ -316,6 +321,11 @@ def check_k_range(settings: ModelSettings, customers: int, evaluated: int, what:
     if customers == 0:
         raise InputError(f"{what} has no customers to segment")
     ks = settings.k_values()
+    if settings.k_min > customers:
+        raise ConfigError(
+            f"model.k_min is {settings.k_min} but {what} has only {customers:,} customers: lower model.k_min "
+            "(every segment needs a customer)"
+        )
     if ks[-1] > customers:
         key = "model.force_k" if settings.force_k == ks[-1] and settings.force_k > settings.k_max else "model.k_max"
         raise ConfigError(f"{key} asks for K={ks[-1]} but {what} has only {customers:,} customers; lower {key}")

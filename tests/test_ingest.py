@@ -83,7 +83,9 @@ EXPECTED_CLEAN = [
 EXPECTED_REASONS = {
     "duplicate": 2,
     "missing_customer_id": 4,
+    "invalid_encoding": 0,
     "invalid_timestamp": 1,
+    "future_timestamp": 0,
     "invalid_quantity": 4,
     "invalid_price": 4,
 }
@@ -585,7 +587,7 @@ def test_malformed_values_are_rejects_in_ansi_mode(spark, tmp_path):
         raw_df.transform(ingest.with_text_columns)
         .transform(ingest.count_identical_rows)
         .transform(ingest.with_canonical_columns, source)
-        .transform(ingest.with_reject_reason)
+        .transform(ingest.with_reject_reason, source, dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
         .cache()
     )
     now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)

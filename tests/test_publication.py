@@ -3,6 +3,7 @@ time holds a lakehouse. The end-to-end kill harness is in test_reliability.py.""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -153,3 +154,20 @@ def test_a_lock_not_refreshed_from_another_host_is_stale(tmp_path):
     os.utime(lock_file, (old, old))
     with LakehouseLock(None, config, "near") as lock:
         assert lock.holds()
+
+
+# --- predicates ---
+
+
+def test_replace_where_is_built_only_from_dates_and_a_plain_column():
+    assert lakehouse.dates_predicate("as_of_date", [dt.date(2011, 12, 10), dt.date(2011, 9, 1)]) == (
+        "as_of_date IN (DATE'2011-12-10', DATE'2011-09-01')"
+    )
+    for column, dates in [
+        ("as_of_date", ["2011-12-10' OR 1=1 --"]),  # text is never pasted
+        ("as_of_date", [dt.datetime(2011, 12, 10)]),
+        ("as_of_date", []),
+        ("as_of_date) OR (1=1", [dt.date(2011, 12, 10)]),
+    ]:
+        with pytest.raises(ValueError):
+            lakehouse.dates_predicate(column, dates)

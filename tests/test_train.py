@@ -509,6 +509,22 @@ def test_k_min_above_k_max_is_a_config_error():
             "spending_score double", {}, SchemaError, r"must be numbers; these are not: age \(timestamp\)",
             id="wrong-type",
         ),
+        pytest.param(
+            [("a", 1.0, 1.0, 2.0)], "customer_id string, age double, income double, spending_score double", {},
+            InputError, "only 1 customer to segment: segments need at least 2", id="single-customer",
+        ),
+        pytest.param(
+            [("a", 1.0, 1.0, 2.0), ("b", 2.0, 3.0, 2.0), ("c", 5.0, 3.0, 1.0)],
+            "customer_id string, age double, income double, spending_score double", {"k_min": 4, "k_max": 5},
+            ConfigError, "model.k_min is 4 but the attribute table has only 3 customers: lower model.k_min",
+            id="fewer-customers-than-k-min",
+        ),
+        pytest.param(
+            [("a", 1.0, 1.0, 2.0), ("b", 1.0, 1.0, 2.0), ("c", 1.0, 1.0, 2.0)],
+            "customer_id string, age double, income double, spending_score double", {},
+            InputError, r"every model feature is constant \(\['age', 'income', 'spending_score'\]\)",
+            id="constant-features",
+        ),
     ],
 )
 def test_bad_training_input_is_named(spark, tmp_path, rows, schema, model, error, message):
