@@ -497,7 +497,9 @@ def test_online_retail_counts(spark, tmp_path):
     assert counts.rows_clean == 401_564
     assert counts.rejected_by_reason == {
         "missing_customer_id": 135_080,
+        "invalid_encoding": 0,
         "invalid_timestamp": 0,
+        "future_timestamp": 0,
         "invalid_quantity": 0,
         "invalid_price": 40,
         "duplicate": 5_225,
