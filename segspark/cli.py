@@ -59,10 +59,16 @@ COMMANDS: dict[str, Command] = {
         ("as_of",),
         "--lakehouse lakehouse --as-of 2011-12-01 --set model.k_max=8",
     ),
+    "score": Command(
+        ["score"],
+        "a saved model + a customer_features snapshot -> that snapshot's customer_segments",
+        ("as_of", "model"),
+        "--lakehouse lakehouse --as-of 2012-01-01",
+    ),
 }
 
 #: Command-line flag of each command-specific option.
-_FLAGS = {"input": "--input", "layout": "--layout", "as_of": "--as-of"}
+_FLAGS = {"input": "--input", "layout": "--layout", "as_of": "--as-of", "model": "--model"}
 
 
 def _iso_date(text: str) -> dt.date:
@@ -88,6 +94,8 @@ class _NotUsed(argparse.Action):
 
 
 def _as_of_option(command: str) -> tuple[str, dict[str, Any]]:
+    if command == "score":
+        return "the customer_features snapshot to score, YYYY-MM-DD (default: the latest in the table)", {}
     if command == "train":
         what = (
             "the customer_features snapshot to train on, YYYY-MM-DD (default: the latest in the table; with "
@@ -132,6 +140,12 @@ def add_common_options(parser: argparse.ArgumentParser, command: str = "run") ->
             "--input", metavar="PATH", help="raw transactions: file, folder, glob or table name (source.path)"
         )
     parser.add_argument("--lakehouse", metavar="DIR", help="root folder of all output Delta tables and models")
+    if "model" in uses:
+        parser.add_argument(
+            "--model",
+            metavar="VERSION",
+            help="saved model to score with (score.model_version; default: the latest trained model)",
+        )
     if "as_of" in uses:
         help_text, kwargs = _as_of_option(command)
         parser.add_argument("--as-of", type=_iso_date, metavar="DATE", dest="as_of", help=help_text, **kwargs)
@@ -190,6 +204,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         flags.setdefault("source", {})["path"] = args.input
     if getattr(args, "lakehouse", None):
         flags["lakehouse"] = args.lakehouse
+    if getattr(args, "model", None):
+        flags["score"] = {"model_version": args.model}
     as_of = getattr(args, "as_of", None) or []
     if as_of:
         flags["as_of_dates"] = [d.isoformat() for d in ([as_of] if isinstance(as_of, dt.date) else as_of)]

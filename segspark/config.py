@@ -414,6 +414,13 @@ class ModelSettings(_Section):
         return sorted(ks)
 
 
+class ScoreSettings(_Section):
+    """What ``segspark score`` scores with."""
+
+    #: The saved model (its version, the train run id) to score with; null: the latest published train run's.
+    model_version: str | None = None
+
+
 class PrivacySettings(_Section):
     """What personal data reaches the output tables."""
 
@@ -460,6 +467,7 @@ class Config(_Section):
     tables: TableNames = Field(default_factory=TableNames)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    score: ScoreSettings = Field(default_factory=ScoreSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     #: Snapshot dates for features (``--as-of``); empty means the day after the latest clean invoice.
     as_of_dates: list[dt.date] = Field(default_factory=list)

@@ -13,6 +13,7 @@ from segspark.features import run_features
 from segspark.ingest import run_ingest
 from segspark.lock import LakehouseLock
 from segspark.runs import StageRun, new_run_id
+from segspark.score import run_score
 from segspark.train import run_train
 
 log = logging.getLogger("segspark")
@@ -22,6 +23,7 @@ STAGES: dict[str, Callable[..., object]] = {
     "ingest": run_ingest,
     "features": run_features,
     "train": run_train,
+    "score": run_score,
 }
 
 

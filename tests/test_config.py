@@ -149,6 +149,7 @@ COMMAND_OPTIONS = {
     ),
     "features": ({"--as-of"}, "features --lakehouse lakehouse --as-of 2011-11-01 --as-of 2011-12-01"),
     "train": ({"--as-of"}, "train --lakehouse lakehouse --as-of 2011-12-01"),
+    "score": ({"--as-of", "--model"}, "score --lakehouse lakehouse --as-of 2012-01-01"),
 }
 SHARED_OPTIONS = {"--config", "--set", "--lakehouse", "--env", "--conf-dir", "--verbose"}
 
@@ -190,6 +191,8 @@ def test_each_job_entry_point_shows_the_same_options_and_a_submit_example(capsys
         (["train", "--input", "data/"], "--input"),
         (["train", "--layout", "online_retail"], "--layout"),
         (["features", "--layout", "online_retail"], "--layout"),
+        (["train", "--model", "m1"], "--model"),
+        (["score", "--input", "data/"], "--input"),
     ],
 )
 def test_an_option_the_command_does_not_use_is_a_usage_error(capsys, argv, option):
@@ -217,6 +220,9 @@ def test_config_from_args_without_the_command_specific_options():
     assert (train.as_of_dates, train.source.path, train.lakehouse) == ([dt.date(2011, 12, 1)], None, absolute_uri("lh"))
     features = cli.config_from_args(parser.parse_args(["features", "--as-of", "2011-11-01", "--as-of", "2011-12-01"]))
     assert features.as_of_dates == [dt.date(2011, 11, 1), dt.date(2011, 12, 1)]
+    argv = ["score", "--model", "20261124T1200Z-ab12", "--as-of", "2012-01-01"]
+    score = cli.config_from_args(parser.parse_args(argv))
+    assert (score.score.model_version, score.as_of_dates) == ("20261124T1200Z-ab12", [dt.date(2012, 1, 1)])
 
 
 def test_cli_unknown_layout_exits_2_naming_the_layouts(capsys):

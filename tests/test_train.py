@@ -23,7 +23,7 @@ from pyspark.sql.types import _parse_datatype_string
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from segspark import lakehouse
+from segspark import lakehouse, publication
 from segspark.config import ModelSettings, load_config, local_path
 from segspark.errors import ConfigError, InputError, SchemaError
 from segspark.evaluation import euclidean_silhouette
@@ -39,6 +39,7 @@ from segspark.model import (
     clustering_stage,
     load_model,
 )
+from segspark.score import run_score
 from segspark.segment_tables import PreviousModel, number_segments
 from segspark.train import fit_preprocessing, run_train
 from segspark.train_input import hash_sample, profile_features, read_attributes, sweep_arrays, training_input
@@ -212,18 +213,50 @@ def test_sampled_silhouette_matches_scikit_learn_on_the_same_sample(spark, plant
     np.testing.assert_array_equal(again.reference, data.reference)
 
 
-def test_saved_model_reproduces_the_written_assignments(spark, planted):
-    config, result = planted["config"], planted["result"]
-    loaded = load_model(result.model_path)
-    features_df = lakehouse.read_table(spark, config.table_path("customer_features"))
-    rescored_df = assign_segments(loaded, features_df).select("customer_id", "segment_id", "distance_to_centroid")
+def test_score_reproduces_train_on_its_snapshot_and_scores_a_later_one(spark, planted, tmp_path):
+    """segspark score: the saved model, loaded, gives train's ids and distances; a later snapshot is scored whole."""
+    result = planted["result"]
+    lake = tmp_path / "lake"
+    shutil.copytree(local_path(planted["config"].lakehouse), lake)
+    config = retail_config(lake, planted["root"] / "tx", model=FAST_MODEL)
+
+    same = run_score(spark, config, "score-1")
+    assert (same.model_version, same.as_of_date, same.customers) == (
+        result.model_version, result.as_of_date, result.customers
+    )
+    published = publication.read_published(spark, config, "customer_segments")
+    got = published.filter(F.col("as_of_date") == result.as_of_date)
+    assert {r["run_id"] for r in got.select("run_id").distinct().collect()} == {"score-1"}
     assert_df_equality(
-        rescored_df,
-        segments_of(spark, config, result.model_version),
+        got.select("customer_id", "segment_id", "distance_to_centroid"),
+        segments_of(spark, planted["config"], result.model_version),
         ignore_row_order=True,
         ignore_nullable=True,
         ignore_metadata=True,
     )
+
+    later = result.as_of_date + dt.timedelta(days=30)
+    run_features(spark, config.model_copy(update={"as_of_dates": [later]}), "features-2")
+    next_month = run_score(spark, config, "score-2")  # the latest snapshot by default
+    features_then = lakehouse.read_table(spark, config.table_path("customer_features")).filter(
+        F.col("as_of_date") == later
+    )
+    assert next_month.as_of_date == later and next_month.customers == features_then.count() >= result.customers
+    assert sum(next_month.sizes.values()) == next_month.customers
+    assert set(next_month.sizes) <= set(range(1, result.chosen.k + 1))
+    published = publication.read_published(spark, config, "customer_segments")
+    assert published.filter(F.col("as_of_date") == later).count() == next_month.customers
+    assert published.filter(F.col("as_of_date") == result.as_of_date).count() == result.customers  # kept
+
+
+def test_score_names_a_model_it_cannot_find(spark, planted, tmp_path):
+    config = planted["config"]
+    unknown = config.model_copy(update={"score": config.score.model_copy(update={"model_version": "nope"})})
+    with pytest.raises(InputError, match=rf"model 'nope' is not a published model of .*; the latest are "
+                       rf"{planted['result'].model_version}"):
+        run_score(spark, unknown, "score-x")
+    with pytest.raises(InputError, match="no trained model in .*: run 'segspark train' first"):
+        run_score(spark, load_config(env=None, flags={"lakehouse": str(tmp_path / "empty")}), "score-y")
 
 
 def test_distance_to_centroid_is_euclidean_distance_to_the_model_centre(spark, planted):
