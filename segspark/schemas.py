@@ -157,7 +157,7 @@ PUBLISHED_RUNS = TableSpec(
             field(
                 RUN_ID, T.StringType(), "Run id of the stage run (or of the command that repaired or adopted)", False
             ),
-            field("stage", T.StringType(), "ingest, features, train; or repair / adopt", False),
+            field("stage", T.StringType(), "ingest, features, train, score; or repair / adopt", False),
             field(
                 "kind",
                 T.StringType(),
