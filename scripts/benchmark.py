@@ -11,7 +11,8 @@ and the same idle machine:
    silhouette on 20,000 sampled customers per K.
 2. **Plain PySpark**: one aggregation for RFM, then an MLlib KMeans (defaults) + ClusteringEvaluator loop
    over K on all customers.
-3. **segspark**: ingest, features and train with the default configuration (a fresh lakehouse).
+3. **segspark**: ingest, features, train and score (the training snapshot, with the model just saved) with the default
+   configuration (a fresh lakehouse).
 
 All three use K 2..10 and the same four features. It prints seconds, lines or customers per second and
 peak memory (the Python process plus the Spark JVM) per stage, and the ratios segspark / baseline per stage
@@ -231,6 +232,8 @@ def segspark_config(work: Path, data: Path, overrides: list[str]):
 
 
 def run_segspark(spark, config, lines: int) -> list[Timing]:
+    from pyspark.sql import functions as F
+
     from segspark import lakehouse
     from segspark.pipeline import STAGES
     from segspark.runs import new_run_id
@@ -238,7 +241,7 @@ def run_segspark(spark, config, lines: int) -> list[Timing]:
     shutil.rmtree(config.lakehouse_local_path, ignore_errors=True)
     timings = []
     customers = 0
-    for stage in ("ingest", "features", "train"):
+    for stage in ("ingest", "features", "train", "score"):
         run_id = new_run_id()
         units, unit = (lines, "lines") if stage == "ingest" else (customers, "customers")
         timing, _ = timed(
@@ -250,7 +253,7 @@ def run_segspark(spark, config, lines: int) -> list[Timing]:
         if stage == "train":
             chosen = (
                 lakehouse.read_table(spark, config.table_path("model_selection"))
-                .filter(f"run_id = '{run_id}' AND is_chosen")
+                .filter((F.col("run_id") == run_id) & F.col("is_chosen"))
                 .first()  # one row
             )
             timing.units, timing.extra = customers, {"k": chosen["k"], "verdict": chosen["structure"]}

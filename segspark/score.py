@@ -38,17 +38,21 @@ class ScoreResult:
 
 
 def chosen_model(spark: SparkSession, config: Config) -> tuple[str, list[str]]:
-    """The model to score with (``score.model_version``, else the latest published train run's) and its inputs.
+    """The model to score with (``score.model_version``, else the latest published one) and its input columns.
 
-    Reads the model's rows of the published ``segment_centroids`` (K rows).
+    The models are those of the published ``segment_centroids`` (K rows per model); the latest is the one
+    created last, which is the latest published train run's (also in a lakehouse older than the publication
+    log).
     """
+    if not publication.is_published(spark, config, "segment_centroids"):
+        raise InputError(f"no trained model in {config.lakehouse}: run 'segspark train' first")
+    centroids = publication.read_published(spark, config, "segment_centroids")
     wanted = config.score.model_version
     if wanted is None:
-        train = publication.last_publication(spark, config, "train")
-        if train is None or not train.get("model_version"):
+        latest = centroids.orderBy(F.col("created_at").desc(), F.col(MODEL_VERSION).desc()).first()  # one row
+        if latest is None:
             raise InputError(f"no trained model in {config.lakehouse}: run 'segspark train' first")
-        wanted = train["model_version"]
-    centroids = publication.read_published(spark, config, "segment_centroids")
+        wanted = latest[MODEL_VERSION]
     row = centroids.filter(F.col(MODEL_VERSION) == F.lit(wanted)).select("feature_columns").first()  # one row
     if row is None:
         known = [
