@@ -55,10 +55,8 @@ def chosen_model(spark: SparkSession, config: Config) -> tuple[str, list[str]]:
         wanted = latest[MODEL_VERSION]
     row = centroids.filter(F.col(MODEL_VERSION) == F.lit(wanted)).select("feature_columns").first()  # one row
     if row is None:
-        known = [
-            r[MODEL_VERSION]
-            for r in centroids.select(MODEL_VERSION).distinct().orderBy(F.col(MODEL_VERSION).desc()).limit(5).collect()
-        ]  # at most 5 rows
+        latest_five = centroids.select(MODEL_VERSION).distinct().orderBy(F.col(MODEL_VERSION).desc()).limit(5)
+        known = [r[MODEL_VERSION] for r in latest_five.collect()]  # at most 5 rows
         raise InputError(
             f"model {wanted!r} is not a published model of {config.lakehouse}"
             + (f"; the latest are {', '.join(known)}" if known else "")
