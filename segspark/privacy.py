@@ -57,6 +57,8 @@ def pseudonymised(ids: Column, key: bytes | None) -> Column:
     if key is None:
         return ids
 
+    # A Python UDF on purpose: Spark has no keyed hash, and one built from sha2 would put the key in the plan
+    # (see the module docstring). Vectorised: each Arrow batch hashes its distinct ids once.
     @F.pandas_udf(T.StringType())
     def segspark_pseudonym(batch: pd.Series) -> pd.Series:
         distinct = batch.dropna().unique()
