@@ -421,6 +421,142 @@ class ScoreSettings(_Section):
     model_version: str | None = None
 
 
+#: Levels a profile rule can ask of a feature: its effect size (segment mean minus population mean, in population
+#: standard deviations, on the model's scale) is at least +threshold (high), at most -threshold (low), between
+#: (mid), or not high / not low.
+Level = Literal["high", "low", "mid", "not_high", "not_low"]
+Play = Literal["retain", "win_back", "upsell", "cross_sell", "nurture", "deprioritise"]
+
+
+class NameRule(_Section):
+    """Segments whose feature levels match every entry of ``when`` are called ``name``; ``{}`` matches all."""
+
+    name: str = Field(min_length=1)
+    when: dict[str, Level] = Field(default_factory=dict)
+
+
+class ActionRule(_Section):
+    """Segments whose feature levels match every entry of ``when`` get ``play``; ``{}`` matches all."""
+
+    play: Play
+    when: dict[str, Level] = Field(default_factory=dict)
+
+
+def _name_rules(*rules: tuple[str, dict[str, str]]) -> tuple[NameRule, ...]:
+    return tuple(NameRule(name=name, when=when) for name, when in rules)
+
+
+def _action_rules(*rules: tuple[str, dict[str, str]]) -> tuple[ActionRule, ...]:
+    return tuple(ActionRule(play=play, when=when) for play, when in rules)
+
+
+DEFAULT_NAME_RULES = _name_rules(
+    ("Champions", {"recency_days": "low", "frequency": "high", "monetary": "high"}),
+    ("Loyal regulars", {"recency_days": "not_high", "frequency": "high"}),
+    ("Big spenders at risk", {"recency_days": "high", "monetary": "high"}),
+    ("Regulars at risk", {"recency_days": "high", "frequency": "high"}),
+    ("New one-time buyers", {"tenure_days": "low", "frequency": "low"}),
+    ("Recent big spenders", {"recency_days": "low", "monetary": "high"}),
+    ("Promising recent buyers", {"recency_days": "low"}),
+    ("Lapsed low-value", {"recency_days": "high", "monetary": "low"}),
+    ("Lapsed customers", {"recency_days": "high"}),
+    ("Low-value occasional buyers", {"monetary": "low"}),
+    ("High-value customers", {"monetary": "high"}),
+    ("Mid-value customers", {}),
+)
+
+DEFAULT_ACTION_RULES = _action_rules(
+    ("retain", {"recency_days": "high", "monetary": "high"}),
+    ("retain", {"recency_days": "high", "frequency": "high"}),
+    ("deprioritise", {"recency_days": "high", "monetary": "low"}),
+    ("win_back", {"recency_days": "high"}),
+    ("upsell", {"monetary": "high"}),
+    ("nurture", {"frequency": "low"}),
+    ("cross_sell", {}),
+)
+
+
+def _ends_with_catch_all(rules: tuple, what: str) -> tuple:
+    if not rules or rules[-1].when:
+        raise ValueError(f"the last {what} rule must have an empty 'when' ({{}}) so every segment gets one")
+    return rules
+
+
+class CrossSellSettings(_Section):
+    """Association rules mined per segment with FP-Growth (``segment_cross_sell``)."""
+
+    #: Least share of the segment's baskets (invoices) that hold the rule's items.
+    min_support: float = Field(default=0.02, gt=0, le=1)
+    #: Least share of baskets with the antecedent that also hold the consequent.
+    min_confidence: float = Field(default=0.2, gt=0, le=1)
+    #: Rules kept per segment, by lift, then confidence, then support.
+    top_n: int = Field(default=20, ge=1)
+
+
+class ProfileSettings(_Section):
+    """How segments are profiled, named and given actions (``segspark profile``)."""
+
+    #: Clean lines in this many days before as_of_date give each customer's value at stake (their revenue of
+    #: the window, exposed if they lapse), the top products and the cross-sell baskets.
+    lookback_days: int = Field(default=365, ge=1)
+    #: ``accuracy`` of Spark's percentile_approx for medians: the rank error is at most 1/accuracy of the rows.
+    median_accuracy: int = Field(default=10_000, ge=100)
+    #: |effect size| at or above which a feature is high or low for the name and action rules.
+    level_threshold: float = Field(default=0.5, gt=0)
+    #: Distinguishing features listed per segment (largest |effect size| first).
+    top_features: int = Field(default=3, ge=1)
+    #: Ordered naming rules: the first whose ``when`` matches names the segment.
+    names: tuple[NameRule, ...] = DEFAULT_NAME_RULES
+    #: Name of each segment of a model whose structure is weak (tiers by revenue per customer, 1 = highest):
+    #: bands of one population, not personas.
+    weak_name: str = "Value tier {tier} of {tiers}"
+    #: Ordered action rules: the first whose ``when`` matches gives the segment's play.
+    actions: tuple[ActionRule, ...] = DEFAULT_ACTION_RULES
+    #: Products kept per segment in ``segment_top_products``.
+    top_products: int = Field(default=10, ge=1)
+    cross_sell: CrossSellSettings = Field(default_factory=CrossSellSettings)
+
+    @field_validator("names")
+    @classmethod
+    def _names_catch_all(cls, rules: tuple[NameRule, ...]) -> tuple[NameRule, ...]:
+        return _ends_with_catch_all(rules, "profile.names")
+
+    @field_validator("actions")
+    @classmethod
+    def _actions_catch_all(cls, rules: tuple[ActionRule, ...]) -> tuple[ActionRule, ...]:
+        return _ends_with_catch_all(rules, "profile.actions")
+
+    @field_validator("weak_name")
+    @classmethod
+    def _weak_name_fields(cls, value: str) -> str:
+        try:
+            value.format(tier=1, tiers=3)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"may use only {{tier}} and {{tiers}}: {exc}") from None
+        if "{tier}" not in value:
+            raise ValueError("must contain {tier}, or every weak segment gets the same name")
+        return value
+
+
+class CampaignSettings(_Section):
+    """The campaign audience of each snapshot (``campaign_audiences``) and its measurement."""
+
+    #: Share of each segment held out as control (is_control), never contacted, to measure the campaign.
+    holdout_share: float = Field(default=0.1, ge=0, lt=1)
+    #: Name of the campaign; with the seed it fixes who is held out. null = the snapshot date, so each
+    #: snapshot's campaign has its own, reproducible holdout.
+    name: str | None = None
+
+
+class RunSettings(_Section):
+    """What ``segspark run`` does once features are built."""
+
+    #: Fit a new model even when the snapshot is later than the latest model's (``--retrain``). Without it,
+    #: ``run`` scores a later snapshot with the latest model and trains only when there is no model yet, the
+    #: model reads an attribute table, or the snapshot is not later than the model's own.
+    retrain: bool = False
+
+
 class PrivacySettings(_Section):
     """What personal data reaches the output tables."""
 
@@ -453,6 +589,11 @@ class TableNames(_Section):
     sweep_segments: str = "sweep_segments"
     customer_segments: str = "customer_segments"
     segment_centroids: str = "segment_centroids"
+    segment_profiles: str = "segment_profiles"
+    segment_top_products: str = "segment_top_products"
+    segment_cross_sell: str = "segment_cross_sell"
+    campaign_audiences: str = "campaign_audiences"
+    campaign_results: str = "campaign_results"
 
 
 class Config(_Section):
@@ -468,6 +609,9 @@ class Config(_Section):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     score: ScoreSettings = Field(default_factory=ScoreSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
+    profile: ProfileSettings = Field(default_factory=ProfileSettings)
+    campaign: CampaignSettings = Field(default_factory=CampaignSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     #: Snapshot dates for features (``--as-of``); empty means the day after the latest clean invoice.
     as_of_dates: list[dt.date] = Field(default_factory=list)
