@@ -36,9 +36,9 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "run": Command(
-        ["ingest", "features", "train"],
-        "run the whole pipeline: every stage in order",
-        ("input", "layout", "as_of"),
+        ["ingest", "features", "segment", "profile"],
+        "run the whole pipeline: ingest, features, train (or score a later snapshot), profile",
+        ("input", "layout", "as_of", "retrain"),
         "--layout online_retail --input data/ --lakehouse lakehouse --as-of 2011-12-01",
     ),
     "ingest": Command(
@@ -65,10 +65,24 @@ COMMANDS: dict[str, Command] = {
         ("as_of", "model"),
         "--lakehouse lakehouse --as-of 2012-01-01",
     ),
+    "profile": Command(
+        ["profile"],
+        "customer_segments + features + lines -> segment_profiles, names, plays, top products, cross-sell, "
+        "campaign_audiences (+ campaign_results)",
+        ("as_of",),
+        "--lakehouse lakehouse --as-of 2012-01-01",
+    ),
+    "export": Command(
+        [],
+        "a published table, optionally filtered -> CSV or Parquet files to hand on",
+        ("export",),
+        "--lakehouse lakehouse --table campaign_audiences --format csv --out champions "
+        "--where \"segment_name = 'Champions' and not is_control\"",
+    ),
 }
 
 #: Command-line flag of each command-specific option.
-_FLAGS = {"input": "--input", "layout": "--layout", "as_of": "--as-of", "model": "--model"}
+_FLAGS = {"input": "--input", "layout": "--layout", "as_of": "--as-of", "model": "--model", "retrain": "--retrain"}
 
 
 def _iso_date(text: str) -> dt.date:
@@ -96,6 +110,8 @@ class _NotUsed(argparse.Action):
 def _as_of_option(command: str) -> tuple[str, dict[str, Any]]:
     if command == "score":
         return "the customer_features snapshot to score, YYYY-MM-DD (default: the latest in the table)", {}
+    if command == "profile":
+        return "the customer_segments snapshot to profile, YYYY-MM-DD (default: the latest in the table)", {}
     if command == "train":
         what = (
             "the customer_features snapshot to train on, YYYY-MM-DD (default: the latest in the table; with "
@@ -145,6 +161,23 @@ def add_common_options(parser: argparse.ArgumentParser, command: str = "run") ->
             "--model",
             metavar="VERSION",
             help="saved model to score with (score.model_version; default: the latest trained model)",
+        )
+    if "export" in uses:
+        parser.add_argument("--table", required=True, metavar="NAME", help="table to export, e.g. campaign_audiences")
+        parser.add_argument("--format", required=True, choices=["csv", "parquet"], dest="fmt", help="file format")
+        parser.add_argument("--out", required=True, metavar="DIR", help="folder to write (must not exist)")
+        parser.add_argument(
+            "--where",
+            metavar="CLAUSE",
+            help="rows to keep: the table's columns, literals, comparisons, AND/OR/NOT, IN, BETWEEN, IS NULL, LIKE",
+        )
+        parser.add_argument("--overwrite", action="store_true", help="replace the folder --out if it exists")
+    if "retrain" in uses:
+        parser.add_argument(
+            "--retrain",
+            action="store_true",
+            default=None,
+            help="fit a new model even when the latest one could score this later snapshot (run.retrain)",
         )
     if "as_of" in uses:
         help_text, kwargs = _as_of_option(command)
@@ -206,6 +239,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         flags["lakehouse"] = args.lakehouse
     if getattr(args, "model", None):
         flags["score"] = {"model_version": args.model}
+    if getattr(args, "retrain", None):
+        flags["run"] = {"retrain": True}
     as_of = getattr(args, "as_of", None) or []
     if as_of:
         flags["as_of_dates"] = [d.isoformat() for d in ([as_of] if isinstance(as_of, dt.date) else as_of)]
@@ -259,7 +294,7 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
     from segspark.pipeline import run_stages
     from segspark.runs import new_run_id
     from segspark.session import build_spark_session
-    from segspark.summary import run_summary
+    from segspark.summary import profile_summary, run_summary
 
     verbose = getattr(args, "verbose", False)
     configure_logging(verbose)
@@ -269,18 +304,32 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
         if "ingest" in stages:
             check_ingest_input(config)  # a bad local --input is a usage error, found before the JVM starts
         check_lakehouse(config)
-        if "ingest" in stages or ("train" in stages and config.model.attributes.path is not None):
+        trains = "train" in stages or "segment" in stages
+        if "ingest" in stages or (trains and config.model.attributes.path is not None):
             privacy.id_key(config.privacy)  # a missing key is a usage error, found before the JVM starts
         run_id = new_run_id()
         jvm_log = None if verbose else spark_log_file(config, run_id)
         if jvm_log is not None:
             log.info("Spark's own log: %s", jvm_log)
         spark = build_spark_session(config.spark, jvm_log=jvm_log, warehouse_dir=f"{config.lakehouse}/_spark_warehouse")
+        if not stages:  # export: reads published versions only, so it takes no lock and repairs nothing
+            from segspark.export import run_export
+
+            with progress.ProgressReporter(spark):
+                result = run_export(spark, config, args.table, args.fmt, args.out, args.where, args.overwrite)
+            print(
+                f"segspark: exported {result.rows:,} rows of {result.table} to {result.path} "
+                f"({len(result.files)} file(s))"
+            )
+            return 0
         with progress.ProgressReporter(spark):
             run_stages(spark, config, stages, run_id)
-        summary = run_summary(spark, config, run_id) if "train" in stages else None
-        if summary:
-            print(summary)
+        for summary in (
+            run_summary(spark, config, run_id) if trains else None,
+            profile_summary(spark, config, run_id) if "profile" in stages else None,
+        ):
+            if summary:
+                print(summary)
         print(f"segspark: run {run_id} finished; tables under {config.lakehouse_local_path or config.lakehouse}")
         return 0
     except SegsparkError as exc:

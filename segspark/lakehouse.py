@@ -147,6 +147,8 @@ def write_table(
         writer = writer.option("replaceWhere", replace_where)
     if overwrite_schema:
         writer = writer.option("overwriteSchema", "true")
+    elif spec.added_columns:  # a table written before these columns existed gains them (nullable) on this write
+        writer = writer.option("mergeSchema", "true")
     writer.save(path)
     last = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").first()
     metrics = last["operationMetrics"] or {}

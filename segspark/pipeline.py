@@ -12,9 +12,11 @@ from segspark.config import Config
 from segspark.features import run_features
 from segspark.ingest import run_ingest
 from segspark.lock import LakehouseLock
+from segspark.profile import run_profile
 from segspark.runs import StageRun, new_run_id
-from segspark.score import run_score
+from segspark.score import model_snapshot, run_score
 from segspark.train import run_train
+from segspark.train_input import latest_snapshot
 
 log = logging.getLogger("segspark")
 
@@ -24,12 +26,46 @@ STAGES: dict[str, Callable[..., object]] = {
     "features": run_features,
     "train": run_train,
     "score": run_score,
+    "profile": run_profile,
 }
+#: Stages decided when their turn comes: ``segment`` is train or score (:func:`segment_stage`).
+DECIDED = ("segment",)
+
+
+def segment_stage(spark: SparkSession, config: Config) -> str:
+    """``train`` or ``score`` for ``segspark run``, with the reason logged.
+
+    Score when a published model exists, retraining is not asked for (``run.retrain``), the model reads
+    customer_features only, and the snapshot to segment is later than the one the model was trained on.
+    Otherwise train: a rerun on the model's own snapshot refits it (same seed, same result).
+    """
+    if config.run.retrain:
+        log.info("run: training a new model (--retrain)")
+        return "train"
+    if config.model.input == "attributes" or config.model.attributes.path is not None:
+        return "train"
+    model = model_snapshot(spark, config)
+    if model is None:
+        return "train"
+    model_version, trained_on = model
+    as_of = max(config.as_of_dates) if config.as_of_dates else None
+    if as_of is None and publication.is_published(spark, config, "customer_features"):
+        as_of = latest_snapshot(publication.read_published(spark, config, "customer_features"))
+    if as_of is None or trained_on is None or as_of <= trained_on:
+        log.info("run: training (snapshot %s is not later than model %s's %s)", as_of, model_version, trained_on)
+        return "train"
+    log.info(
+        "run: scoring snapshot %s with model %s (trained on %s); pass --retrain to fit a new model",
+        as_of,
+        model_version,
+        trained_on,
+    )
+    return "score"
 
 
 def run_stages(spark: SparkSession, config: Config, stages: list[str], run_id: str | None = None) -> str:
     """Run ``stages`` in order under one run id; each records a row in ``pipeline_runs``. Returns the run id."""
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in STAGES and s not in DECIDED]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
     run_id = run_id or new_run_id()
@@ -38,6 +74,8 @@ def run_stages(spark: SparkSession, config: Config, stages: list[str], run_id: s
     with LakehouseLock(spark, config, run_id):
         publication.repair(spark, config, run_id)
         for name in stages:
+            if name == "segment":
+                name = segment_stage(spark, config)
             progress.start_stage(name)
             with StageRun(spark, config, run_id, name) as stage:
                 STAGES[name](spark, config, run_id, stage)

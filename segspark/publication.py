@@ -42,6 +42,11 @@ _PRODUCER = {
     "segment_centroids": "train",
     "model_selection": "train",
     "sweep_segments": "train",
+    "segment_profiles": "profile",
+    "segment_top_products": "profile",
+    "segment_cross_sell": "profile",
+    "campaign_audiences": "profile",
+    "campaign_results": "profile",
 }
 
 

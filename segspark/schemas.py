@@ -65,6 +65,8 @@ class TableSpec:
     schema: T.StructType
     partition_by: tuple[str, ...] = ()
     stats_columns: tuple[str, ...] | None = None
+    #: Columns added after the table's first release: writes merge them into an older table's schema.
+    added_columns: tuple[str, ...] = ()
 
     @property
     def columns(self) -> list[str]:
@@ -144,6 +146,11 @@ PUBLISHED_TABLES = (
     "segment_centroids",
     "model_selection",
     "sweep_segments",
+    "segment_profiles",
+    "segment_top_products",
+    "segment_cross_sell",
+    "campaign_audiences",
+    "campaign_results",
 )
 
 PUBLISHED_RUNS = TableSpec(
@@ -239,6 +246,7 @@ CUSTOMER_FEATURES = TableSpec(
 )
 
 SEGMENT_ID = "segment_id"
+SEGMENT_NAME = "segment_name"
 MODEL_VERSION = "model_version"
 
 #: The columns naming one candidate of one train run's sweep (model_selection and sweep_segments).
@@ -348,8 +356,10 @@ CUSTOMER_SEGMENTS = TableSpec(
             ),
             field(MODEL_VERSION, T.StringType(), "Model that assigned the segment", False),
             field(RUN_ID, T.StringType(), "Run that wrote the row", False),
+            field(SEGMENT_NAME, T.StringType(), "Segment name (segment_profiles); null until segspark profile runs"),
         ]
     ),
+    added_columns=(SEGMENT_NAME,),
 )
 
 SEGMENT_CENTROIDS = TableSpec(
@@ -385,6 +395,194 @@ SEGMENT_CENTROIDS = TableSpec(
             ),
             field(RUN_ID, T.StringType(), "Train run", False),
             field("created_at", T.TimestampType(), "When the model was saved (UTC)", False),
+        ]
+    ),
+)
+
+
+#: Every field nullable: Delta refuses NOT NULL constraints inside arrays.
+_FEATURE_PROFILE = T.StructType(
+    [
+        field("feature", T.StringType(), "customer_features column"),
+        field("mean", T.DoubleType(), "Mean over the segment's customers (original units)"),
+        field("median", T.DoubleType(), "Approximate median (percentile_approx) over the segment's customers"),
+        field("population_mean", T.DoubleType(), "Mean over all customers of the snapshot"),
+        field("population_median", T.DoubleType(), "Approximate median over all customers"),
+        field(
+            "effect_size",
+            T.DoubleType(),
+            "(segment mean - population mean) / population standard deviation on the model's scale (log for "
+            "model.log_features); null when the population does not vary",
+        ),
+        field("effect_rank", T.IntegerType(), "1 = the largest |effect_size| of the segment"),
+        field("level", T.StringType(), "high, low or mid against profile.level_threshold; null without effect"),
+    ]
+)
+
+_SNAPSHOT_SEGMENT = [
+    field(AS_OF_DATE, T.DateType(), "Snapshot profiled", False),
+    field(SEGMENT_ID, T.IntegerType(), "Segment id (customer_segments)", False),
+    field(SEGMENT_NAME, T.StringType(), "Segment name (segment_profiles)", False),
+]
+_WRITTEN_BY = [
+    field(MODEL_VERSION, T.StringType(), "Model that assigned the segments", False),
+    field(RUN_ID, T.StringType(), "Profile run that wrote the row", False),
+    field("created_at", T.TimestampType(), "When the row was written (UTC)", False),
+]
+_MONEY = T.DecimalType(28, 2)
+
+SEGMENT_PROFILES = TableSpec(
+    comment=(
+        "One row per snapshot and segment: size, revenue, value at stake, core RFM figures, the features that "
+        "set the segment apart, its name and recommended play (segspark profile)."
+    ),
+    partition_by=(AS_OF_DATE,),
+    schema=T.StructType(
+        [
+            *_SNAPSHOT_SEGMENT,
+            field("structure", T.StringType(), "The model's evidence of structure: strong, moderate or weak"),
+            field("customers", T.LongType(), "Customers of the snapshot in the segment", False),
+            field("customer_share", T.DoubleType(), "Share of the snapshot's customers", False),
+            field("revenue", _MONEY, "Sum of the customers' monetary (lifetime purchase revenue)", False),
+            field("revenue_share", T.DoubleType(), "Share of all customers' revenue; null when that is 0"),
+            field(
+                "value_at_stake",
+                _MONEY,
+                "Purchase revenue of the customers in the profile.lookback_days before as_of_date: what is exposed "
+                "if they lapse",
+                False,
+            ),
+            field("value_at_stake_share", T.DoubleType(), "Share of all customers' value at stake; null when 0"),
+            field("recency_days_mean", T.DoubleType(), "Mean days since the last purchase"),
+            field("recency_days_median", T.DoubleType(), "Approximate median days since the last purchase"),
+            field("frequency_mean", T.DoubleType(), "Mean purchase invoices"),
+            field("frequency_median", T.DoubleType(), "Approximate median purchase invoices"),
+            field("monetary_mean", T.DoubleType(), "Mean lifetime purchase revenue"),
+            field("monetary_median", T.DoubleType(), "Approximate median lifetime purchase revenue"),
+            field("dominant_rfm_segment", T.StringType(), "The named RFM segment most of its customers are in"),
+            field("dominant_rfm_share", T.DoubleType(), "Share of the segment's customers in dominant_rfm_segment"),
+            field("previous_as_of_date", T.DateType(), "The previous customer_features snapshot; null if none"),
+            field("customers_with_previous", T.LongType(), "Customers also in the previous snapshot; null if none"),
+            field(
+                "recency_rose_share",
+                T.DoubleType(),
+                "Share of customers_with_previous whose recency_days rose (no purchase since); null if none",
+            ),
+            field(
+                "top_features",
+                T.ArrayType(T.StringType()),
+                "The profile.top_features features with the largest |effect_size|, largest first",
+                False,
+            ),
+            field("top_features_text", T.StringType(), "The top features in words with their medians", False),
+            field("play", T.StringType(), "retain, win_back, upsell, cross_sell, nurture or deprioritise", False),
+            field("play_reason", T.StringType(), "Why: the profile's own figures against all customers'", False),
+            field("priority", T.IntegerType(), "1 = largest value at stake; deprioritise plays last", False),
+            field(
+                "feature_profile",
+                T.ArrayType(_FEATURE_PROFILE),
+                "Every profiled feature's figures, by effect_rank",
+                False,
+            ),
+            *_WRITTEN_BY,
+        ]
+    ),
+)
+
+SEGMENT_TOP_PRODUCTS = TableSpec(
+    comment=(
+        "Per snapshot and segment, the products with the largest share of the segment's purchase spend in the "
+        "lookback window, and their lift against all customers (segspark profile)."
+    ),
+    partition_by=(AS_OF_DATE,),
+    schema=T.StructType(
+        [
+            *_SNAPSHOT_SEGMENT,
+            field("rank", T.IntegerType(), "1 = largest spend_share", False),
+            field("product_id", T.StringType(), "Product id", False),
+            field("description", T.StringType(), "The product's most frequent description"),
+            field("spend", _MONEY, "The segment's purchase spend on the product", False),
+            field("spend_share", T.DoubleType(), "spend / the segment's purchase spend", False),
+            field("population_spend_share", T.DoubleType(), "The product's share of all customers' spend", False),
+            field("lift", T.DoubleType(), "spend_share / population_spend_share: > 1 = bought more than by others"),
+            field("buyers", T.LongType(), "Customers of the segment who bought it", False),
+            *_WRITTEN_BY,
+        ]
+    ),
+)
+
+SEGMENT_CROSS_SELL = TableSpec(
+    comment=(
+        "Per snapshot and segment, association rules mined with FP-Growth over the segment's baskets (invoices) "
+        "in the lookback window; only rules with lift > 1 (segspark profile)."
+    ),
+    partition_by=(AS_OF_DATE,),
+    schema=T.StructType(
+        [
+            *_SNAPSHOT_SEGMENT,
+            field("rank", T.IntegerType(), "1 = highest lift (then confidence, support)", False),
+            field("antecedent", T.ArrayType(T.StringType()), "Products in the basket (sorted)", False),
+            field("antecedent_descriptions", T.ArrayType(T.StringType()), "Their descriptions, same order"),
+            field("consequent", T.StringType(), "Product to recommend", False),
+            field("consequent_description", T.StringType(), "Its description"),
+            field("support", T.DoubleType(), "Share of the segment's baskets holding antecedent and consequent", False),
+            field("confidence", T.DoubleType(), "Share of baskets with the antecedent that hold the consequent", False),
+            field("lift", T.DoubleType(), "confidence / the consequent's share of baskets", False),
+            field("rule_baskets", T.LongType(), "Baskets holding antecedent and consequent", False),
+            field("segment_baskets", T.LongType(), "The segment's baskets", False),
+            *_WRITTEN_BY,
+        ]
+    ),
+)
+
+CAMPAIGN_AUDIENCES = TableSpec(
+    comment=(
+        "One row per customer of a snapshot, ready for a campaign tool: segment, play, priority, key figures, "
+        "and a seeded holdout (is_control) per segment (segspark profile)."
+    ),
+    partition_by=(AS_OF_DATE,),
+    schema=T.StructType(
+        [
+            field(AS_OF_DATE, T.DateType(), "Snapshot", False),
+            field(CUSTOMER_ID, T.StringType(), "Customer id", False),
+            *_SNAPSHOT_SEGMENT[1:],
+            field("play", T.StringType(), "The segment's recommended play", False),
+            field("priority", T.IntegerType(), "The segment's priority (1 = largest value at stake)", False),
+            field("recency_days", T.IntegerType(), "Days since the last purchase", False),
+            field("frequency", T.LongType(), "Purchase invoices", False),
+            field("monetary", T.DecimalType(20, 2), "Lifetime purchase revenue", False),
+            field("last_purchase_date", T.DateType(), "Date of the last purchase", False),
+            field("value_at_stake", _MONEY, "Purchase revenue of the lookback window", False),
+            field("is_control", T.BooleanType(), "Held out: not to be contacted, to measure the campaign", False),
+            field("campaign", T.StringType(), "Campaign key (campaign.name or the date) fixing the holdout", False),
+            *_WRITTEN_BY,
+        ]
+    ),
+    stats_columns=(CUSTOMER_ID, SEGMENT_ID),
+)
+
+CAMPAIGN_RESULTS = TableSpec(
+    comment=(
+        "Per audience snapshot, segment and group (contacted or control): purchase rate and spend up to the next "
+        "snapshot, and the uplift of contacted over control (segspark profile, once a later snapshot exists)."
+    ),
+    partition_by=(AS_OF_DATE,),
+    schema=T.StructType(
+        [
+            field(AS_OF_DATE, T.DateType(), "Snapshot of the audience", False),
+            field("next_as_of_date", T.DateType(), "Snapshot the outcome is measured at", False),
+            field("campaign", T.StringType(), "Campaign key of the audience", False),
+            *_SNAPSHOT_SEGMENT[1:],
+            field("play", T.StringType(), "The segment's play in the audience", False),
+            field("is_control", T.BooleanType(), "The held-out group", False),
+            field("customers", T.LongType(), "Customers in the group", False),
+            field("purchasers", T.LongType(), "Customers with a purchase in [as_of_date, next_as_of_date)", False),
+            field("purchase_rate", T.DoubleType(), "purchasers / customers", False),
+            field("spend", _MONEY, "Their purchase spend in the window", False),
+            field("spend_per_customer", T.DoubleType(), "spend / customers", False),
+            field("purchase_rate_uplift", T.DoubleType(), "Contacted minus control purchase rate (both rows)"),
+            field("spend_per_customer_uplift", T.DoubleType(), "Contacted minus control spend per customer"),
+            *_WRITTEN_BY,
         ]
     ),
 )

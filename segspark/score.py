@@ -64,6 +64,19 @@ def chosen_model(spark: SparkSession, config: Config) -> tuple[str, list[str]]:
     return wanted, list(row["feature_columns"])
 
 
+def model_snapshot(spark: SparkSession, config: Config) -> tuple[str, dt.date | None] | None:
+    """The latest published model and the snapshot it was trained on; None when there is no model."""
+    if not publication.is_published(spark, config, "segment_centroids"):
+        return None
+    latest = (
+        publication.read_published(spark, config, "segment_centroids")
+        .orderBy(F.col("created_at").desc(), F.col(MODEL_VERSION).desc())
+        .select(MODEL_VERSION, AS_OF_DATE)
+        .first()  # one row
+    )
+    return None if latest is None else (latest[MODEL_VERSION], latest[AS_OF_DATE])
+
+
 def scoring_input(spark: SparkSession, config: Config, columns: list[str]) -> tuple[DataFrame, dt.date]:
     """``customer_id`` plus the model's input columns for one published customer_features snapshot."""
     features_df = publication.read_published(spark, config, "customer_features")

@@ -35,6 +35,7 @@ from segspark.schemas import (
     RUN_ID,
     SEGMENT_CENTROIDS,
     SEGMENT_ID,
+    SEGMENT_NAME,
     SWEEP_SEGMENTS,
 )
 from segspark.sweep import Evaluated
@@ -133,6 +134,7 @@ def write_segments(
         .withColumn(AS_OF_DATE, F.lit(as_of))
         .withColumn(MODEL_VERSION, F.lit(model_version))
         .withColumn(RUN_ID, F.lit(run_id))
+        .withColumn(SEGMENT_NAME, F.lit(None).cast("string"))  # named by segspark profile
     )
     result = lakehouse.write_table(
         segments_df,

@@ -83,3 +83,41 @@ def run_summary(spark: SparkSession, config: Config, run_id: str) -> str | None:
         f"snapshot {first['as_of_date']}, {total:,} customers); centroids in original units:"
     )
     return format_segments([r.asDict() for r in rows], features, header, decision)
+
+
+def profile_summary(spark: SparkSession, config: Config, run_id: str) -> str | None:
+    """Each segment's name, size, revenue share, play and priority as profiled by ``run_id``; None if none."""
+    if not publication.is_published(spark, config, "segment_profiles"):
+        return None
+    rows = (
+        publication.read_published(spark, config, "segment_profiles")
+        .filter(F.col(RUN_ID) == run_id)
+        .orderBy("priority")
+        .collect()  # K rows: one per segment of the profiled snapshot
+    )
+    if not rows:
+        return None
+    table = [
+        [
+            str(r["priority"]),
+            str(r[SEGMENT_ID]),
+            r["segment_name"],
+            f"{r['customers']:,}",
+            f"{100 * r['customer_share']:.1f}%",
+            "-" if r["revenue_share"] is None else f"{100 * r['revenue_share']:.1f}%",
+            r["play"],
+        ]
+        for r in rows
+    ]
+    columns = ["priority", "segment", "name", "customers", "share", "revenue", "play"]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(columns)]
+    left = {"name", "play"}
+    lines = [f"Segments of {rows[0]['as_of_date']} by priority (segment_profiles, campaign_audiences):"]
+    lines.append(
+        "  " + "  ".join(c.ljust(w) if c in left else c.rjust(w) for c, w in zip(columns, widths, strict=True))
+    )
+    for t in table:
+        cells = zip(columns, t, widths, strict=True)
+        lines.append("  " + "  ".join(v.ljust(w) if c in left else v.rjust(w) for c, v, w in cells))
+    lines += [""] + [f"  {r['segment_name']}, {r['play']}: {r['play_reason']}" for r in rows]
+    return "\n".join(lines)

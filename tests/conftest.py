@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
-from segspark.config import Config, SparkSettings, load_config
+from segspark.config import Config, SparkSettings, load_config, local_path
+from segspark.features import run_features
+from segspark.generator import generate
+from segspark.ingest import run_ingest
 from segspark.session import build_spark_session
+from segspark.train import run_train
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The real UCI Online Retail files, beside the project root; absent on a user's fresh clone.
@@ -54,3 +60,36 @@ def make_config(lakehouse: Path, **overrides) -> Config:
     flags = {"lakehouse": str(lakehouse)}
     flags.update(overrides)
     return load_config(env=None, flags=flags)
+
+
+#: A quick sweep for tests: K 2..6, one repeat for stability.
+FAST_MODEL = {"k_min": 2, "k_max": 6, "restarts": 5, "stability_runs": 1}
+
+
+def retail_config(lake: Path, source: Path | None = None, **overrides):
+    flags = {"lakehouse": str(lake), **overrides}
+    if source is not None:
+        flags["source"] = {"path": str(source)}
+    return load_config([ROOT / "conf" / "layouts" / "online_retail.yaml"], env=None, flags=flags)
+
+
+def copy_features(planted, lake: Path) -> Path:
+    """A new lakehouse holding only the planted customer_features (so tests do not see each other's models)."""
+    shutil.copytree(local_path(planted["config"].table_path("customer_features")), lake / "customer_features")
+    return lake
+
+
+@pytest.fixture(scope="session")
+def planted(spark, tmp_path_factory):
+    """30,000 generated lines with 4 planted behaviour types, ingested, featurised and trained once (read-only:
+    tests that write copy its lakehouse)."""
+    root = tmp_path_factory.mktemp("planted")
+    data, truth = root / "tx", root / "truth.csv"
+    generate(data, rows=30_000, seed=7, truth_path=truth)
+    config = retail_config(root / "lake", data, model=FAST_MODEL)
+    run_ingest(spark, config, "run-ingest")
+    run_features(spark, config, "run-features")
+    result = run_train(spark, config, "run-train")
+    with truth.open(newline="") as handle:
+        types = {row["customer_id"]: row["behaviour_type"] for row in csv.DictReader(handle)}
+    return {"config": config, "result": result, "truth": types, "root": root}

@@ -44,15 +44,44 @@ def profile(segment_id, customers, revenue, at_stake, medians, effects) -> Segme
     return SegmentProfile(segment_id, customers, revenue, at_stake, features)
 
 
-CHAMPIONS = profile(1, 20, 6_000.0, 2_500.0, {"recency_days": 5, "monetary": 3_000}, {
-    "recency_days": -1.2, "frequency": 1.5, "monetary": 1.4, "tenure_days": 0.3,
-})
-LAPSED_LOW = profile(2, 70, 1_000.0, 500.0, {"recency_days": 300, "monetary": 80}, {
-    "recency_days": 1.5, "frequency": -0.6, "monetary": -0.9, "tenure_days": 0.1,
-})
-BIG_AT_RISK = profile(3, 10, 3_000.0, 2_000.0, {"recency_days": 270, "monetary": 1_200}, {
-    "recency_days": 1.0, "frequency": 0.2, "monetary": 0.8,
-})
+CHAMPIONS = profile(
+    1,
+    20,
+    6_000.0,
+    2_500.0,
+    {"recency_days": 5, "monetary": 3_000},
+    {
+        "recency_days": -1.2,
+        "frequency": 1.5,
+        "monetary": 1.4,
+        "tenure_days": 0.3,
+    },
+)
+LAPSED_LOW = profile(
+    2,
+    70,
+    1_000.0,
+    500.0,
+    {"recency_days": 300, "monetary": 80},
+    {
+        "recency_days": 1.5,
+        "frequency": -0.6,
+        "monetary": -0.9,
+        "tenure_days": 0.1,
+    },
+)
+BIG_AT_RISK = profile(
+    3,
+    10,
+    3_000.0,
+    2_000.0,
+    {"recency_days": 270, "monetary": 1_200},
+    {
+        "recency_days": 1.0,
+        "frequency": 0.2,
+        "monetary": 0.8,
+    },
+)
 
 
 @pytest.mark.parametrize(
@@ -125,7 +154,10 @@ def test_a_tie_the_features_cannot_split_is_ranked_by_value():
 
 def test_weak_structure_gives_value_tiers_not_personas():
     names = segment_names(
-        [CHAMPIONS, LAPSED_LOW, BIG_AT_RISK], DEFAULT_NAME_RULES, THRESHOLD, weak=True,
+        [CHAMPIONS, LAPSED_LOW, BIG_AT_RISK],
+        DEFAULT_NAME_RULES,
+        THRESHOLD,
+        weak=True,
         weak_name="Value tier {tier} of {tiers}",
     )
     # Revenue per customer: segment 3 300, segment 1 300 (tie: lower id first), segment 2 about 14.
@@ -135,8 +167,11 @@ def test_weak_structure_gives_value_tiers_not_personas():
 def test_a_rule_on_a_feature_the_profile_lacks_never_matches():
     rules = load_config(
         env=None,
-        flags={"profile": {"names": [{"name": "Night owls", "when": {"evening_share": "high"}},
-                                     {"name": "Everyone", "when": {}}]}},
+        flags={
+            "profile": {
+                "names": [{"name": "Night owls", "when": {"evening_share": "high"}}, {"name": "Everyone", "when": {}}]
+            }
+        },
     ).profile.names
     assert segment_names([CHAMPIONS], rules, THRESHOLD) == {1: "Everyone"}
 

@@ -43,38 +43,7 @@ from segspark.score import run_score
 from segspark.segment_tables import PreviousModel, number_segments
 from segspark.train import fit_preprocessing, run_train
 from segspark.train_input import hash_sample, profile_features, read_attributes, sweep_arrays, training_input
-from tests.conftest import ROOT
-
-#: A quick sweep for tests: K 2..6, one repeat for stability.
-FAST_MODEL = {"k_min": 2, "k_max": 6, "restarts": 5, "stability_runs": 1}
-
-
-def retail_config(lake: Path, source: Path | None = None, **overrides):
-    flags = {"lakehouse": str(lake), **overrides}
-    if source is not None:
-        flags["source"] = {"path": str(source)}
-    return load_config([ROOT / "conf" / "layouts" / "online_retail.yaml"], env=None, flags=flags)
-
-
-def copy_features(planted, lake: Path) -> Path:
-    """A new lakehouse holding only the planted customer_features (so tests do not see each other's models)."""
-    shutil.copytree(local_path(planted["config"].table_path("customer_features")), lake / "customer_features")
-    return lake
-
-
-@pytest.fixture(scope="module")
-def planted(spark, tmp_path_factory):
-    """30,000 generated lines with 4 planted behaviour types, ingested, featurised and trained once."""
-    root = tmp_path_factory.mktemp("planted")
-    data, truth = root / "tx", root / "truth.csv"
-    generate(data, rows=30_000, seed=7, truth_path=truth)
-    config = retail_config(root / "lake", data, model=FAST_MODEL)
-    run_ingest(spark, config, "run-ingest")
-    run_features(spark, config, "run-features")
-    result = run_train(spark, config, "run-train")
-    with truth.open(newline="") as handle:
-        types = {row["customer_id"]: row["behaviour_type"] for row in csv.DictReader(handle)}
-    return {"config": config, "result": result, "truth": types, "root": root}
+from tests.conftest import FAST_MODEL, ROOT, copy_features, retail_config
 
 
 def segments_of(spark, config, model_version: str):
