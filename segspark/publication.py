@@ -122,7 +122,7 @@ def published_versions(spark: SparkSession, config: Config) -> dict[str, int]:
         .groupBy("table")
         .agg(F.max_by("version", F.struct("published_at", RUN_ID)).alias("version"))
     )
-    versions = {r["table"]: int(r["version"]) for r in latest.collect()}  # one row per table: at most 7
+    versions = {r["table"]: int(r["version"]) for r in latest.collect()}  # one row per published table (12)
     _versions_cache[path] = (key, versions)
     return dict(versions)
 

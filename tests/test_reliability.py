@@ -1,8 +1,8 @@
 """Killed and concurrent runs, end to end with real processes.
 
 The kill harness starts real ``segspark`` commands in their own process groups and kills each group with
-SIGKILL at a moment chosen from the command's own log lines (plus a delay), at 11 points spread over ingest,
-features and train. After every kill it checks what readers see: one consistent published run per stage.
+SIGKILL at a moment chosen from the command's own log lines (plus a delay), at 14 points spread over ingest,
+features, train and profile. After every kill it checks what readers see: one consistent published run per stage.
 Then a complete run on the same lakehouse must equal a clean run on a fresh one.
 """
 
@@ -52,6 +52,9 @@ KILL_POINTS = [
     ("train", r"train: writing customer_segments", 0.3),
     ("train", r"train: writing customer_segments", 2.0),
     ("train", r"train published", 0.0),
+    ("profile", r"profile: naming customer_segments", 0.3),
+    ("profile", r"profile: mining cross-sell rules", 0.0),
+    ("profile", r"profile published", 0.0),
 ]
 
 
@@ -162,6 +165,23 @@ def check_published_run_is_consistent(spark, lake: Path) -> None:
         swept = publication.read_published(spark, config, "sweep_segments").filter(F.col("model_version") == model)
         assert swept.limit(1).count() == 1
         assert (lake / "models" / model).is_dir()
+    profile = publication.last_publication(spark, config, "profile")
+    if profile is not None and (train is None or profile["published_at"] > train["published_at"]):
+        run = profile["run_id"]
+        profiles = publication.read_published(spark, config, "segment_profiles").filter(F.col("run_id") == run)
+        names = {r["segment_id"]: r["segment_name"] for r in profiles.collect()}
+        as_of = profiles.select("as_of_date").first()[0]
+        assert len(names) == profile["counts"]["segments"]
+        audience = publication.read_published(spark, config, "campaign_audiences").filter(F.col("run_id") == run)
+        assert audience.count() == profile["counts"]["customers"]
+        named = (
+            publication.read_published(spark, config, "customer_segments")
+            .filter(F.col("as_of_date") == as_of)
+            .select("segment_id", "segment_name")
+            .distinct()
+            .collect()
+        )
+        assert {r[0]: r[1] for r in named} == names
 
 
 def check_latest_versions_are_published(spark, lake: Path) -> None:
@@ -249,7 +269,7 @@ def test_killed_runs_leave_one_consistent_published_run_and_a_rerun_equals_a_cle
         if i % 2 == 1:  # every other time, repair here; otherwise the next command repairs
             publication.repair(spark, config_for(lake), f"check-{i}")
             check_latest_versions_are_published(spark, lake)
-    assert len(landed) >= 10, landed
+    assert len(landed) >= 12, landed
 
     rerun = run_to_end(["run"], lake, data)
     check_published_run_is_consistent(spark, lake)
