@@ -118,6 +118,6 @@ def profile_summary(spark: SparkSession, config: Config, run_id: str) -> str | N
     )
     for t in table:
         cells = zip(columns, t, widths, strict=True)
-        lines.append("  " + "  ".join(v.ljust(w) if c in left else v.rjust(w) for c, v, w in cells))
+        lines.append(("  " + "  ".join(v.ljust(w) if c in left else v.rjust(w) for c, v, w in cells)).rstrip())
     lines += [""] + [f"  {r['segment_name']}, {r['play']}: {r['play_reason']}" for r in rows]
     return "\n".join(lines)
