@@ -514,6 +514,9 @@ class ProfileSettings(_Section):
     actions: tuple[ActionRule, ...] = DEFAULT_ACTION_RULES
     #: Products kept per segment in ``segment_top_products``.
     top_products: int = Field(default=10, ge=1)
+    #: Product ids that are fees or services, not products (postage, bank charges, manual adjustments): left
+    #: out of ``segment_top_products`` and ``segment_cross_sell``; their lines still count as revenue.
+    non_products: list[str] = Field(default_factory=list)
     cross_sell: CrossSellSettings = Field(default_factory=CrossSellSettings)
 
     @field_validator("names")

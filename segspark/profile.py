@@ -333,6 +333,8 @@ def _write_tables(
         window_df = lines_df.filter(
             (F.col("invoice_date") >= F.lit(window_start)) & (F.col("invoice_date") < F.lit(as_of))
         )
+        if settings.non_products:  # fees and services: spend shares and baskets are of products
+            window_df = window_df.filter(~F.col("product_id").isin(settings.non_products))
         labelled = F.broadcast(segment_facts_df.select(SEGMENT_ID, SEGMENT_NAME))
         members = members_df.select(CUSTOMER_ID, SEGMENT_ID)
         progress.step("writing segment_top_products")

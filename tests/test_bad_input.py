@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import traceback
 from decimal import Decimal
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import pytest
 from segspark import cli, ingest
 from segspark.config import ConfigError, load_config
 from segspark.lakehouse import check_lakehouse
-from tests.conftest import make_config
+from tests.conftest import ROOT, make_config
 from tests.test_ingest import RETAIL_COLUMNS
 
 LATEST = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
@@ -140,8 +141,10 @@ def _as_unprivileged(action) -> tuple[int, str]:
             os.setgid(65534)
             os.setuid(65534)
             code = action()
-            sys.stderr.flush()
+        except BaseException:  # say why in the parent's assertion message, not as a bare exit code
+            traceback.print_exc()
         finally:  # a child must never return into pytest
+            sys.stderr.flush()
             os._exit(code)
     os.close(write_end)
     with os.fdopen(read_end, encoding="utf-8", errors="replace") as stream:
@@ -170,7 +173,16 @@ def test_a_read_only_lakehouse_exits_2_before_spark_starts(read_only_lakehouse, 
     lake = read_only_lakehouse
     if os.geteuid() != 0:
         lake.chmod(0o555)
-    code, err = _as_unprivileged(lambda: cli.main(["features", "--lakehouse", str(lake)]))
+    # The unprivileged child may not be able to read the checkout (a private temp folder): it reads a copy of
+    # conf/ beside the lakehouse instead, and the modules the command imports are imported here first.
+    import segspark.pipeline  # noqa: F401
+    import segspark.session  # noqa: F401
+    import segspark.summary  # noqa: F401
+
+    conf = shutil.copytree(ROOT / "conf", lake.parent / "conf")
+    for folder in (conf, conf / "layouts"):
+        folder.chmod(0o755)
+    code, err = _as_unprivileged(lambda: cli.main(["features", "--lakehouse", str(lake), "--conf-dir", str(conf)]))
     err = err or capsys.readouterr().err
     assert code == 2, err
     assert err.strip().splitlines() == [f"segspark: error: lakehouse '{lake}' is not writable by this user"]

@@ -142,7 +142,10 @@ def test_unknown_layout_names_the_available_ones(name):
 
 #: Options each command shows and accepts beyond the shared ones, and the example its help gives.
 COMMAND_OPTIONS = {
-    "run": ({"--input", "--layout", "--as-of"}, "run --layout online_retail --input data/ --lakehouse lakehouse"),
+    "run": (
+        {"--input", "--layout", "--as-of", "--retrain"},
+        "run --layout online_retail --input data/ --lakehouse lakehouse",
+    ),
     "ingest": (
         {"--input", "--layout"},
         "ingest --config conf/layouts/online_retail.yaml --input data/ --lakehouse lakehouse",
@@ -150,6 +153,11 @@ COMMAND_OPTIONS = {
     "features": ({"--as-of"}, "features --lakehouse lakehouse --as-of 2011-11-01 --as-of 2011-12-01"),
     "train": ({"--as-of"}, "train --lakehouse lakehouse --as-of 2011-12-01"),
     "score": ({"--as-of", "--model"}, "score --lakehouse lakehouse --as-of 2012-01-01"),
+    "profile": ({"--as-of"}, "profile --lakehouse lakehouse --as-of 2012-01-01"),
+    "export": (
+        {"--table", "--format", "--out", "--where", "--overwrite"},
+        "export --lakehouse lakehouse --table campaign_audiences --format csv --out champions",
+    ),
 }
 SHARED_OPTIONS = {"--config", "--set", "--lakehouse", "--env", "--conf-dir", "--verbose"}
 

@@ -226,9 +226,19 @@ def test_run_scores_a_later_snapshot_and_measures_the_campaign(spark, planted, p
     shutil.copytree(local_path(config.lakehouse), lake)
     config = retail_config(lake, planted["root"] / "tx", model=FAST_MODEL)
     later = first.as_of_date + dt.timedelta(days=30)
-    later_config = config.model_copy(update={"as_of_dates": [later]})
+    # The first snapshot's best sellers, declared fees (profile.non_products), must leave products and rules.
+    top = publication.read_published(spark, config, "segment_top_products").filter(F.col("rank") == 1)
+    fees = sorted({r["product_id"] for r in top.select("product_id").collect()})
+    later_config = config.model_copy(
+        update={"as_of_dates": [later], "profile": config.profile.model_copy(update={"non_products": fees})}
+    )
     run_features(spark, later_config, "features-2")
     run_stages(spark, later_config, ["segment", "profile"], "run-2")
+    later_top = publication.read_published(spark, config, "segment_top_products").filter(F.col("as_of_date") == later)
+    assert later_top.count() > 0 and later_top.filter(F.col("product_id").isin(fees)).count() == 0
+    later_rules = publication.read_published(spark, config, "segment_cross_sell").filter(F.col("as_of_date") == later)
+    mentions = F.arrays_overlap("antecedent", F.array(*[F.lit(f) for f in fees])) | F.col("consequent").isin(fees)
+    assert later_rules.filter(mentions).count() == 0
 
     runs = publication.read_published(spark, config, "customer_segments").filter(F.col("as_of_date") == later)
     assert {r["model_version"] for r in runs.select("model_version").distinct().collect()} == {first.model_version}
