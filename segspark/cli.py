@@ -350,12 +350,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return execute(COMMANDS[args.command][0], args)
 
 
+def job_file(command: str) -> str:
+    """The spark-submit entry point of ``command``: ``jobs/<command>.py``, except ``profile``.
+
+    spark-submit puts the job's folder first on ``sys.path``, so ``jobs/profile.py`` would stand in for the
+    standard library's ``profile`` module (which pyspark imports through cProfile) and break every job.
+    """
+    return "jobs/profile_segments.py" if command == "profile" else f"jobs/{command}.py"
+
+
 def job_main(stage_command: str, argv: Sequence[str] | None = None) -> int:
     """Entry point for ``jobs/<stage>.py`` under spark-submit: the same options as ``segspark <stage>``."""
     spec = COMMANDS[stage_command]
-    example = f"scripts/submit.sh --master 'local[2]' jobs/{stage_command}.py {spec.example}"
+    job = job_file(stage_command)
+    example = f"scripts/submit.sh --master 'local[2]' {job} {spec.example}"
     parser = argparse.ArgumentParser(
-        prog=f"jobs/{stage_command}.py",
+        prog=job,
         description=spec.help,
         epilog=_epilog(example),
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -11,6 +11,7 @@ from segspark import cli
 from segspark.config import REPO_CONF_DIR, Config, load_config, parse_override, read_yaml, validate
 from segspark.errors import ConfigError
 from segspark.paths import absolute_uri
+from tests.conftest import ROOT
 
 
 def test_base_yaml_states_exactly_the_model_defaults():
@@ -184,11 +185,12 @@ def test_each_command_shows_only_the_options_it_uses_and_an_example(capsys, comm
 
 @pytest.mark.parametrize("command", COMMAND_OPTIONS)
 def test_each_job_entry_point_shows_the_same_options_and_a_submit_example(capsys, command):
+    assert (ROOT / cli.job_file(command)).is_file()
     uses, example = COMMAND_OPTIONS[command]
     out = _help(capsys, lambda argv: cli.job_main(command, argv), ["--help"])
-    assert out.startswith(f"usage: jobs/{command}.py")
+    assert out.startswith(f"usage: {cli.job_file(command)}")
     assert _options_shown(out) == SHARED_OPTIONS | uses
-    assert f"scripts/submit.sh --master 'local[2]' jobs/{command}.py {example.partition(' ')[2]}" in out
+    assert f"scripts/submit.sh --master 'local[2]' {cli.job_file(command)} {example.partition(' ')[2]}" in out
 
 
 @pytest.mark.parametrize(
