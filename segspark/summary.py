@@ -113,9 +113,8 @@ def profile_summary(spark: SparkSession, config: Config, run_id: str) -> str | N
     widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(columns)]
     left = {"name", "play"}
     lines = [f"Segments of {rows[0]['as_of_date']} by priority (segment_profiles, campaign_audiences):"]
-    lines.append(
-        "  " + "  ".join(c.ljust(w) if c in left else c.rjust(w) for c, w in zip(columns, widths, strict=True))
-    )
+    header = "  ".join(c.ljust(w) if c in left else c.rjust(w) for c, w in zip(columns, widths, strict=True))
+    lines.append(("  " + header).rstrip())
     for t in table:
         cells = zip(columns, t, widths, strict=True)
         lines.append(("  " + "  ".join(v.ljust(w) if c in left else v.rjust(w) for c, v, w in cells)).rstrip())
