@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# End-to-end smoke run on the Spark 3.5 + Delta 3.3 line, in its own virtual environment: ingest, features
-# and train on a small generated input, then check the tables and the printed segments. CI runs it after the
+# End-to-end smoke run on the Spark 3.5 + Delta 3.3 line, in its own virtual environment: ingest, features,
+# train and profile on a small generated input, then check the tables and the printed segments. CI runs it after the
 # main suite (Spark 4.1 + Delta 4.3); the same segspark code serves both lines (README, "Spark versions").
 #   SEGSPARK_VENV35=/path/to/venv scripts/smoke_spark35.sh
 set -euo pipefail
@@ -35,7 +35,8 @@ start=$(date +%s)
   --set model.k_max=3 --set model.restarts=1 --set model.stability_runs=0 | tee "$work/out.txt"
 grep -q "Segments of model" "$work/out.txt"
 for table in transactions_clean transactions_rejected customer_features customer_segments segment_centroids \
-             model_selection pipeline_runs; do
+             model_selection pipeline_runs segment_profiles segment_top_products segment_cross_sell \
+             campaign_audiences; do
   [ -d "$work/lh/$table/_delta_log" ] || { echo "smoke 3.5: table $table missing" >&2; exit 1; }
 done
 # The check's own Spark session prints log4j lines on stderr: kept in a file, shown only if the check fails.
@@ -47,7 +48,8 @@ spark = build_spark_session(SparkSettings(master="local[1]", conf={"spark.ui.ena
 lh = sys.argv[1]
 runs = spark.read.format("delta").load(f"{lh}/pipeline_runs")
 statuses = sorted((r.stage, r.status) for r in runs.collect())
-assert statuses == [("features", "succeeded"), ("ingest", "succeeded"), ("train", "succeeded")], statuses
+expected = [("features", "succeeded"), ("ingest", "succeeded"), ("profile", "succeeded"), ("train", "succeeded")]
+assert statuses == expected, statuses
 clean = spark.read.format("delta").load(f"{lh}/transactions_clean").count()
 rejected = spark.read.format("delta").load(f"{lh}/transactions_rejected").count()
 assert clean + rejected == 3000, (clean, rejected)
