@@ -242,6 +242,15 @@ def test_run_scores_a_later_snapshot_and_measures_the_campaign(spark, planted, p
 
     runs = publication.read_published(spark, config, "customer_segments").filter(F.col("as_of_date") == later)
     assert {r["model_version"] for r in runs.select("model_version").distinct().collect()} == {first.model_version}
+    # Every customer of the later snapshot is scored, those new since training too, into the model's segments.
+    features_then = publication.read_published(spark, config, "customer_features").filter(F.col("as_of_date") == later)
+    assert runs.count() == features_then.count() >= first.customers
+    assert runs.join(features_then, "customer_id", "left_anti").count() == 0
+    assert {r["segment_id"] for r in runs.select("segment_id").distinct().collect()} <= set(first.segments)
+    earlier = publication.read_published(spark, config, "customer_segments").filter(
+        F.col("as_of_date") == first.as_of_date
+    )
+    assert earlier.count() == first.customers  # the earlier snapshot's partition is kept
     assert publication.last_publication(spark, config, "score") is not None  # scored, not retrained
     profiles_df = publication.read_published(spark, config, "segment_profiles").filter(F.col("as_of_date") == later)
     for r in profiles_df.collect():
