@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end smoke run on the Spark 3.5 + Delta 3.3 line, in its own virtual environment: ingest, features,
-# train and profile on a small generated input, then check the tables and the printed segments. CI runs it after the
+# train, profile and report on a small generated input, then check the tables and the printed segments. CI runs it after the
 # main suite (Spark 4.1 + Delta 4.3); the same segspark code serves both lines (README, "Spark versions").
 #   SEGSPARK_VENV35=/path/to/venv scripts/smoke_spark35.sh
 set -euo pipefail
@@ -39,6 +39,8 @@ for table in transactions_clean transactions_rejected customer_features customer
              campaign_audiences; do
   [ -d "$work/lh/$table/_delta_log" ] || { echo "smoke 3.5: table $table missing" >&2; exit 1; }
 done
+report="$(sed -n 's/^segspark: report file://p' "$work/out.txt")"
+[ -s "$report" ] && grep -q 'id="data-quality"' "$report" || { echo "smoke 3.5: no report page ($report)" >&2; exit 1; }
 # The check's own Spark session prints log4j lines on stderr: kept in a file, shown only if the check fails.
 if ! "$py" - "$work/lh" 2> "$work/check.err" <<'PY'
 import sys
@@ -48,7 +50,8 @@ spark = build_spark_session(SparkSettings(master="local[1]", conf={"spark.ui.ena
 lh = sys.argv[1]
 runs = spark.read.format("delta").load(f"{lh}/pipeline_runs")
 statuses = sorted((r.stage, r.status) for r in runs.collect())
-expected = [("features", "succeeded"), ("ingest", "succeeded"), ("profile", "succeeded"), ("train", "succeeded")]
+expected = [("features", "succeeded"), ("ingest", "succeeded"), ("profile", "succeeded"), ("report", "succeeded"),
+            ("train", "succeeded")]
 assert statuses == expected, statuses
 clean = spark.read.format("delta").load(f"{lh}/transactions_clean").count()
 rejected = spark.read.format("delta").load(f"{lh}/transactions_rejected").count()

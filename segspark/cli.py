@@ -36,8 +36,8 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "run": Command(
-        ["ingest", "features", "segment", "profile"],
-        "run the whole pipeline: ingest, features, train (or score a later snapshot), profile",
+        ["ingest", "features", "segment", "profile", "report"],
+        "run the whole pipeline: ingest, features, train (or score a later snapshot), profile, report",
         ("input", "layout", "as_of", "retrain"),
         "--layout online_retail --input data/ --lakehouse lakehouse --as-of 2011-12-01",
     ),
@@ -72,6 +72,12 @@ COMMANDS: dict[str, Command] = {
         ("as_of",),
         "--lakehouse lakehouse --as-of 2012-01-01",
     ),
+    "report": Command(
+        ["report"],
+        "the published tables of one snapshot -> <lakehouse>/reports/<run_id>/index.html and its figures",
+        ("as_of", "run_id"),
+        "--lakehouse lakehouse --as-of 2011-12-10",
+    ),
     "export": Command(
         [],
         "a published table, optionally filtered -> CSV or Parquet files to hand on",
@@ -82,7 +88,14 @@ COMMANDS: dict[str, Command] = {
 }
 
 #: Command-line flag of each command-specific option.
-_FLAGS = {"input": "--input", "layout": "--layout", "as_of": "--as-of", "model": "--model", "retrain": "--retrain"}
+_FLAGS = {
+    "input": "--input",
+    "layout": "--layout",
+    "as_of": "--as-of",
+    "model": "--model",
+    "retrain": "--retrain",
+    "run_id": "--run-id",
+}
 
 
 def _iso_date(text: str) -> dt.date:
@@ -112,6 +125,8 @@ def _as_of_option(command: str) -> tuple[str, dict[str, Any]]:
         return "the customer_features snapshot to score, YYYY-MM-DD (default: the latest in the table)", {}
     if command == "profile":
         return "the customer_segments snapshot to profile, YYYY-MM-DD (default: the latest in the table)", {}
+    if command == "report":
+        return "the customer_segments snapshot to report, YYYY-MM-DD (default: the latest in the table)", {}
     if command == "train":
         what = (
             "the customer_features snapshot to train on, YYYY-MM-DD (default: the latest in the table; with "
@@ -179,6 +194,13 @@ def add_common_options(parser: argparse.ArgumentParser, command: str = "run") ->
             default=None,
             help="fit a new model even when the latest one could score this later snapshot (run.retrain)",
         )
+    if "run_id" in uses:
+        parser.add_argument(
+            "--run-id",
+            metavar="ID",
+            dest="run_id",
+            help="the run whose snapshot to report (report.run_id; default: --as-of, else the latest snapshot)",
+        )
     if "as_of" in uses:
         help_text, kwargs = _as_of_option(command)
         parser.add_argument("--as-of", type=_iso_date, metavar="DATE", dest="as_of", help=help_text, **kwargs)
@@ -241,6 +263,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         flags["score"] = {"model_version": args.model}
     if getattr(args, "retrain", None):
         flags["run"] = {"retrain": True}
+    if getattr(args, "run_id", None):
+        flags["report"] = {"run_id": args.run_id}
     as_of = getattr(args, "as_of", None) or []
     if as_of:
         flags["as_of_dates"] = [d.isoformat() for d in ([as_of] if isinstance(as_of, dt.date) else as_of)]
@@ -322,14 +346,19 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
                 f"({len(result.files)} file(s))"
             )
             return 0
+        if len(stages) > 1 and not config.report.enabled:
+            stages = [s for s in stages if s != "report"]  # report.enabled=false: segspark run stops at profile
+        results: dict[str, object] = {}
         with progress.ProgressReporter(spark):
-            run_stages(spark, config, stages, run_id)
+            run_stages(spark, config, stages, run_id, results=results)
         for summary in (
             run_summary(spark, config, run_id) if trains else None,
             profile_summary(spark, config, run_id) if "profile" in stages else None,
         ):
             if summary:
                 print(summary)
+        if "report" in results:
+            print(f"segspark: report {results['report'].path}")
         print(f"segspark: run {run_id} finished; tables under {config.lakehouse_local_path or config.lakehouse}")
         return 0
     except SegsparkError as exc:

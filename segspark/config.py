@@ -560,6 +560,25 @@ class RunSettings(_Section):
     retrain: bool = False
 
 
+class ReportSettings(_Section):
+    """The HTML report (``segspark report``, the last step of ``segspark run``)."""
+
+    #: ``segspark run`` ends with the report; false leaves it to ``segspark report``.
+    enabled: bool = True
+    #: The run whose snapshot to report (``--run-id``); null = the ``--as-of`` snapshot, else the latest.
+    run_id: str | None = None
+    #: Customers drawn (by a seeded hash of their id, the same on every layout) for the figures that show
+    #: customers: silhouettes, the two-dimensional view, distributions, correlations, the algorithm comparison.
+    #: Everything else comes from whole-table aggregates. Pairwise distances cost sample_size^2 / 2.
+    sample_size: int = Field(default=3_000, ge=100, le=20_000)
+    #: Compare Ward (agglomerative) and DBSCAN with the model on the sample, on the driver (scikit-learn).
+    explore: bool = True
+    #: DBSCAN's neighbourhood radius in model units; null = the 90th percentile of each customer's distance to
+    #: its min_samples-th neighbour in the sample.
+    dbscan_eps: float | None = Field(default=None, gt=0)
+    dbscan_min_samples: int = Field(default=10, ge=2)
+
+
 class PrivacySettings(_Section):
     """What personal data reaches the output tables."""
 
@@ -615,6 +634,7 @@ class Config(_Section):
     run: RunSettings = Field(default_factory=RunSettings)
     profile: ProfileSettings = Field(default_factory=ProfileSettings)
     campaign: CampaignSettings = Field(default_factory=CampaignSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     #: Snapshot dates for features (``--as-of``); empty means the day after the latest clean invoice.
     as_of_dates: list[dt.date] = Field(default_factory=list)

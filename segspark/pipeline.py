@@ -13,6 +13,7 @@ from segspark.features import run_features
 from segspark.ingest import run_ingest
 from segspark.lock import LakehouseLock
 from segspark.profile import run_profile
+from segspark.report import run_report
 from segspark.runs import StageRun, new_run_id
 from segspark.score import model_snapshot, run_score
 from segspark.train import run_train
@@ -27,6 +28,7 @@ STAGES: dict[str, Callable[..., object]] = {
     "train": run_train,
     "score": run_score,
     "profile": run_profile,
+    "report": run_report,
 }
 #: Stages decided when their turn comes: ``segment`` is train or score (:func:`segment_stage`).
 DECIDED = ("segment",)
@@ -63,8 +65,15 @@ def segment_stage(spark: SparkSession, config: Config) -> str:
     return "score"
 
 
-def run_stages(spark: SparkSession, config: Config, stages: list[str], run_id: str | None = None) -> str:
-    """Run ``stages`` in order under one run id; each records a row in ``pipeline_runs``. Returns the run id."""
+def run_stages(
+    spark: SparkSession,
+    config: Config,
+    stages: list[str],
+    run_id: str | None = None,
+    results: dict[str, object] | None = None,
+) -> str:
+    """Run ``stages`` in order under one run id; each records a row in ``pipeline_runs``. Returns the run id;
+    each stage's own result goes into ``results`` under the stage's name, when given."""
     unknown = [s for s in stages if s not in STAGES and s not in DECIDED]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
@@ -78,5 +87,7 @@ def run_stages(spark: SparkSession, config: Config, stages: list[str], run_id: s
                 name = segment_stage(spark, config)
             progress.start_stage(name)
             with StageRun(spark, config, run_id, name) as stage:
-                STAGES[name](spark, config, run_id, stage)
+                result = STAGES[name](spark, config, run_id, stage)
+            if results is not None:
+                results[name] = result
     return run_id

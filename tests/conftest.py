@@ -93,3 +93,14 @@ def planted(spark, tmp_path_factory):
     with truth.open(newline="") as handle:
         types = {row["customer_id"]: row["behaviour_type"] for row in csv.DictReader(handle)}
     return {"config": config, "result": result, "truth": types, "root": root}
+
+
+@pytest.fixture(scope="session")
+def profiled(spark, planted, tmp_path_factory):
+    """The planted lakehouse copied, then profiled (read-only too: tests that write copy it)."""
+    from segspark.profile import run_profile
+
+    lake = tmp_path_factory.mktemp("profiled") / "lake"
+    shutil.copytree(local_path(planted["config"].lakehouse), lake)
+    config = retail_config(lake, planted["root"] / "tx", model=FAST_MODEL)
+    return config, run_profile(spark, config, "profile-1")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -159,6 +161,8 @@ def test_run_from_a_fresh_shell_prints_segments_and_keeps_its_folder_clean(tmp_p
     assert "Segments of model" in result.stdout and "Decision: " in result.stdout, result.stdout
     assert "recency_days" in result.stdout and "monetary" in result.stdout
     assert (tmp_path / "lh" / "customer_segments" / "_delta_log").is_dir()
+    page = re.search(r"^segspark: report file:(\S+)$", result.stdout, re.M)
+    assert page and Path(page.group(1)).is_file() and Path(page.group(1)).parent.parent == tmp_path / "lh" / "reports"
     assert not (tmp_path / "spark-warehouse").exists()
     assert not (ROOT / "spark-warehouse").exists() or (ROOT / "spark-warehouse").stat().st_mtime < time.time() - seconds
     logs = list((tmp_path / "lh" / "_logs").glob("*.log"))

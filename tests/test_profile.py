@@ -156,15 +156,6 @@ def test_campaign_outcomes_by_hand(spark):
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
-@pytest.fixture(scope="module")
-def profiled(spark, planted, tmp_path_factory):
-    """The planted lakehouse copied, then profiled."""
-    lake = tmp_path_factory.mktemp("profiled") / "lake"
-    shutil.copytree(local_path(planted["config"].lakehouse), lake)
-    config = retail_config(lake, planted["root"] / "tx", model=FAST_MODEL)
-    return config, run_profile(spark, config, "profile-1")
-
-
 def test_profile_stage_writes_named_segments_plays_and_audiences(spark, planted, profiled):
     config, result = profiled
     trained = planted["result"]
@@ -220,7 +211,7 @@ def test_profile_stage_writes_named_segments_plays_and_audiences(spark, planted,
     assert rules.filter(F.col("lift") <= 1).count() == 0
 
 
-def test_run_scores_a_later_snapshot_and_measures_the_campaign(spark, planted, profiled, tmp_path):
+def test_run_scores_a_later_snapshot_measures_the_campaign_and_reports_both(spark, planted, profiled, tmp_path):
     config, first = profiled
     lake = tmp_path / "lake"
     shutil.copytree(local_path(config.lakehouse), lake)
@@ -233,7 +224,12 @@ def test_run_scores_a_later_snapshot_and_measures_the_campaign(spark, planted, p
         update={"as_of_dates": [later], "profile": config.profile.model_copy(update={"non_products": fees})}
     )
     run_features(spark, later_config, "features-2")
-    run_stages(spark, later_config, ["segment", "profile"], "run-2")
+    results = {}
+    run_stages(spark, later_config, ["segment", "profile", "report"], "run-2", results=results)
+    # Two snapshots: the report adds sizes over time and where the first snapshot's customers went.
+    report = results["report"]
+    assert report.run_id == "run-2" and report.as_of_date == later
+    assert {"sizes_over_time.png", "migration.png"} <= set(report.figures)
     later_top = publication.read_published(spark, config, "segment_top_products").filter(F.col("as_of_date") == later)
     assert later_top.count() > 0 and later_top.filter(F.col("product_id").isin(fees)).count() == 0
     later_rules = publication.read_published(spark, config, "segment_cross_sell").filter(F.col("as_of_date") == later)

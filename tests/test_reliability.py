@@ -37,6 +37,8 @@ SETTINGS = [
     "model.restarts=2",
     "model.stability_runs=1",
     "spark.master=local[2]",
+    # The report publishes no table (it writes files); test_cli runs it end to end.
+    "report.enabled=false",
 ]
 
 # (command, log line to wait for, seconds after it). A kill that comes after the command ended is not counted.

@@ -1,0 +1,1 @@
+"""The report's parts: data gathering, analysis, figures and HTML (segspark report)."""
