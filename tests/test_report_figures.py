@@ -140,7 +140,7 @@ CASES = {
     "algorithm_comparison_one": lambda: F.algorithm_comparison(RNG.normal(size=(30, 2)),
                                                                {"kmeans": np.zeros(30, dtype=int)}, {"kmeans": None}),
     "algorithm_comparison_five": lambda: F.algorithm_comparison(
-        RNG.normal(size=(40, 2)), {a: RNG.integers(-1, 3, 40) for a in F._ALGORITHMS}, {}),
+        RNG.normal(size=(40, 2)), {a: RNG.integers(-1, 3, 40) for a in F.ALGORITHMS}, {}),
     "algorithm_comparison_empty_coords": lambda: F.algorithm_comparison(np.empty((0, 2)),
                                                                         {"kmeans": np.array([], dtype=int)}, {}),
     "rejects_by_reason": lambda: F.rejects_by_reason(pd.DataFrame({"reason": ["bad_price", "no_customer"],
