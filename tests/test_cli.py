@@ -171,6 +171,14 @@ def test_run_from_a_fresh_shell_prints_segments_and_keeps_its_folder_clean(tmp_p
     foreign = [line for line in output.splitlines() if line and not line.startswith(("segspark", " ", "Segments",
                                                                                        "Decision"))]
     assert foreign == [], foreign
+    # A report of a run that does not exist: exit 2, naming it and the runs that do.
+    unknown = subprocess.run(
+        [sys.executable, "-m", "segspark.cli", "report", "--lakehouse", "lh", "--run-id", "no-such-run"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert unknown.returncode == 2, unknown.stderr[-2000:]
+    assert "segspark: error: run 'no-such-run' wrote no published segments snapshot" in unknown.stderr
+    assert Path(page.group(1)).parent.name in unknown.stderr
 
 
 def test_packaging_metadata_gives_setuptools_nothing_to_warn_about():

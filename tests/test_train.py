@@ -390,7 +390,13 @@ def attribute_config(lake: Path, table: Path, as_of: str | None = "2024-01-01", 
     return load_config(env=None, flags=flags)
 
 
+@pytest.mark.slow
 def test_homogeneous_population_is_reported_as_weak_structure(spark, tmp_path, caplog):
+    """Weak structure, in the decision record, the log and the report's summary (an attribute-table model: the
+    report has no customer sample, and says why)."""
+    from segspark.report import run_report
+    from segspark.reporting.html import VERDICTS
+
     rng = np.random.default_rng(11)
     values = rng.multivariate_normal([40, 60, 50], [[100, 30, 0], [30, 400, 20], [0, 20, 225]], size=600)
     rows = [(f"c{i:04d}", float(a), float(b), float(c)) for i, (a, b, c) in enumerate(values)]
@@ -407,6 +413,10 @@ def test_homogeneous_population_is_reported_as_weak_structure(spark, tmp_path, c
     written = lakehouse.read_table(spark, config.table_path("customer_segments"))
     assert written.count() == 600
     assert written.select("as_of_date").distinct().collect()[0][0].isoformat() == "2024-01-01"
+    report = run_report(spark, config, "report-weak")
+    page = local_path(report.path).read_text(encoding="utf-8")
+    assert '<p class="verdict weak">' in page and VERDICTS["weak"] in page
+    assert "no customer sample" in page and "silhouette.png" not in report.figures
 
 
 def mall_rows():
@@ -430,6 +440,7 @@ def mall_rows():
     return rows
 
 
+@pytest.mark.slow
 def test_attribute_only_mode_with_categorical_and_missing_values(spark, tmp_path):
     schema = "cust string, age double, income double, spending_score double, gender string"
     table = write_attributes(spark, tmp_path / "mall", mall_rows(), schema)

@@ -64,7 +64,8 @@ class Sample:
     points: np.ndarray
     #: The model's numeric features in original units, one column each.
     raw: pd.DataFrame
-    #: The same features as the model sees them before any PCA (log, imputation, caps, divided by the std).
+    #: The same features as the model sees them before any PCA (log, imputation, caps, divided by the std),
+    #: centred on the sample's mean.
     transformed: pd.DataFrame
     #: Model-space centres of the segments present in the sample, and their segment ids.
     centres: np.ndarray
@@ -315,6 +316,11 @@ def _sample(spark: SparkSession, config: Config, segments_df: DataFrame, model_v
     hashes of the ids (with the same seed and size as model.silhouette_sample_size, train's silhouette sample)."""
     from segspark.score import scoring_input
 
+    if not publication.is_published(spark, config, "customer_features"):
+        raise SchemaError(
+            "this lakehouse has no customer_features to draw customers from (a model trained on an attribute "
+            "table): the figures of customers are left out"
+        )
     model = load_model(config.model_path(model_version))
     centroids = publication.read_published(spark, config, "segment_centroids").filter(
         F.col(MODEL_VERSION) == F.lit(model_version)
@@ -353,6 +359,10 @@ def _sample(spark: SparkSession, config: Config, segments_df: DataFrame, model_v
     points = np.array(pdf["_points"].tolist(), dtype=float).reshape(n, -1) if n else np.zeros((0, 0))
     width = len(numeric)
     trans = np.array(pdf["_transformed"].tolist(), dtype=float).reshape(n, -1) if n else np.zeros((0, width))
+    if n:
+        # The model divides by the standard deviation without centring (see segspark.model): centred here, so the
+        # figures read as standard deviations from the mean. Clustering does not depend on the origin.
+        trans = trans - np.nanmean(trans, axis=0) if trans.size else trans
     transformed_df = pd.DataFrame(
         trans[:, :width] if trans.shape[1] >= width else np.full((n, width), np.nan), columns=numeric
     )

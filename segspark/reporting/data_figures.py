@@ -57,12 +57,22 @@ def feature_distributions(raw: pd.DataFrame, transformed: pd.DataFrame, log_feat
     logs = set(log_features)
     for row, feature in zip(axes, features, strict=True):
         after = "after log and standardisation" if feature in logs else "after standardisation"
-        panels = ((raw, f"{feature}: raw", "value (original units)", "#56B4E9"),
-                  (transformed, f"{feature}: {after}", "value the model sees (standard deviations)", "#E69F00"))
-        for ax, (frame, title, xlabel, colour) in zip(row, panels, strict=True):
+        values = numbers(raw, feature)
+        values = values[np.isfinite(values)]
+        # A long right tail (monetary, frequency) would squeeze the raw histogram into one bar: it shows the
+        # customers up to the 99th percentile and says so; the transformed panel shows everyone.
+        top = float(np.percentile(values, 99)) if values.size else float("nan")
+        clipped = values.size and top < values.max() and (values > top).mean() <= 0.01
+        raw_title = f"{feature}: raw" + (f" (99% of customers, up to {top:,.4g})" if clipped else "")
+        panels = ((raw, raw_title, "value (original units)", "#56B4E9", top if clipped else None),
+                  (transformed, f"{feature}: {after}", "value the model sees, centred (standard deviations)",
+                   "#E69F00", None))
+        for ax, (frame, title, xlabel, colour, upper) in zip(row, panels, strict=True):
             dress(ax, title, xlabel, "customers")
             data = numbers(frame, feature)
             data = data[np.isfinite(data)]
+            if upper is not None:
+                data = data[data <= upper]
             if not data.size:
                 note(ax, "no value")
                 continue
