@@ -11,8 +11,8 @@ and the same idle machine:
    silhouette on 20,000 sampled customers per K.
 2. **Plain PySpark**: one aggregation for RFM, then an MLlib KMeans (defaults) + ClusteringEvaluator loop
    over K on all customers.
-3. **segspark**: ingest, features, train, score (the training snapshot, with the model just saved) and profile
-   with the default configuration (a fresh lakehouse).
+3. **segspark**: ingest, features, train, score (the training snapshot, with the model just saved), profile and
+   report with the default configuration (a fresh lakehouse).
 
 All three use K 2..10 and the same four features. It prints seconds, lines or customers per second and
 peak memory (the Python process plus the Spark JVM) per stage, and the ratios segspark / baseline per stage
@@ -241,7 +241,7 @@ def run_segspark(spark, config, lines: int) -> list[Timing]:
     shutil.rmtree(config.lakehouse_local_path, ignore_errors=True)
     timings = []
     customers = 0
-    for stage in ("ingest", "features", "train", "score", "profile"):
+    for stage in ("ingest", "features", "train", "score", "profile", "report"):
         run_id = new_run_id()
         units, unit = (lines, "lines") if stage == "ingest" else (customers, "customers")
         timing, _ = timed(

@@ -28,6 +28,7 @@ from pyspark.sql import SparkSession
 
 from segspark import progress
 from segspark.config import Config, local_path
+from segspark.profiles import CORE_COLUMNS
 from segspark.reporting import figures as fig
 from segspark.reporting.analysis import SampleAnalysis, analyse
 from segspark.reporting.data import ReportData, gather, resolve_target
@@ -137,7 +138,9 @@ def profile_matrix(data: ReportData) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Segments (rows, by id, labelled) x profiled features: effect sizes, and the means as cell text."""
     profiles = data.feature_profiles
     names = {int(r.segment_id): segment_label(int(r.segment_id), str(r.name)) for r in data.segments.itertuples()}
-    features = list(dict.fromkeys(profiles["feature"]))
+    # The same column order for every report: the core RFM columns, then the other features as first profiled.
+    seen = list(dict.fromkeys(profiles["feature"]))
+    features = [c for c in CORE_COLUMNS if c in seen] + [c for c in seen if c not in CORE_COLUMNS]
     ids = sorted(profiles["segment_id"].astype(int).unique())
     effects = pd.DataFrame(index=[names[i] for i in ids], columns=features, dtype=float)
     annotations = pd.DataFrame("", index=effects.index, columns=features)

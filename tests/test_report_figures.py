@@ -222,7 +222,7 @@ def test_every_figure_renders_and_is_readable(case):
 
 
 def test_palette_is_okabe_ito_without_black_then_tol_muted():
-    assert F.PALETTE[:7] == ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7")
+    assert F.PALETTE[:7] == ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442")
     assert len(F.PALETTE) == 15 and len(set(F.PALETTE)) == 15
     assert "#000000" not in F.PALETTE
 

@@ -21,9 +21,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 
-#: Okabe-Ito without black, then Paul Tol's muted extras; segments beyond its length cycle.
+#: Okabe-Ito without black (its yellow last: the faintest on white), then Paul Tol's muted extras; segments beyond
+#: its length cycle.
 PALETTE: tuple[str, ...] = (
-    "#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
+    "#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#F0E442",
     "#332288", "#882255", "#44AA99", "#999933", "#AA4499", "#DDCC77", "#117733", "#88CCEE",
 )  # fmt: skip
 DPI = 110
