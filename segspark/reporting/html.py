@@ -302,8 +302,11 @@ def _exploration(data, figures) -> str:
             + _figure(figures, "correlation", "Correlation of the model features")
         )
     if data.rfm_grid is not None and not data.rfm_grid.empty:
-        body += "<p>All customers of the snapshot by recency and frequency score (quintiles, 5 = best).</p>" + _figure(
-            figures, "rfm_grid", "Customers and revenue per R x F cell"
+        body += (
+            "<p>All customers of the snapshot by recency and frequency score (quintiles, 5 = best). Customers with "
+            "the same value share a score (mid-rank ties), so when many share one (a single invoice, say) a "
+            "neighbouring score can stay empty.</p>"
+            + _figure(figures, "rfm_grid", "Customers and revenue per R x F cell")
         )
     return _section("exploration", body or '<p class="note">No customer features to explore.</p>')
 
