@@ -74,7 +74,32 @@ def check_lakehouse(config: Config) -> None:
 
 
 def table_exists(spark: SparkSession, path: str) -> bool:
+    """Whether ``path`` holds a Delta table with at least one commit.
+
+    Delta answers from the table's log as this session last cached it, and it does not look again: a session
+    that saw a folder without a commit (a run stopped while creating the table) keeps answering "no table" after
+    another process has created it. When Delta says no but the log folder holds commits, the cached logs are
+    dropped and Delta is asked again, so a long-lived session (a notebook, the tests, a server) neither misses
+    a table nor takes it for an unfinished one.
+    """
+    if DeltaTable.isDeltaTable(spark, path):
+        return True
+    if not _has_commits(spark, path):
+        return False
+    spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
     return DeltaTable.isDeltaTable(spark, path)
+
+
+def _has_commits(spark: SparkSession, path: str) -> bool:
+    """Whether the table's ``_delta_log`` holds a commit or a checkpoint, read from the file system itself."""
+    jvm = spark.sparkContext._jvm
+    log_dir = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")
+    fs = log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    for pattern in ("[0-9]*.json", "[0-9]*.checkpoint*.parquet"):
+        found = fs.globStatus(jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log/{pattern}"))
+        if found is not None and len(found) > 0:
+            return True
+    return False
 
 
 def current_version(spark: SparkSession, path: str) -> int | None:
@@ -104,7 +129,8 @@ def _clear_unfinished_table(spark: SparkSession, path: str) -> None:
     jvm = spark.sparkContext._jvm
     log_dir = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")
     fs = log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    if fs.exists(log_dir):
+    # Only a log without any commit: a table with commits is never deleted, whatever a cache says.
+    if fs.exists(log_dir) and not _has_commits(spark, path):
         fs.delete(jvm.org.apache.hadoop.fs.Path(path), True)
         log.warning("removed %s: its first commit never finished (a run was stopped while creating it)", path)
 

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -103,6 +104,30 @@ def test_a_table_whose_first_commit_never_landed_is_created_afresh(spark, tmp_pa
         version = write_rows(spark, config, "customer_features", CUSTOMER_FEATURES, 2, "new")
     assert "its first commit never finished" in caplog.text
     assert lakehouse.read_table(spark, config.table_path("customer_features"), version=version).count() == 2
+
+
+def test_a_table_another_process_created_is_seen_and_never_taken_for_an_unfinished_one(spark, tmp_path):
+    """This session first sees a log folder without a commit; then another process (here: files copied behind
+    Delta's back) commits the table. Delta's cached log still says "no table"; segspark must see the table, read
+    it, and never delete it as unfinished."""
+    config = make_config(tmp_path / "lake")
+    path = config.table_path("customer_features")
+    folder = tmp_path / "lake" / "customer_features"
+    (folder / "_delta_log").mkdir(parents=True)
+    assert not lakehouse.table_exists(spark, path)  # Delta now caches this path's log as empty
+    elsewhere = make_config(tmp_path / "elsewhere")
+    write_rows(spark, elsewhere, "customer_features", CUSTOMER_FEATURES, 3, "theirs")
+    for item in (tmp_path / "elsewhere" / "customer_features").iterdir():  # the other process's commit lands
+        target = folder / item.name
+        if item.is_dir():
+            shutil.copytree(item, target, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, target)
+    assert lakehouse.table_exists(spark, path)
+    assert lakehouse.current_version(spark, path) == 1
+    version = write_rows(spark, config, "customer_features", CUSTOMER_FEATURES, 2, "ours")  # no delete first
+    assert version == 2
+    assert lakehouse.read_table(spark, path, version=1).count() == 3
 
 
 # --- the lock ---
