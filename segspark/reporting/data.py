@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from segspark import lakehouse, publication
 from segspark.config import Config
-from segspark.errors import InputError, SchemaError
+from segspark.errors import ConfigError, InputError, SchemaError
 from segspark.model import FEATURES_COL, cluster_centers, clustering_stage, load_model, quote
 from segspark.schemas import (
     AS_OF_DATE,
@@ -118,7 +118,6 @@ class ReportData:
     previous_as_of: dt.date | None
     #: Customers per (from segment, to segment) between the previous snapshot and this one; -1 = none.
     migration: pd.DataFrame | None
-    notes: list[str] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -147,7 +146,8 @@ def resolve_target(spark: SparkSession, config: Config, run_id: str | None) -> T
         writers = writers.unionByName(profiles_df.select(RUN_ID, AS_OF_DATE, MODEL_VERSION))
     writers = writers.distinct()
     if run_id is not None:
-        rows = writers.filter(F.col(RUN_ID) == F.lit(run_id)).orderBy(F.col(AS_OF_DATE).desc()).limit(1).collect()
+        latest = writers.filter(F.col(RUN_ID) == F.lit(run_id)).orderBy(F.col(AS_OF_DATE).desc())
+        rows = latest.limit(1).collect()  # at most one row
         if not rows:
             known = (
                 writers.groupBy(RUN_ID)
@@ -157,8 +157,6 @@ def resolve_target(spark: SparkSession, config: Config, run_id: str | None) -> T
                 .collect()  # at most 5 rows
             )
             listed = ", ".join(f"{r[RUN_ID]} ({r[AS_OF_DATE]})" for r in known)
-            from segspark.errors import ConfigError
-
             raise ConfigError(
                 f"run {run_id!r} wrote no published segments snapshot in {config.lakehouse}"
                 + (f"; the latest runs that did: {listed}" if listed else "")
@@ -195,7 +193,6 @@ def gather(spark: SparkSession, config: Config, target: Target) -> ReportData:
         raise InputError(f"model {model_version} has no chosen row in model_selection: retrain with 'segspark train'")
     chosen_row = chosen.iloc[0]
     segments, feature_profiles = _segments(spark, config, segments_df, as_of)
-    notes: list[str] = []
     sample, sample_note = None, None
     try:
         sample = _sample(spark, config, segments_df, model_version, as_of)
@@ -222,7 +219,6 @@ def gather(spark: SparkSession, config: Config, target: Target) -> ReportData:
         sizes_over_time=_sizes_over_time(spark, config),
         previous_as_of=previous_as_of,
         migration=migration,
-        notes=notes,
     )
 
 
