@@ -78,6 +78,12 @@ COMMANDS: dict[str, Command] = {
         ("as_of", "run_id"),
         "--lakehouse lakehouse --as-of 2011-12-10",
     ),
+    "maintain": Command(
+        ["maintain"],
+        "compact and Z-order every table (OPTIMIZE), delete files no recent version needs (VACUUM), report files",
+        ("as_of",),
+        "--lakehouse lakehouse --catalog-db segmentation",
+    ),
     "export": Command(
         [],
         "a published table, optionally filtered -> CSV or Parquet files to hand on",
@@ -206,13 +212,19 @@ def add_common_options(parser: argparse.ArgumentParser, command: str = "run") ->
         parser.add_argument("--as-of", type=_iso_date, metavar="DATE", dest="as_of", help=help_text, **kwargs)
     parser.add_argument(
         "--env",
-        default="local",
         metavar="NAME",
         help="environment overlay conf/NAME.yaml (default: local; cluster under spark-submit)",
     )
     parser.add_argument(
         "--conf-dir", metavar="DIR", help="folder with base.yaml, the env overlays and layouts/ (default: conf/)"
     )
+    if command != "export":
+        parser.add_argument(
+            "--catalog-db",
+            metavar="NAME",
+            dest="catalog_db",
+            help="register every output table in this catalog database afterwards (catalog.database)",
+        )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     for option, flag in _FLAGS.items():
         if option not in uses:
@@ -248,6 +260,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def default_env() -> str:
+    """``cluster`` inside spark-submit (the local overlay binds the driver to 127.0.0.1, which executors on other
+    machines cannot reach), ``local`` otherwise."""
+    from segspark.session import running_under_spark_submit
+
+    return "cluster" if running_under_spark_submit() else "local"
+
+
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load the layered configuration the arguments describe.
 
@@ -265,13 +285,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
         flags["run"] = {"retrain": True}
     if getattr(args, "run_id", None):
         flags["report"] = {"run_id": args.run_id}
+    if getattr(args, "catalog_db", None):
+        flags["catalog"] = {"database": args.catalog_db}
     as_of = getattr(args, "as_of", None) or []
     if as_of:
         flags["as_of_dates"] = [d.isoformat() for d in ([as_of] if isinstance(as_of, dt.date) else as_of)]
     return load_config(
         getattr(args, "config", None),
         getattr(args, "overrides", None),
-        env=getattr(args, "env", "local"),
+        env=getattr(args, "env", None) or default_env(),
         layout=getattr(args, "layout", None),
         conf_dir=getattr(args, "conf_dir", None),
         flags=flags,
@@ -313,12 +335,12 @@ def spark_log_file(config: Config, run_id: str) -> Path:
 
 def execute(stages: list[str], args: argparse.Namespace) -> int:
     """Load config, build the session, run the stages, stop the session; map errors to exit codes."""
-    from segspark import privacy
+    from segspark import catalog, privacy
     from segspark.lakehouse import check_lakehouse
     from segspark.pipeline import run_stages
     from segspark.runs import new_run_id
     from segspark.session import build_spark_session
-    from segspark.summary import profile_summary, run_summary
+    from segspark.summary import maintain_summary, profile_summary, run_summary
 
     verbose = getattr(args, "verbose", False)
     configure_logging(verbose)
@@ -335,7 +357,12 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
         jvm_log = None if verbose else spark_log_file(config, run_id)
         if jvm_log is not None:
             log.info("Spark's own log: %s", jvm_log)
-        spark = build_spark_session(config.spark, jvm_log=jvm_log, warehouse_dir=f"{config.lakehouse}/_spark_warehouse")
+        spark = build_spark_session(
+            config.spark,
+            jvm_log=jvm_log,
+            warehouse_dir=f"{config.lakehouse}/_spark_warehouse",
+            extra_conf=catalog.session_conf(config),
+        )
         if not stages:  # export: reads published versions only, so it takes no lock and repairs nothing
             from segspark.export import run_export
 
@@ -359,6 +386,11 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
                 print(summary)
         if "report" in results:
             print(f"segspark: report {results['report'].path}")
+        if "maintain" in results:
+            print(maintain_summary(results["maintain"]))
+        if results.get("catalog"):
+            registration = results["catalog"]
+            print(f"segspark: {len(registration.tables)} tables registered in catalog database {registration.database}")
         print(f"segspark: run {run_id} finished; tables under {config.lakehouse_local_path or config.lakehouse}")
         return 0
     except SegsparkError as exc:

@@ -15,6 +15,7 @@ import copy
 import datetime as dt
 import hashlib
 import json
+import re
 import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
@@ -579,6 +580,46 @@ class ReportSettings(_Section):
     dbscan_min_samples: int = Field(default=10, ge=2)
 
 
+class CatalogSettings(_Section):
+    """Registering the output tables in a catalog, for SQL and BI tools (``--catalog-db``)."""
+
+    #: Database (schema) in the session catalog to register every output table in, as an external table over
+    #: its lakehouse folder, after each command; null registers nothing.
+    database: str | None = None
+    #: When segspark builds the session itself: keep the catalog in a Derby metastore in this folder, so a later
+    #: session with the same setting sees the tables. null = ``<lakehouse>/_metastore`` for a local lakehouse,
+    #: else Spark's in-memory catalog. Under spark-submit the cluster's own catalog (Hive metastore, Glue) is used.
+    metastore_dir: str | None = None
+
+    @field_validator("database")
+    @classmethod
+    def _identifier(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", value):
+            raise ValueError(f"{value!r} is not a database name (letters, digits and _, not starting with a digit)")
+        return value
+
+
+class MaintainSettings(_Section):
+    """``segspark maintain``: compaction, Z-ordering and clean-up of the lakehouse's tables."""
+
+    #: Z-order each table's files by customer_id (tables that have it) when compacting: a query for a few
+    #: customers then reads few files. false compacts only (bin-packing).
+    zorder: bool = True
+    #: VACUUM deletes files no table version younger than this needs. Delta refuses less than 168 hours unless
+    #: allowed explicitly (``allow_short_retention``): a shorter window breaks readers and time travel older than it.
+    vacuum_retain_hours: int = Field(default=168, ge=0)
+    allow_short_retention: bool = False
+
+    @model_validator(mode="after")
+    def _retention_is_safe(self) -> MaintainSettings:
+        if self.vacuum_retain_hours < 168 and not self.allow_short_retention:
+            raise ValueError(
+                f"vacuum_retain_hours {self.vacuum_retain_hours} is under Delta's 168-hour safety window; "
+                "set maintain.allow_short_retention=true to allow it"
+            )
+        return self
+
+
 class PrivacySettings(_Section):
     """What personal data reaches the output tables."""
 
@@ -636,6 +677,8 @@ class Config(_Section):
     campaign: CampaignSettings = Field(default_factory=CampaignSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
+    catalog: CatalogSettings = Field(default_factory=CatalogSettings)
+    maintain: MaintainSettings = Field(default_factory=MaintainSettings)
     #: Snapshot dates for features (``--as-of``); empty means the day after the latest clean invoice.
     as_of_dates: list[dt.date] = Field(default_factory=list)
 

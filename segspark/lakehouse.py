@@ -142,6 +142,8 @@ def _ensure_table(spark: SparkSession, path: str, spec: TableSpec) -> None:
         builder = builder.partitionedBy(*spec.partition_by)
     if spec.stats_columns is not None:
         builder = builder.property("delta.dataSkippingStatsColumns", ",".join(spec.stats_columns))
+    for key, value in spec.properties:
+        builder = builder.property(key, value)
     builder.execute()
 
 

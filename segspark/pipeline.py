@@ -7,11 +7,12 @@ from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 
-from segspark import progress, publication
+from segspark import catalog, progress, publication
 from segspark.config import Config
 from segspark.features import run_features
 from segspark.ingest import run_ingest
 from segspark.lock import LakehouseLock
+from segspark.maintain import run_maintain
 from segspark.profile import run_profile
 from segspark.report import run_report
 from segspark.runs import StageRun, new_run_id
@@ -29,6 +30,7 @@ STAGES: dict[str, Callable[..., object]] = {
     "score": run_score,
     "profile": run_profile,
     "report": run_report,
+    "maintain": run_maintain,
 }
 #: Stages decided when their turn comes: ``segment`` is train or score (:func:`segment_stage`).
 DECIDED = ("segment",)
@@ -90,4 +92,9 @@ def run_stages(
                 result = STAGES[name](spark, config, run_id, stage)
             if results is not None:
                 results[name] = result
+        if config.catalog.database:
+            progress.step(f"registering the tables in catalog database {config.catalog.database}")
+            registration = catalog.register_tables(spark, config)
+            if results is not None:
+                results["catalog"] = registration
     return run_id

@@ -67,11 +67,17 @@ class TableSpec:
     stats_columns: tuple[str, ...] | None = None
     #: Columns added after the table's first release: writes merge them into an older table's schema.
     added_columns: tuple[str, ...] = ()
+    #: Delta table properties set when the table is created (``segspark maintain`` adds them to older tables).
+    properties: tuple[tuple[str, str], ...] = ()
 
     @property
     def columns(self) -> list[str]:
         return [f.name for f in self.schema.fields]
 
+
+#: Delta's change data feed: downstream jobs read what each run inserted, replaced or deleted
+#: (``readChangeFeed``) instead of whole snapshots. On the tables campaign tools and BI refresh from.
+CHANGE_FEED = (("delta.enableChangeDataFeed", "true"),)
 
 TRANSACTIONS_CLEAN = TableSpec(
     comment="One clean transaction line per source line that passed ingest checks (segspark ingest).",
@@ -341,6 +347,7 @@ SWEEP_SEGMENTS = TableSpec(
 )
 
 CUSTOMER_SEGMENTS = TableSpec(
+    properties=CHANGE_FEED,
     comment="Segment of every customer per snapshot, from the saved model (segspark train, score).",
     partition_by=(AS_OF_DATE,),
     schema=T.StructType(
@@ -432,6 +439,7 @@ _WRITTEN_BY = [
 _MONEY = T.DecimalType(28, 2)
 
 SEGMENT_PROFILES = TableSpec(
+    properties=CHANGE_FEED,
     comment=(
         "One row per snapshot and segment: size, revenue, value at stake, core RFM figures, the features that "
         "set the segment apart, its name and recommended play (segspark profile)."
@@ -536,6 +544,7 @@ SEGMENT_CROSS_SELL = TableSpec(
 )
 
 CAMPAIGN_AUDIENCES = TableSpec(
+    properties=CHANGE_FEED,
     comment=(
         "One row per customer of a snapshot, ready for a campaign tool: segment, play, priority, key figures, "
         "and a seeded holdout (is_control) per segment (segspark profile)."
@@ -586,3 +595,22 @@ CAMPAIGN_RESULTS = TableSpec(
         ]
     ),
 )
+
+
+#: Logical name -> spec of every table whose schema is fixed (transactions_rejected keeps the source's own
+#: columns, so its spec is built per source: :func:`transactions_rejected_spec`).
+TABLE_SPECS: dict[str, TableSpec] = {
+    "transactions_clean": TRANSACTIONS_CLEAN,
+    "pipeline_runs": PIPELINE_RUNS,
+    "published_runs": PUBLISHED_RUNS,
+    "customer_features": CUSTOMER_FEATURES,
+    "model_selection": MODEL_SELECTION,
+    "sweep_segments": SWEEP_SEGMENTS,
+    "customer_segments": CUSTOMER_SEGMENTS,
+    "segment_centroids": SEGMENT_CENTROIDS,
+    "segment_profiles": SEGMENT_PROFILES,
+    "segment_top_products": SEGMENT_TOP_PRODUCTS,
+    "segment_cross_sell": SEGMENT_CROSS_SELL,
+    "campaign_audiences": CAMPAIGN_AUDIENCES,
+    "campaign_results": CAMPAIGN_RESULTS,
+}

@@ -18,9 +18,11 @@ from pathlib import Path
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
+import segspark
+from segspark import __version__
 from segspark.compat import DELTA_VERSION, delta_artifact
 from segspark.config import SparkSettings
-from segspark.errors import EnvironmentProblem
+from segspark.errors import ConfigError, EnvironmentProblem
 
 log = logging.getLogger("segspark")
 
@@ -117,7 +119,11 @@ def _tail(path: Path | None, lines: int = 15) -> str:
 
 
 def build_spark_session(
-    settings: SparkSettings, *, jvm_log: Path | None = None, warehouse_dir: str | None = None
+    settings: SparkSettings,
+    *,
+    jvm_log: Path | None = None,
+    warehouse_dir: str | None = None,
+    extra_conf: dict[str, str] | None = None,
 ) -> SparkSession:
     """Build (or join) the SparkSession segspark runs in.
 
@@ -128,12 +134,15 @@ def build_spark_session(
         ``None`` leaves it on this process's stdout/stderr.
     warehouse_dir : ``spark.sql.warehouse.dir`` unless set elsewhere, so that no ``spark-warehouse/``
         folder appears in the current directory.
+    extra_conf : settings for a session segspark starts itself (the local catalog's metastore); ignored under
+        spark-submit, where the cluster's own settings hold. ``settings.conf`` wins over them.
 
     Returns
     -------
     A session with Delta's SQL extension and catalog, UTC session time zone and adaptive execution, unless
     the submitter chose otherwise.
     """
+    _refuse_spark_connect()
     submitted = running_under_spark_submit()
     if submitted:
         # The JVM already holds the submitter's settings; read them so that none is overridden.
@@ -147,6 +156,8 @@ def build_spark_session(
     wanted["spark.app.name"] = settings.app_name
     if warehouse_dir is not None:
         wanted["spark.sql.warehouse.dir"] = warehouse_dir
+    if extra_conf and not submitted:
+        wanted.update(extra_conf)
     wanted.update(settings.conf)
     builder = SparkSession.builder
     for key, value in wanted.items():
@@ -186,7 +197,9 @@ def build_spark_session(
     session.sparkContext.setLogLevel(settings.log_level)
     _require_delta_classes(session)
     log.info(
-        "Spark %s, master %s, shuffle partitions %s, Delta %s%s",
+        "segspark %s from %s; Spark %s, master %s, shuffle partitions %s, Delta %s%s",
+        __version__,
+        Path(segspark.__file__).parent,
         session.version,
         session.sparkContext.master,
         session.conf.get("spark.sql.shuffle.partitions"),
@@ -194,6 +207,17 @@ def build_spark_session(
         " (under spark-submit)" if submitted else "",
     )
     return session
+
+
+def _refuse_spark_connect() -> None:
+    """Stop before a Spark Connect session is made: segspark needs the driver's JVM (README, "Spark Connect")."""
+    remote = os.environ.get("SPARK_REMOTE")
+    if remote:
+        raise ConfigError(
+            f"SPARK_REMOTE={remote} asks for a Spark Connect session, which segspark "
+            "cannot use yet: its lakehouse lock, table checks, model build and report write through the driver's "
+            "JVM (README, 'Spark Connect'). Unset SPARK_REMOTE and run in local mode or with spark-submit."
+        )
 
 
 def _require_delta_classes(session: SparkSession) -> None:
@@ -211,6 +235,4 @@ def _require_delta_classes(session: SparkSession) -> None:
 
 def versions(session: SparkSession) -> dict[str, str]:
     """Versions recorded with every pipeline run."""
-    from segspark import __version__
-
     return {"segspark": __version__, "spark": session.version, "delta": DELTA_VERSION}

@@ -120,3 +120,16 @@ def profile_summary(spark: SparkSession, config: Config, run_id: str) -> str | N
         lines.append(("  " + "  ".join(v.ljust(w) if c in left else v.rjust(w) for c, v, w in cells)).rstrip())
     lines += [""] + [f"  {r['segment_name']}, {r['play']}: {r['play_reason']}" for r in rows]
     return "\n".join(lines)
+
+
+def maintain_summary(tables: Sequence) -> str:
+    """What ``segspark maintain`` did, one line per table (:class:`segspark.maintain.TableMaintenance`)."""
+    header = f"{'table':<22} {'files before':>12} {'after':>6} {'MB after':>9} {'vacuumed':>9}  per snapshot (max)"
+    lines = ["segspark maintain:", header]
+    for m in tables:
+        per_snapshot = f"{m.max_files_per_snapshot} in {m.snapshots} snapshots" if m.snapshots else "-"
+        lines.append(
+            f"{m.table:<22} {m.files_before:>12,} {m.files_after:>6,} {m.bytes_after / 1e6:>9.1f} "
+            f"{m.files_vacuumed:>9,}  {per_snapshot}"
+        )
+    return "\n".join(lines)

@@ -188,3 +188,27 @@ def test_packaging_metadata_gives_setuptools_nothing_to_warn_about():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert isinstance(project["project"]["license"], str)  # an SPDX expression
     assert any(r.startswith("setuptools>=77") for r in project["build-system"]["requires"])
+
+
+def test_a_spark_connect_session_is_refused_before_spark_starts(monkeypatch, tmp_path, capsys):
+    """SPARK_REMOTE would make pyspark build a Spark Connect session, without the driver JVM segspark uses:
+    the command stops with exit 2 and says why, instead of failing mid-stage."""
+    from segspark import cli
+
+    monkeypatch.setenv("SPARK_REMOTE", "sc://127.0.0.1:15002")
+    code = cli.main(["features", "--lakehouse", str(tmp_path / "lake")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "SPARK_REMOTE=sc://127.0.0.1:15002 asks for a Spark Connect session" in err
+    assert "README, 'Spark Connect'" in err
+
+
+def test_maintain_and_catalog_options_reach_the_config():
+    from segspark import cli
+
+    args = cli.build_parser().parse_args(["maintain", "--lakehouse", "lh", "--catalog-db", "segmentation",
+                                          "--as-of", "2011-12-10"])
+    config = cli.config_from_args(args)
+    assert config.catalog.database == "segmentation"
+    assert [d.isoformat() for d in config.as_of_dates] == ["2011-12-10"]
+    assert cli.COMMANDS["maintain"].stages == ["maintain"]

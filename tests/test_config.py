@@ -155,12 +155,18 @@ COMMAND_OPTIONS = {
     "train": ({"--as-of"}, "train --lakehouse lakehouse --as-of 2011-12-01"),
     "score": ({"--as-of", "--model"}, "score --lakehouse lakehouse --as-of 2012-01-01"),
     "profile": ({"--as-of"}, "profile --lakehouse lakehouse --as-of 2012-01-01"),
+    "maintain": ({"--as-of"}, "maintain --lakehouse lakehouse --catalog-db segmentation"),
     "export": (
         {"--table", "--format", "--out", "--where", "--overwrite"},
         "export --lakehouse lakehouse --table campaign_audiences --format csv --out champions",
     ),
 }
 SHARED_OPTIONS = {"--config", "--set", "--lakehouse", "--env", "--conf-dir", "--verbose"}
+
+
+def _shared(command: str) -> set[str]:
+    """Every command but export (which writes no table) also registers tables: --catalog-db."""
+    return SHARED_OPTIONS if command == "export" else SHARED_OPTIONS | {"--catalog-db"}
 
 
 def _help(capsys, entry, argv) -> str:
@@ -179,7 +185,7 @@ def _options_shown(help_text: str) -> set[str]:
 def test_each_command_shows_only_the_options_it_uses_and_an_example(capsys, command):
     uses, example = COMMAND_OPTIONS[command]
     out = _help(capsys, cli.main, [command, "--help"])
-    assert _options_shown(out) == SHARED_OPTIONS | uses
+    assert _options_shown(out) == _shared(command) | uses
     assert f"example:\n  segspark {example}" in out
 
 
@@ -189,7 +195,7 @@ def test_each_job_entry_point_shows_the_same_options_and_a_submit_example(capsys
     uses, example = COMMAND_OPTIONS[command]
     out = _help(capsys, lambda argv: cli.job_main(command, argv), ["--help"])
     assert out.startswith(f"usage: {cli.job_file(command)}")
-    assert _options_shown(out) == SHARED_OPTIONS | uses
+    assert _options_shown(out) == _shared(command) | uses
     assert f"scripts/submit.sh --master 'local[2]' {cli.job_file(command)} {example.partition(' ')[2]}" in out
 
 
