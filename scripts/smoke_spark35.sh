@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # End-to-end smoke run on the Spark 3.5 + Delta 3.3 line, in its own virtual environment: ingest, features,
-# train, profile and report on a small generated input, then check the tables and the printed segments. CI runs it after the
+# train, profile, report and maintain on a small generated input, then check the tables and the printed segments. CI runs it after the
 # main suite (Spark 4.1 + Delta 4.3); the same segspark code serves both lines (README, "Spark versions").
 #   SEGSPARK_VENV35=/path/to/venv scripts/smoke_spark35.sh
 set -euo pipefail
@@ -41,6 +41,10 @@ for table in transactions_clean transactions_rejected customer_features customer
 done
 report="$(sed -n 's/^segspark: report file://p' "$work/out.txt")"
 [ -s "$report" ] && grep -q 'id="data-quality"' "$report" || { echo "smoke 3.5: no report page ($report)" >&2; exit 1; }
+# Delta 3.3's OPTIMIZE / Z-order / VACUUM, the change feed property and the file counts behind segspark maintain.
+"$py" -m segspark.cli maintain --lakehouse "$work/lh" | tee "$work/maintain.txt"
+grep -q "^customer_segments .* 1 in 1 snapshots$" "$work/maintain.txt" ||
+  { echo "smoke 3.5: maintain did not leave one file per snapshot" >&2; exit 1; }
 # The check's own Spark session prints log4j lines on stderr: kept in a file, shown only if the check fails.
 if ! "$py" - "$work/lh" 2> "$work/check.err" <<'PY'
 import sys
@@ -50,12 +54,14 @@ spark = build_spark_session(SparkSettings(master="local[1]", conf={"spark.ui.ena
 lh = sys.argv[1]
 runs = spark.read.format("delta").load(f"{lh}/pipeline_runs")
 statuses = sorted((r.stage, r.status) for r in runs.collect())
-expected = [("features", "succeeded"), ("ingest", "succeeded"), ("profile", "succeeded"), ("report", "succeeded"),
-            ("train", "succeeded")]
+expected = [("features", "succeeded"), ("ingest", "succeeded"), ("maintain", "succeeded"), ("profile", "succeeded"),
+            ("report", "succeeded"), ("train", "succeeded")]
 assert statuses == expected, statuses
 clean = spark.read.format("delta").load(f"{lh}/transactions_clean").count()
 rejected = spark.read.format("delta").load(f"{lh}/transactions_rejected").count()
 assert clean + rejected == 3000, (clean, rejected)
+cdf = spark.sql(f"SHOW TBLPROPERTIES delta.`{lh}/campaign_audiences` ('delta.enableChangeDataFeed')").first()
+assert cdf is not None and cdf["value"] == "true", cdf
 print(f"smoke 3.5: Spark {spark.version}: 3000 lines = {clean} clean + {rejected} rejected; stages {statuses}")
 spark.stop()
 PY

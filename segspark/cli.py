@@ -339,7 +339,7 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
     from segspark.lakehouse import check_lakehouse
     from segspark.pipeline import run_stages
     from segspark.runs import new_run_id
-    from segspark.session import build_spark_session
+    from segspark.session import build_spark_session, running_under_spark_submit
     from segspark.summary import maintain_summary, profile_summary, run_summary
 
     verbose = getattr(args, "verbose", False)
@@ -354,7 +354,8 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
         if "ingest" in stages or (trains and config.model.attributes.path is not None):
             privacy.id_key(config.privacy)  # a missing key is a usage error, found before the JVM starts
         run_id = new_run_id()
-        jvm_log = None if verbose else spark_log_file(config, run_id)
+        # Under spark-submit the JVM's console is the submitter's; segspark redirects only a JVM it starts.
+        jvm_log = None if verbose or running_under_spark_submit() else spark_log_file(config, run_id)
         if jvm_log is not None:
             log.info("Spark's own log: %s", jvm_log)
         spark = build_spark_session(

@@ -1,4 +1,5 @@
-"""Real Spark servers for tests: a standalone master with workers, bound to 127.0.0.1 only.
+"""Real Spark servers for tests: a standalone master with workers, and a Spark Connect server, bound to 127.0.0.1
+only.
 
 Every process is started by this module in its own session (process group) and stopped by the process id it
 was started with: first SIGTERM to its group, then SIGKILL, whatever the test's outcome.
@@ -172,3 +173,49 @@ def bare_python(folder: Path) -> Path:
     ).stdout.strip()
     Path(purelib, "segspark-test-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     return python
+
+
+@contextlib.contextmanager
+def connect_server(folder: Path, jars: list[str], timeout: float = 120.0) -> Iterator[str]:
+    """A Spark Connect server (local mode, Delta's extension and catalog) on 127.0.0.1; yields its ``sc://`` URL.
+
+    Started with pyspark's own ``spark-submit`` and the server class its ``spark-connect`` jar holds.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = folder / "connect-server.log"
+    settings = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "spark.sql.session.timeZone": "UTC",
+        "spark.connect.grpc.binding.address": "127.0.0.1",
+        "spark.connect.grpc.binding.port": str(port),
+        "spark.driver.host": "127.0.0.1",
+        "spark.driver.bindAddress": "127.0.0.1",
+        "spark.ui.enabled": "false",
+        "spark.sql.shuffle.partitions": "2",
+        "spark.sql.warehouse.dir": str(folder / "warehouse"),
+    }
+    argv = [str(SPARK_HOME / "bin" / "spark-submit"), "--class",
+            "org.apache.spark.sql.connect.service.SparkConnectServer", "--master", "local[2]", "--jars", ",".join(jars)]
+    for key, value in settings.items():
+        argv += ["--conf", f"{key}={value}"]
+    argv.append("spark-internal")
+    with open(log, "wb") as handle:
+        proc = subprocess.Popen(argv, env=spark_env(), stdout=handle, stderr=subprocess.STDOUT, cwd=folder,
+                                start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Connect server exited at start:\n{log.read_text(errors='replace')[-3000:]}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the Connect server did not listen in {timeout} s") from None
+                time.sleep(0.5)
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        stop(proc)
