@@ -10,9 +10,9 @@ For every table segspark writes (:data:`segspark.catalog.CATALOG_TABLES`) that e
 
 and reports the table's active files before and after, and the files the vacuum deleted.
 
-``OPTIMIZE`` commits a new table version with the same rows (``dataChange = false``). The stage publishes
-those versions (one ``published_runs`` row), so readers and the rollback of an unfinished run move to them; the
-pre-compaction files that a vacuum later deletes are then needed by no published version. Liquid clustering
+``OPTIMIZE`` commits a new table version with the same rows (``dataChange = false``). The stage publishes those
+versions (one ``published_runs`` row) before any vacuum, and the vacuumed versions after (a second row), so
+readers and the rollback of an unfinished run only ever return to versions whose files are kept. Liquid clustering
 (``CLUSTER BY``) would replace Z-ordering but cannot be combined with the ``as_of_date`` partitioning that lets
 a run replace one snapshot, so segspark keeps partitions and Z-orders within them.
 """
@@ -20,7 +20,7 @@ a run replace one snapshot, so segspark keeps partitions and Z-orders within the
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
@@ -57,23 +57,31 @@ _LISTING_DEFAULT = "10000"
 
 
 def run_maintain(spark: SparkSession, config: Config, run_id: str, stage=None) -> list[TableMaintenance]:
-    """Maintain every existing table; publish the compacted versions of the published tables."""
-    done: list[TableMaintenance] = []
+    """Maintain every existing table; publish the compacted versions of the published tables.
+
+    Every table is compacted first and the compacted versions published, then every table is vacuumed and
+    the final versions published. A command killed in between leaves nothing a reader or a rollback needs
+    deleted: a rollback only ever returns to a published version, whose files the vacuum of this or an
+    earlier run kept, because they were that version's current files.
+    """
+    tables = [(t, config.table_path(t)) for t in CATALOG_TABLES]
+    tables = [(t, path) for t, path in tables if lakehouse.table_exists(spark, path)]
     listing = spark.conf.get(_LISTING, _LISTING_DEFAULT)
     if listing == _LISTING_DEFAULT:  # not chosen by the user: a few tasks per core
         spark.conf.set(_LISTING, str(max(8, 4 * spark.sparkContext.defaultParallelism)))
     try:
-        for table in CATALOG_TABLES:
-            path = config.table_path(table)
-            if not lakehouse.table_exists(spark, path):
-                continue
-            progress.step(f"maintaining {table}")
-            done.append(maintain_table(spark, config, table, path))
+        compacted = []
+        for table, path in tables:
+            progress.step(f"compacting {table}")
+            compacted.append(compact_table(spark, config, table, path))
+        _publish(spark, config, run_id, compacted)
+        done = []
+        for table, path in tables:
+            progress.step(f"vacuuming {table}")
+            done.append(vacuum_table(spark, config, path, compacted[len(done)]))
+        _publish(spark, config, run_id, done)
     finally:
         spark.conf.set(_LISTING, listing)
-    published = {m.table: m.version_after for m in done if m.table in PUBLISHED_TABLES}
-    if published:
-        publication.publish(spark, config, run_id, "maintain", published)
     for m in done:
         log.info(
             "maintain %s: files %d -> %d (%.1f -> %.1f MB)%s, vacuum deleted %d%s",
@@ -93,15 +101,21 @@ def run_maintain(spark: SparkSession, config: Config, run_id: str, stage=None) -
     return done
 
 
-def maintain_table(spark: SparkSession, config: Config, table: str, path: str) -> TableMaintenance:
+def _publish(spark: SparkSession, config: Config, run_id: str, tables: list[TableMaintenance]) -> None:
+    versions = {m.table: m.version_after for m in tables if m.table in PUBLISHED_TABLES}
+    if versions:
+        publication.publish(spark, config, run_id, "maintain", versions)
+
+
+def compact_table(spark: SparkSession, config: Config, table: str, path: str) -> TableMaintenance:
+    """Set the table's missing properties and OPTIMIZE it (Z-ordered by customer_id where it has the column)."""
     delta = DeltaTable.forPath(spark, path)
     before = _detail(delta)
     wanted = dict(TABLE_SPECS[table].properties) if table in TABLE_SPECS else {}
     # Delta 4 ignores VACUUM's own retention argument (other than 0) and reads this table property instead.
     wanted["delta.deletedFileRetentionDuration"] = f"interval {config.maintain.vacuum_retain_hours} hours"
     added = _set_properties(spark, path, table, before["properties"], wanted)
-    columns = set(delta.toDF().columns)
-    zorder = (CUSTOMER_ID,) if config.maintain.zorder and CUSTOMER_ID in columns else ()
+    zorder = (CUSTOMER_ID,) if config.maintain.zorder and CUSTOMER_ID in delta.toDF().columns else ()
     optimizer = delta.optimize()
     dates = sorted(set(config.as_of_dates))
     if dates and AS_OF_DATE in before["partitionColumns"]:
@@ -110,9 +124,7 @@ def maintain_table(spark: SparkSession, config: Config, table: str, path: str) -
         optimizer.executeZOrderBy(*zorder)
     else:
         optimizer.executeCompaction()
-    vacuumed = _vacuum(spark, delta, config.maintain.vacuum_retain_hours)
     after = _detail(DeltaTable.forPath(spark, path))
-    snapshots, most = files_per_snapshot(spark, path) if AS_OF_DATE in after["partitionColumns"] else (0, 0)
     return TableMaintenance(
         table=table,
         version_before=before["version"],
@@ -121,11 +133,28 @@ def maintain_table(spark: SparkSession, config: Config, table: str, path: str) -
         files_after=after["numFiles"],
         bytes_before=before["sizeInBytes"],
         bytes_after=after["sizeInBytes"],
+        snapshots=0,
+        max_files_per_snapshot=0,
+        zorder_by=zorder,
+        files_vacuumed=0,
+        properties_added=added,
+    )
+
+
+def vacuum_table(spark: SparkSession, config: Config, path: str, compacted: TableMaintenance) -> TableMaintenance:
+    """VACUUM the compacted table; the result adds the files deleted, the final version and the snapshot counts."""
+    delta = DeltaTable.forPath(spark, path)
+    vacuumed = _vacuum(spark, delta, config.maintain.vacuum_retain_hours)
+    after = _detail(delta)
+    snapshots, most = files_per_snapshot(spark, path) if AS_OF_DATE in after["partitionColumns"] else (0, 0)
+    return replace(
+        compacted,
+        version_after=after["version"],
+        files_after=after["numFiles"],
+        bytes_after=after["sizeInBytes"],
         snapshots=snapshots,
         max_files_per_snapshot=most,
-        zorder_by=zorder,
         files_vacuumed=vacuumed,
-        properties_added=added,
     )
 
 
