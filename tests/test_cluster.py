@@ -159,7 +159,9 @@ def assert_published_tables_equal(spark, lake: Path, reference: Path) -> None:
 @pytest.fixture(scope="module")
 def bare(tmp_path_factory) -> Path:
     python = bare_python(tmp_path_factory.mktemp("bare") / "venv")
-    probe = subprocess.run([str(python), "-c", "import segspark"], capture_output=True, text=True, cwd="/")
+    # As spark-submit will run it: without this process's PYTHONPATH (a worktree's checkout may be on it).
+    probe = subprocess.run([str(python), "-c", "import segspark"], capture_output=True, text=True, cwd="/",
+                           env=spark_env())
     assert probe.returncode != 0, "the bare Python must not find segspark outside the packaged zip"
     return python
 
