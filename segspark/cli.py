@@ -141,6 +141,8 @@ def _as_of_option(command: str) -> tuple[str, dict[str, Any]]:
         return what, {}
     if command == "features":
         what = "snapshot date YYYY-MM-DD to build (repeatable; default: the day after the latest clean invoice)"
+    elif command == "maintain":
+        what = "compact only this snapshot's partitions, YYYY-MM-DD (repeatable; default: every snapshot)"
     else:
         what = (
             "snapshot date YYYY-MM-DD for features (repeatable; default: the day after the latest clean "
