@@ -24,26 +24,12 @@ from pyspark.sql import SparkSession
 from segspark import lakehouse
 from segspark.config import Config, local_path
 from segspark.errors import ConfigError
+from segspark.schemas import PUBLISHED_TABLES
 
 log = logging.getLogger("segspark")
 
-#: Every table segspark writes, in pipeline order (logical names; the folder names come from ``tables``).
-CATALOG_TABLES = (
-    "transactions_clean",
-    "transactions_rejected",
-    "customer_features",
-    "model_selection",
-    "sweep_segments",
-    "customer_segments",
-    "segment_centroids",
-    "segment_profiles",
-    "segment_top_products",
-    "segment_cross_sell",
-    "campaign_audiences",
-    "campaign_results",
-    "pipeline_runs",
-    "published_runs",
-)
+#: Every table segspark writes: the published ones in pipeline order, then the two run logs.
+CATALOG_TABLES = (*PUBLISHED_TABLES, "pipeline_runs", "published_runs")
 
 
 def metastore_folder(config: Config) -> Path | None:

@@ -110,7 +110,7 @@ def _publish(spark: SparkSession, config: Config, run_id: str, tables: list[Tabl
 def compact_table(spark: SparkSession, config: Config, table: str, path: str) -> TableMaintenance:
     """Set the table's missing properties and OPTIMIZE it (Z-ordered by customer_id where it has the column)."""
     delta = DeltaTable.forPath(spark, path)
-    before = _detail(delta)
+    before = _detail(spark, delta, path)
     wanted = dict(TABLE_SPECS[table].properties) if table in TABLE_SPECS else {}
     # Delta 4 ignores VACUUM's own retention argument (other than 0) and reads this table property instead.
     wanted["delta.deletedFileRetentionDuration"] = f"interval {config.maintain.vacuum_retain_hours} hours"
@@ -124,15 +124,15 @@ def compact_table(spark: SparkSession, config: Config, table: str, path: str) ->
         optimizer.executeZOrderBy(*zorder)
     else:
         optimizer.executeCompaction()
-    after = _detail(DeltaTable.forPath(spark, path))
+    # The compacted version is published before the vacuum; the files after are counted once, after it.
     return TableMaintenance(
         table=table,
         version_before=before["version"],
-        version_after=after["version"],
+        version_after=lakehouse.current_version(spark, path),
         files_before=before["numFiles"],
-        files_after=after["numFiles"],
+        files_after=before["numFiles"],
         bytes_before=before["sizeInBytes"],
-        bytes_after=after["sizeInBytes"],
+        bytes_after=before["sizeInBytes"],
         snapshots=0,
         max_files_per_snapshot=0,
         zorder_by=zorder,
@@ -145,7 +145,7 @@ def vacuum_table(spark: SparkSession, config: Config, path: str, compacted: Tabl
     """VACUUM the compacted table; the result adds the files deleted, the final version and the snapshot counts."""
     delta = DeltaTable.forPath(spark, path)
     vacuumed = _vacuum(spark, delta, config.maintain.vacuum_retain_hours)
-    after = _detail(delta)
+    after = _detail(spark, delta, path)
     snapshots, most = files_per_snapshot(spark, path) if AS_OF_DATE in after["partitionColumns"] else (0, 0)
     return replace(
         compacted,
@@ -158,9 +158,9 @@ def vacuum_table(spark: SparkSession, config: Config, path: str, compacted: Tabl
     )
 
 
-def _detail(delta: DeltaTable) -> dict:
+def _detail(spark: SparkSession, delta: DeltaTable, path: str) -> dict:
     row = delta.detail().select("numFiles", "sizeInBytes", "partitionColumns", "properties").first()
-    version = int(delta.history(1).select("version").first()[0])
+    version = lakehouse.current_version(spark, path)
     return {
         "numFiles": int(row["numFiles"]),
         "sizeInBytes": int(row["sizeInBytes"]),

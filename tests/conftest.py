@@ -50,6 +50,14 @@ def spark(tmp_path_factory):
     session.stop()
 
 
+@pytest.fixture(scope="module")
+def small_input(tmp_path_factory) -> Path:
+    """10,000 generated Online Retail lines (about 110 customers) for end-to-end runs in a fresh process."""
+    data = tmp_path_factory.mktemp("small_input") / "tx"
+    generate(data, rows=10_000, seed=5, chunk_rows=4_000)
+    return data
+
+
 @pytest.fixture
 def lakehouse(tmp_path) -> Path:
     return tmp_path / "lakehouse"

@@ -23,7 +23,6 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segspark import __version__
-from segspark.generator import generate
 from segspark.schemas import PUBLISHED_TABLES
 from segspark.session import cached_delta_jars
 from tests.conftest import ROOT
@@ -74,17 +73,10 @@ def packaged(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def cluster_input(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("cluster") / "tx"
-    generate(data, rows=10_000, seed=5, chunk_rows=4_000)
-    return data
-
-
-@pytest.fixture(scope="module")
-def local_run(cluster_input, tmp_path_factory) -> Path:
+def local_run(small_input, tmp_path_factory) -> Path:
     """The reference: ``segspark run`` in local mode (the local overlay) on the same input and settings."""
     lake = tmp_path_factory.mktemp("local") / "lake"
-    argv = [sys.executable, "-m", "segspark.cli", "run", "--layout", "online_retail", "--input", str(cluster_input),
+    argv = [sys.executable, "-m", "segspark.cli", "run", "--layout", "online_retail", "--input", str(small_input),
             "--lakehouse", str(lake), "--set", "report.enabled=false"]
     for setting in MODEL_SETTINGS:
         argv += ["--set", setting]
@@ -167,10 +159,10 @@ def bare(tmp_path_factory) -> Path:
 
 
 def test_the_packaged_job_on_a_standalone_cluster_equals_a_local_run(
-    spark, packaged, bare, cluster, cluster_input, local_run, tmp_path
+    spark, packaged, bare, cluster, small_input, local_run, tmp_path
 ):
     lake = tmp_path / "lake"
-    code, output = submit(submit_command(packaged, cluster.master_url, cluster_input, lake, free_port()), bare,
+    code, output = submit(submit_command(packaged, cluster.master_url, small_input, lake, free_port()), bare,
                           cwd=tmp_path)
     assert code == 0, output[-4000:]
     # The driver ran on the standalone master (not local mode), with conf/cluster.yaml's settings where the
@@ -185,7 +177,7 @@ def test_the_packaged_job_on_a_standalone_cluster_equals_a_local_run(
 
 
 def test_losing_an_executor_mid_stage_still_gives_the_clean_tables(
-    spark, packaged, bare, cluster, cluster_input, local_run, tmp_path
+    spark, packaged, bare, cluster, small_input, local_run, tmp_path
 ):
     lake = tmp_path / "lake"
     ui_port = free_port()
@@ -218,7 +210,7 @@ def test_losing_an_executor_mid_stage_still_gives_the_clean_tables(
 
     killer = threading.Thread(target=kill_a_busy_executor, daemon=True)
     killer.start()
-    argv = submit_command(packaged, cluster.master_url, cluster_input, lake, ui_port, "report.enabled=false")
+    argv = submit_command(packaged, cluster.master_url, small_input, lake, ui_port, "report.enabled=false")
     code, output = submit(argv, bare, cwd=tmp_path, on_line=on_line)
     killer.join(timeout=10)
     assert killed, "no executor was seen running a task after features started"

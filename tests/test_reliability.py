@@ -23,7 +23,6 @@ from pyspark.sql import functions as F
 
 from segspark import lakehouse, publication
 from segspark.config import load_config
-from segspark.generator import generate
 from segspark.schemas import PUBLISHED_TABLES
 from tests.conftest import ROOT
 
@@ -203,13 +202,6 @@ def comparable(spark, lake: Path, table: str):
         c for c in ("run_id", "ingested_at", "model_version", "created_at", "previous_model_version") if c in df.columns
     ]
     return df.drop(*drop)
-
-
-@pytest.fixture(scope="module")
-def small_input(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("reliability") / "tx"
-    generate(data, rows=10_000, seed=5, chunk_rows=4_000)
-    return data
 
 
 @pytest.fixture(scope="module")
