@@ -221,7 +221,7 @@ def pyspark_sweep(features) -> int:
 
 
 def segspark_config(work: Path, data: Path, overrides: list[str]):
-    from segspark.config import load_config
+    from segspark.config.settings import load_config
 
     return load_config(
         [ROOT / "conf" / "layouts" / "online_retail.yaml"],
@@ -234,9 +234,9 @@ def segspark_config(work: Path, data: Path, overrides: list[str]):
 def run_segspark(spark, config, lines: int) -> list[Timing]:
     from pyspark.sql import functions as F
 
-    from segspark import lakehouse
     from segspark.pipeline import STAGES
-    from segspark.runs import new_run_id
+    from segspark.platform import lakehouse
+    from segspark.platform.stage_log import new_run_id
 
     shutil.rmtree(config.lakehouse_local_path, ignore_errors=True)
     timings = []
@@ -266,7 +266,7 @@ def run_segspark(spark, config, lines: int) -> list[Timing]:
 
 
 def generate(work: Path, lines: int) -> Path:
-    from segspark.generator import generate as write
+    from segspark.synthetic import generate as write
 
     data = work / f"transactions_{lines}"
     if not (data / "_SUCCESS").exists():
@@ -332,7 +332,7 @@ def bench_train_only(spark, work: Path, customers: int, overrides: list[str]) ->
     written by Spark: nothing is built on the driver)."""
     from pyspark.sql import functions as F
 
-    from segspark.train import run_train
+    from segspark.stages.train.stage import run_train
 
     table = work / f"customers_{customers}"
     if not (table / "_SUCCESS").exists():
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     import pyspark
 
     from segspark.cli import configure_logging
-    from segspark.session import build_spark_session
+    from segspark.platform.session import build_spark_session
 
     configure_logging()
     work = Path(args.work)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # a checkout without `pip install` works too
 
-from segspark.generator import main  # noqa: E402
+from segspark.synthetic import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main())

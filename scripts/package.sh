@@ -40,7 +40,7 @@ import zipfile
 from pathlib import Path
 
 from segspark import __version__
-from segspark.compat import delta_artifact
+from segspark.platform.compat import delta_artifact
 
 root, out = Path(sys.argv[1]), Path(sys.argv[2])
 STAMP = (2020, 1, 1, 0, 0, 0)

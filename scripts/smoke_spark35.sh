@@ -48,8 +48,8 @@ grep -q "^customer_segments .* 1 in 1 snapshots$" "$work/maintain.txt" ||
 # The check's own Spark session prints log4j lines on stderr: kept in a file, shown only if the check fails.
 if ! "$py" - "$work/lh" 2> "$work/check.err" <<'PY'
 import sys
-from segspark.config import SparkSettings
-from segspark.session import build_spark_session
+from segspark.config.settings import SparkSettings
+from segspark.platform.session import build_spark_session
 spark = build_spark_session(SparkSettings(master="local[1]", conf={"spark.ui.enabled": "false"}, log_level="ERROR"))
 lh = sys.argv[1]
 runs = spark.read.format("delta").load(f"{lh}/pipeline_runs")

@@ -61,8 +61,8 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ -z "$own_jars" ]; then
   delta="$("$py" -c '
-from segspark.compat import delta_artifact
-from segspark.session import cached_delta_jars
+from segspark.platform.compat import delta_artifact
+from segspark.platform.session import cached_delta_jars
 
 jars = cached_delta_jars("~/.cache/segspark/ivy")
 print("--jars\t" + ",".join(jars) if jars else "--packages\t" + delta_artifact())

@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from segspark import __version__, progress
-from segspark.config import Config, load_config
+from segspark import __version__
+from segspark.config.settings import Config, load_config
 from segspark.errors import SegsparkError
-from segspark.inputs import check_ingest_input
+from segspark.platform import progress
+from segspark.stages.ingest.preflight import check_ingest_input
 
 log = logging.getLogger("segspark")
 
@@ -265,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
 def default_env() -> str:
     """``cluster`` inside spark-submit (the local overlay binds the driver to 127.0.0.1, which executors on other
     machines cannot reach), ``local`` otherwise."""
-    from segspark.session import running_under_spark_submit
+    from segspark.platform.session import running_under_spark_submit
 
     return "cluster" if running_under_spark_submit() else "local"
 
@@ -337,12 +338,12 @@ def spark_log_file(config: Config, run_id: str) -> Path:
 
 def execute(stages: list[str], args: argparse.Namespace) -> int:
     """Load config, build the session, run the stages, stop the session; map errors to exit codes."""
-    from segspark import catalog, privacy
-    from segspark.lakehouse import check_lakehouse
+    from segspark.console import maintain_summary, profile_summary, run_summary
     from segspark.pipeline import run_stages
-    from segspark.runs import new_run_id
-    from segspark.session import build_spark_session, running_under_spark_submit
-    from segspark.summary import maintain_summary, profile_summary, run_summary
+    from segspark.platform import catalog, privacy
+    from segspark.platform.lakehouse import check_lakehouse
+    from segspark.platform.session import build_spark_session, running_under_spark_submit
+    from segspark.platform.stage_log import new_run_id
 
     verbose = getattr(args, "verbose", False)
     configure_logging(verbose)
@@ -367,7 +368,7 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
             extra_conf=catalog.session_conf(config),
         )
         if not stages:  # export: reads published versions only, so it takes no lock and repairs nothing
-            from segspark.export import run_export
+            from segspark.stages.export.stage import run_export
 
             with progress.ProgressReporter(spark):
                 result = run_export(spark, config, args.table, args.fmt, args.out, args.where, args.overwrite)

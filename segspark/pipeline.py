@@ -7,18 +7,18 @@ from collections.abc import Callable
 
 from pyspark.sql import SparkSession
 
-from segspark import catalog, progress, publication
-from segspark.config import Config
-from segspark.features import run_features
-from segspark.ingest import run_ingest
-from segspark.lock import LakehouseLock
-from segspark.maintain import run_maintain
-from segspark.profile import run_profile
-from segspark.report import run_report
-from segspark.runs import StageRun, new_run_id
-from segspark.score import model_snapshot, run_score
-from segspark.train import run_train
-from segspark.train_input import latest_snapshot
+from segspark.config.settings import Config
+from segspark.platform import catalog, progress, publication
+from segspark.platform.lock import LakehouseLock
+from segspark.platform.stage_log import StageRun, new_run_id
+from segspark.stages.features.stage import run_features
+from segspark.stages.ingest.stage import run_ingest
+from segspark.stages.maintain.stage import run_maintain
+from segspark.stages.profile.stage import run_profile
+from segspark.stages.report.stage import run_report
+from segspark.stages.score.stage import model_snapshot, run_score
+from segspark.stages.train.stage import run_train
+from segspark.stages.train.training_data import latest_snapshot
 
 log = logging.getLogger("segspark")
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from segspark.config import Config, SparkSettings, load_config, local_path
-from segspark.features import run_features
-from segspark.generator import generate
-from segspark.ingest import run_ingest
-from segspark.session import build_spark_session
-from segspark.train import run_train
+from segspark.config.settings import Config, SparkSettings, load_config, local_path
+from segspark.platform.session import build_spark_session
+from segspark.stages.features.stage import run_features
+from segspark.stages.ingest.stage import run_ingest
+from segspark.stages.train.stage import run_train
+from segspark.synthetic import generate
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The real UCI Online Retail files, beside the project root; absent on a user's fresh clone.
@@ -106,7 +106,7 @@ def planted(spark, tmp_path_factory):
 @pytest.fixture(scope="session")
 def profiled(spark, planted, tmp_path_factory):
     """The planted lakehouse copied, then profiled (read-only too: tests that write copy it)."""
-    from segspark.profile import run_profile
+    from segspark.stages.profile.stage import run_profile
 
     lake = tmp_path_factory.mktemp("profiled") / "lake"
     shutil.copytree(local_path(planted["config"].lakehouse), lake)

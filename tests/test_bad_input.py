@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from segspark import cli, ingest
-from segspark.config import ConfigError, load_config
-from segspark.lakehouse import check_lakehouse
+from segspark import cli
+from segspark.config.settings import ConfigError, load_config
+from segspark.platform.lakehouse import check_lakehouse
+from segspark.stages.ingest import stage as ingest
 from tests.conftest import ROOT, make_config
 from tests.test_ingest import RETAIL_COLUMNS
 
@@ -175,9 +176,9 @@ def test_a_read_only_lakehouse_exits_2_before_spark_starts(read_only_lakehouse, 
         lake.chmod(0o555)
     # The unprivileged child may not be able to read the checkout (a private temp folder): it reads a copy of
     # conf/ beside the lakehouse instead, and the modules the command imports are imported here first.
+    import segspark.console  # noqa: F401
     import segspark.pipeline  # noqa: F401
-    import segspark.session  # noqa: F401
-    import segspark.summary  # noqa: F401
+    import segspark.platform.session  # noqa: F401
 
     conf = shutil.copytree(ROOT / "conf", lake.parent / "conf")
     for folder in (conf, conf / "layouts"):

@@ -35,8 +35,8 @@ from decimal import Decimal
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 
-from segspark.baskets import cross_sell_rules, top_products
 from segspark.errors import SchemaError
+from segspark.stages.profile.baskets import cross_sell_rules, top_products
 
 LINES_DDL = (
     "customer_id string, invoice_id string, product_id string, description string, "

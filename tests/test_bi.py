@@ -11,11 +11,11 @@ from chispa import assert_df_equality
 from deltalake import DeltaTable as RustDeltaTable
 from pyspark.sql.pandas.types import to_arrow_type
 
-from segspark import catalog, lakehouse, publication
-from segspark.config import local_path
+from segspark.config.settings import local_path
+from segspark.contracts.schemas import TABLE_SPECS
 from segspark.errors import ConfigError
 from segspark.pipeline import run_stages
-from segspark.schemas import TABLE_SPECS
+from segspark.platform import catalog, lakehouse, publication
 from tests.conftest import retail_config
 
 CHANGE_FEED_TABLES = ("customer_segments", "segment_profiles", "campaign_audiences")
@@ -108,7 +108,7 @@ def test_registered_tables_answer_sql_and_a_second_lakehouse_cannot_take_their_n
 
 
 def test_catalog_database_names_are_identifiers():
-    from segspark.config import load_config
+    from segspark.config.settings import load_config
 
     with pytest.raises(ConfigError, match="is not a database name"):
         load_config(env=None, flags={"catalog": {"database": "x; drop table y"}})
@@ -176,9 +176,9 @@ def test_registered_tables_are_found_by_a_new_session_on_the_same_metastore(prof
     assert "4 tables registered in catalog database segmentation" in done.stdout  # with the two run logs
     assert "customer_segments" in done.stdout and not (tmp_path / "derby.log").exists()
     reader = f"""
-from segspark.config import load_config
-from segspark.catalog import session_conf
-from segspark.session import build_spark_session
+from segspark.config.settings import load_config
+from segspark.platform.catalog import session_conf
+from segspark.platform.session import build_spark_session
 config = load_config(env=None, flags={{"lakehouse": {str(lake)!r}, "catalog": {{"database": "segmentation"}}}})
 spark = build_spark_session(config.spark.model_copy(update={{"master": "local[1]"}}), extra_conf=session_conf(config))
 print("tables", sorted(r.tableName for r in spark.sql("show tables in segmentation").collect()))

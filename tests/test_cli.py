@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from segspark import progress
-from segspark.config import absolute_uri, load_config, local_path
+from segspark.config.settings import absolute_uri, load_config, local_path
+from segspark.console import format_segments
 from segspark.errors import ConfigError
-from segspark.lakehouse import check_lakehouse, table_exists
 from segspark.pipeline import run_stages
-from segspark.summary import format_segments
+from segspark.platform import progress
+from segspark.platform.lakehouse import check_lakehouse, table_exists
 from tests.conftest import ROOT
 
 LAYOUT = ROOT / "conf" / "layouts" / "online_retail.yaml"
@@ -144,7 +144,7 @@ def test_progress_prints_plain_lines_when_not_a_terminal(spark):
 def test_run_from_a_fresh_shell_prints_segments_and_keeps_its_folder_clean(tmp_path):
     """`segspark run` with a relative lakehouse, as a person runs it: exit 0, the segment table and decision
     at the end, Spark's own chatter in the run's log file, no spark-warehouse/ where the user stands."""
-    from segspark import generator
+    from segspark import synthetic as generator
 
     generator.main(["--rows", "3000", "--out", str(tmp_path / "tx"), "--seed", "3"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}

@@ -8,9 +8,9 @@ import re
 import pytest
 
 from segspark import cli
-from segspark.config import REPO_CONF_DIR, Config, load_config, parse_override, read_yaml, validate
+from segspark.config.settings import REPO_CONF_DIR, Config, load_config, parse_override, read_yaml, validate
 from segspark.errors import ConfigError
-from segspark.paths import absolute_uri
+from segspark.platform.paths import absolute_uri
 from tests.conftest import ROOT
 
 
@@ -62,8 +62,8 @@ def test_bad_values_name_the_key(override, message):
 def test_tolerable_reject_reasons_are_the_ingest_reasons():
     from typing import get_args
 
-    from segspark.config import RejectReason
-    from segspark.schemas import REJECT_REASONS
+    from segspark.config.settings import RejectReason
+    from segspark.contracts.schemas import REJECT_REASONS
 
     assert set(get_args(RejectReason)) == set(REJECT_REASONS)
     assert Config().ingest.max_reject_share == 0.5

@@ -19,8 +19,8 @@ import sys
 
 import pytest
 
-from segspark import lakehouse
-from segspark.session import cached_delta_jars
+from segspark.platform import lakehouse
+from segspark.platform.session import cached_delta_jars
 from tests.conftest import ROOT
 from tests.servers import connect_server
 

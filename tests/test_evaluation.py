@@ -18,8 +18,8 @@ from sklearn.metrics import (
     silhouette_samples as sklearn_silhouette_samples,
 )
 
-from segspark.config import ModelSettings
-from segspark.evaluation import (
+from segspark.config.settings import ModelSettings
+from segspark.maths.evaluation import (
     Candidate,
     ClusterStats,
     SegmentEvidence,

@@ -15,12 +15,15 @@ import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.sql import functions as F
 
-from segspark import features, ingest, lakehouse, publication, train
-from segspark.config import DEFAULT_RFM_RULES, FeatureSettings
+from segspark.config.settings import DEFAULT_RFM_RULES, FeatureSettings
+from segspark.contracts.schemas import CUSTOMER_FEATURES, TRANSACTIONS_CLEAN
 from segspark.errors import InputError, SchemaError
-from segspark.features import build_customer_features, quintile_score, rfm_segment
-from segspark.runs import StageRun
-from segspark.schemas import CUSTOMER_FEATURES, TRANSACTIONS_CLEAN
+from segspark.platform import lakehouse, publication
+from segspark.platform.stage_log import StageRun
+from segspark.stages.features import stage as features
+from segspark.stages.features.stage import build_customer_features, quintile_score, rfm_segment
+from segspark.stages.ingest import stage as ingest
+from segspark.stages.train import stage as train
 from tests.conftest import REAL_DATA, make_config, requires_real_data
 from tests.test_ingest import retail_config
 

@@ -20,7 +20,7 @@ DAYS = 374
 END = START + dt.timedelta(days=DAYS)
 
 
-from segspark import generator as gen  # noqa: E402
+from segspark import synthetic as gen  # noqa: E402
 
 
 def _read_csv_parts(folder: Path) -> tuple[list[str], list[list[str]]]:

@@ -10,11 +10,12 @@ import pytest
 from chispa import assert_column_equality, assert_df_equality
 from pyspark.sql import functions as F
 
-from segspark import ingest, lakehouse
-from segspark.compat import DELTA_VERSION
-from segspark.config import local_path
+from segspark.config.settings import local_path
 from segspark.errors import InputError, InputPathError, ReconciliationError, RejectThresholdError, SchemaError
-from segspark.runs import StageRun
+from segspark.platform import lakehouse
+from segspark.platform.compat import DELTA_VERSION
+from segspark.platform.stage_log import StageRun
+from segspark.stages.ingest import stage as ingest
 from tests.conftest import REAL_DATA, make_config, requires_real_data
 
 HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
@@ -536,7 +537,7 @@ def test_spark_submit_keeps_the_submitters_settings(tmp_path):
     import sys
     from pathlib import Path
 
-    from segspark.session import cached_delta_jars
+    from segspark.platform.session import cached_delta_jars
 
     root = Path(__file__).resolve().parents[1]
     if cached_delta_jars(os.path.expanduser("~/.cache/segspark/ivy")) is None:
@@ -562,7 +563,7 @@ def test_spark_submit_keeps_the_submitters_settings(tmp_path):
     # spark-submit merges the Python driver's stderr into its stdout.
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    from segspark.compat import DELTA_VERSION
+    from segspark.platform.compat import DELTA_VERSION
 
     assert f"master local[1], shuffle partitions 3, Delta {DELTA_VERSION} (under spark-submit)" in output
     assert "stage ingest succeeded: rows in 21, rows out 6" in output
@@ -572,7 +573,7 @@ def test_malformed_values_are_rejects_in_ansi_mode(spark, tmp_path):
     """Spark 4 runs with ANSI mode on: a plain cast of bad text, or an overflowing decimal, would fail the job.
     Every such value must instead become a reasoned reject (try_cast / try_to_timestamp). Checked on the
     stage's own transforms (the writes around them are covered by the ingest runs above)."""
-    from segspark.compat import SPARK_LINE
+    from segspark.platform.compat import SPARK_LINE
 
     if SPARK_LINE >= (4, 0):
         assert spark.conf.get("spark.sql.ansi.enabled") == "true"

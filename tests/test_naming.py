@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from segspark.config import DEFAULT_ACTION_RULES, DEFAULT_NAME_RULES, load_config
+from segspark.config.settings import DEFAULT_ACTION_RULES, DEFAULT_NAME_RULES, load_config
 from segspark.errors import ConfigError
-from segspark.naming import (
+from segspark.maths.naming import (
     FeatureStat,
     SegmentProfile,
     describe_top_features,

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 from chispa import assert_df_equality
 
-from segspark import cli, ingest, lakehouse, privacy
-from segspark.config import ConfigError, PrivacySettings
+from segspark import cli
+from segspark.config.settings import ConfigError, PrivacySettings
+from segspark.platform import lakehouse, privacy
+from segspark.stages.ingest import stage as ingest
 from tests.test_ingest import LINES, retail_config, write_csv
 
 KEY = "k" * 24 + "-segspark-test-key-0123456789"  # 53 bytes

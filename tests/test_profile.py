@@ -12,14 +12,20 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from segspark import publication
-from segspark.campaigns import campaign_outcomes, with_control_group
-from segspark.config import local_path
+from segspark.config.settings import local_path
 from segspark.errors import InputError
-from segspark.features import run_features
 from segspark.pipeline import run_stages
-from segspark.profile import run_profile
-from segspark.profiles import dominant_rfm_segments, profile_rows, segment_members, to_profiles, window_revenue
+from segspark.platform import publication
+from segspark.stages.features.stage import run_features
+from segspark.stages.profile.campaigns import campaign_outcomes, with_control_group
+from segspark.stages.profile.segment_stats import (
+    dominant_rfm_segments,
+    profile_rows,
+    segment_members,
+    to_profiles,
+    window_revenue,
+)
+from segspark.stages.profile.stage import run_profile
 from tests.conftest import FAST_MODEL, retail_config
 
 COLUMNS = ["recency_days", "frequency", "monetary", "tenure_days"]

@@ -17,10 +17,10 @@ import pytest
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from segspark import lakehouse, publication
+from segspark.contracts.schemas import CUSTOMER_FEATURES, TRANSACTIONS_CLEAN, TableSpec
 from segspark.errors import InputError
-from segspark.lock import LOCK_NAME, STALE_SECONDS, LakehouseBusyError, LakehouseLock
-from segspark.schemas import CUSTOMER_FEATURES, TRANSACTIONS_CLEAN, TableSpec
+from segspark.platform import lakehouse, publication
+from segspark.platform.lock import LOCK_NAME, STALE_SECONDS, LakehouseBusyError, LakehouseLock
 from tests.conftest import make_config
 
 

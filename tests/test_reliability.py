@@ -21,9 +21,9 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from segspark import lakehouse, publication
-from segspark.config import load_config
-from segspark.schemas import PUBLISHED_TABLES
+from segspark.config.settings import load_config
+from segspark.contracts.schemas import PUBLISHED_TABLES
+from segspark.platform import lakehouse, publication
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from segspark import publication
-from segspark.config import ReportSettings, local_path
+from segspark.config.settings import ReportSettings, local_path
 from segspark.errors import ConfigError
-from segspark.report import migration_matrix, run_report, top_effects
-from segspark.reporting.analysis import agreement, compare_algorithms, matched_labels, project
-from segspark.reporting.data import DataQuality, ReportData, Target
-from segspark.reporting.html import SECTIONS, VERDICTS, render
+from segspark.platform import publication
+from segspark.stages.report.analysis import agreement, compare_algorithms, matched_labels, project
+from segspark.stages.report.data import DataQuality, ReportData, Target
+from segspark.stages.report.html import SECTIONS, VERDICTS, render
+from segspark.stages.report.stage import migration_matrix, run_report, top_effects
 from tests.conftest import FAST_MODEL, retail_config
 
 
@@ -141,7 +141,7 @@ def test_every_algorithm_finds_three_clear_blobs_and_agrees_with_the_segments():
 
 
 def _model_settings():
-    from segspark.config import ModelSettings
+    from segspark.config.settings import ModelSettings
 
     return ModelSettings(restarts=2, stability_runs=0)
 

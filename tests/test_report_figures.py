@@ -1,4 +1,4 @@
-"""The report's figures (segspark.reporting.figures): colours, layout facts and awkward inputs. No Spark."""
+"""The report's figures (segspark.stages.report.figures): colours, layout facts and awkward inputs. No Spark."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
-from segspark.reporting import figures as F
+from segspark.stages.report import figures as F
 
 PNG = b"\x89PNG\r\n\x1a\n"
 IDS = [1, 2, 3]

@@ -14,9 +14,9 @@ from pyspark.ml.linalg import Vectors
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score
 
-from segspark.config import ModelSettings
-from segspark.evaluation import adjusted_rand_index, choose
-from segspark.model import (
+from segspark.config.settings import ModelSettings
+from segspark.maths.evaluation import adjusted_rand_index, choose
+from segspark.segmentation.model import (
     FEATURES_COL,
     PREDICTION_COL,
     cluster_centers,
@@ -24,7 +24,7 @@ from segspark.model import (
     kmeans_with_centres,
     refine_centres,
 )
-from segspark.sweep import (
+from segspark.stages.train.sweep import (
     FitParams,
     SweepData,
     cluster_stats,
@@ -36,7 +36,7 @@ from segspark.sweep import (
     squared_euclidean_silhouette,
     sweep_locally,
 )
-from segspark.train_input import reference_points
+from segspark.stages.train.training_data import reference_points
 
 
 def blobs(n_per: int, centres: list[list[float]], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

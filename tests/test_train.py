@@ -23,14 +23,11 @@ from pyspark.sql.types import _parse_datatype_string
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from segspark import lakehouse, publication
-from segspark.config import ModelSettings, load_config, local_path
+from segspark.config.settings import ModelSettings, load_config, local_path
 from segspark.errors import ConfigError, InputError, SchemaError
-from segspark.evaluation import euclidean_silhouette
-from segspark.features import run_features
-from segspark.generator import generate
-from segspark.ingest import run_ingest
-from segspark.model import (
+from segspark.maths.evaluation import euclidean_silhouette
+from segspark.platform import lakehouse, publication
+from segspark.segmentation.model import (
     FEATURES_COL,
     PREDICTION_COL,
     Preprocessing,
@@ -39,10 +36,19 @@ from segspark.model import (
     clustering_stage,
     load_model,
 )
-from segspark.score import run_score
-from segspark.segment_tables import PreviousModel, number_segments
-from segspark.train import fit_preprocessing, run_train
-from segspark.train_input import hash_sample, profile_features, read_attributes, sweep_arrays, training_input
+from segspark.stages.features.stage import run_features
+from segspark.stages.ingest.stage import run_ingest
+from segspark.stages.score.stage import run_score
+from segspark.stages.train.stage import fit_preprocessing, run_train
+from segspark.stages.train.tables import PreviousModel, number_segments
+from segspark.stages.train.training_data import (
+    hash_sample,
+    profile_features,
+    read_attributes,
+    sweep_arrays,
+    training_input,
+)
+from segspark.synthetic import generate
 from tests.conftest import FAST_MODEL, ROOT, copy_features, retail_config
 
 
@@ -394,8 +400,8 @@ def attribute_config(lake: Path, table: Path, as_of: str | None = "2024-01-01", 
 def test_homogeneous_population_is_reported_as_weak_structure(spark, tmp_path, caplog):
     """Weak structure, in the decision record, the log and the report's summary (an attribute-table model: the
     report has no customer sample, and says why)."""
-    from segspark.report import run_report
-    from segspark.reporting.html import VERDICTS
+    from segspark.stages.report.html import VERDICTS
+    from segspark.stages.report.stage import run_report
 
     rng = np.random.default_rng(11)
     values = rng.multivariate_normal([40, 60, 50], [[100, 30, 0], [30, 400, 20], [0, 20, 225]], size=600)
@@ -586,7 +592,7 @@ def test_other_algorithms_and_pca_run_through_the_same_machinery(spark, tmp_path
 
 @pytest.mark.slow
 def test_a_failed_write_leaves_no_partial_segment_tables(spark, planted, tmp_path, monkeypatch):
-    import segspark.train as train_module
+    import segspark.stages.train.stage as train_module
 
     lake = copy_features(planted, tmp_path / "lake")
     config = retail_config(lake, model={"k_min": 4, "k_max": 4, "restarts": 1, "stability_runs": 0})

@@ -1,0 +1,2 @@
+"""The lakehouse platform below the stages: session, paths, Delta tables, publication, lock, catalog,
+stage log, progress and privacy."""

@@ -1,0 +1,233 @@
+"""Reading and writing the lakehouse's Delta tables.
+
+Every write goes through :func:`write_table`, which enforces the table's schema contract (column order, types,
+comments), creates the table with its comment on first use, and returns the Delta version it committed and the
+row count Delta recorded for that commit, so that stages can reconcile counts against what really landed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segspark.config.settings import Config
+from segspark.contracts.schemas import TableSpec
+from segspark.errors import ConfigError, InputError
+
+log = logging.getLogger("segspark")
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What one committed write did."""
+
+    path: str
+    version: int
+    rows_written: int
+
+
+def dates_predicate(column: str, dates: Iterable[dt.date]) -> str:
+    """``replaceWhere`` text selecting ``column`` IN the given dates: the one place a predicate is written as text.
+
+    Delta's ``replaceWhere`` takes only a string. The column must be a plain identifier and every value a
+    :class:`datetime.date`, rendered as a ``DATE'yyyy-mm-dd'`` literal, so no text from config or data is pasted.
+    """
+    if not column.isidentifier():
+        raise ValueError(f"not a plain column name: {column!r}")
+    values = list(dates)
+    if not values or not all(type(d) is dt.date for d in values):
+        raise ValueError(f"replaceWhere needs datetime.date values, got {values!r}")
+    literals = ", ".join("DATE'" + d.isoformat() + "'" for d in values)
+    return f"{column} IN ({literals})"
+
+
+def check_lakehouse(config: Config) -> None:
+    """Make sure a local lakehouse folder exists and is writable, before any Spark work starts.
+
+    A lakehouse on another filesystem (s3a://, abfss://, gs://, hdfs://) is checked by its first write.
+    Raises ConfigError (exit 2) naming the folder and what is wrong with it.
+    """
+    folder = config.lakehouse_local_path
+    if folder is None:
+        return
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"lakehouse '{folder}' is a file, not a folder: pass --lakehouse DIR")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"lakehouse '{folder}' cannot be created: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"lakehouse '{folder}' is not writable by this user")
+    # A table folder left by another user (or made read-only) would otherwise fail mid-run in the JVM.
+    for name in config.tables.model_dump().values():
+        for sub in (folder / name, folder / name / "_delta_log"):
+            if sub.is_dir() and not os.access(sub, os.W_OK | os.X_OK):
+                raise ConfigError(f"table folder '{sub}' in the lakehouse is not writable by this user")
+
+
+def table_exists(spark: SparkSession, path: str) -> bool:
+    """Whether ``path`` holds a Delta table with at least one commit.
+
+    Delta answers from the table's log as this session last cached it, and it does not look again: a session
+    that saw a folder without a commit (a run stopped while creating the table) keeps answering "no table" after
+    another process has created it. When Delta says no but the log folder holds commits, the cached logs are
+    dropped and Delta is asked again, so a long-lived session (a notebook, the tests, a server) neither misses
+    a table nor takes it for an unfinished one.
+    """
+    if DeltaTable.isDeltaTable(spark, path):
+        return True
+    if not _has_commits(spark, path):
+        return False
+    spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def _has_commits(spark: SparkSession, path: str) -> bool:
+    """Whether the table's ``_delta_log`` holds a commit or a checkpoint, read from the file system itself."""
+    jvm = spark.sparkContext._jvm
+    log_dir = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")
+    fs = log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    for pattern in ("[0-9]*.json", "[0-9]*.checkpoint*.parquet"):
+        found = fs.globStatus(jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log/{pattern}"))
+        if found is not None and len(found) > 0:
+            return True
+    return False
+
+
+def current_version(spark: SparkSession, path: str) -> int | None:
+    """Latest committed version of the Delta table at ``path``, or None when there is no table."""
+    if not table_exists(spark, path):
+        return None
+    # history(1) is one row: the latest commit.
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
+    """Select exactly the spec's columns, in order, cast to its types and carrying its comments."""
+    return df.select(*[F.col(f.name).cast(f.dataType).alias(f.name, metadata=f.metadata) for f in spec.schema.fields])
+
+
+def create_table(spark: SparkSession, path: str, spec: TableSpec) -> None:
+    """Create the empty Delta table (version 0) with the spec's schema, comment and layout, if absent."""
+    _ensure_table(spark, path, spec)
+
+
+def _clear_unfinished_table(spark: SparkSession, path: str) -> None:
+    """Remove a table folder whose first commit never landed (a run killed while creating it).
+
+    Such a folder holds a ``_delta_log`` without any commit; Delta treats it as no table, yet refuses to create
+    one there. Nothing in it was ever readable, so nothing is lost.
+    """
+    jvm = spark.sparkContext._jvm
+    log_dir = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")
+    fs = log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    # Only a log without any commit: a table with commits is never deleted, whatever a cache says.
+    if fs.exists(log_dir) and not _has_commits(spark, path):
+        fs.delete(jvm.org.apache.hadoop.fs.Path(path), True)
+        log.warning("removed %s: its first commit never finished (a run was stopped while creating it)", path)
+
+
+def _ensure_table(spark: SparkSession, path: str, spec: TableSpec) -> None:
+    _clear_unfinished_table(spark, path)
+    builder = DeltaTable.createIfNotExists(spark).location(path).addColumns(spec.schema).comment(spec.comment)
+    if spec.partition_by:
+        builder = builder.partitionedBy(*spec.partition_by)
+    if spec.stats_columns is not None:
+        builder = builder.property("delta.dataSkippingStatsColumns", ",".join(spec.stats_columns))
+    for key, value in spec.properties:
+        builder = builder.property(key, value)
+    builder.execute()
+
+
+def write_table(
+    df: DataFrame,
+    path: str,
+    spec: TableSpec,
+    *,
+    mode: str = "overwrite",
+    replace_where: str | None = None,
+    overwrite_schema: bool = False,
+) -> WriteResult:
+    """Write ``df`` to the Delta table at ``path`` in one atomic commit.
+
+    Parameters
+    ----------
+    df : rows to write; must hold the spec's columns (extra columns are dropped).
+    mode : ``overwrite`` (replace the table, or the ``replace_where`` slice) or ``append``.
+    replace_where : a predicate on partition columns; with ``overwrite`` only matching rows are replaced.
+    overwrite_schema : allow the table's schema to change (full-refresh tables whose source layout can vary).
+    """
+    spark = df.sparkSession
+    if not table_exists(spark, path):  # a cheap check; creating an existing table still reads its log
+        _ensure_table(spark, path, spec)
+    writer = conform(df, spec).write.format("delta").mode(mode)
+    if spec.partition_by:
+        writer = writer.partitionBy(*spec.partition_by)
+    if replace_where is not None:
+        writer = writer.option("replaceWhere", replace_where)
+    if overwrite_schema:
+        writer = writer.option("overwriteSchema", "true")
+    elif spec.added_columns:  # a table written before these columns existed gains them (nullable) on this write
+        writer = writer.option("mergeSchema", "true")
+    writer.save(path)
+    last = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").first()
+    metrics = last["operationMetrics"] or {}
+    return WriteResult(path=path, version=int(last["version"]), rows_written=int(metrics.get("numOutputRows", 0)))
+
+
+def restore(spark: SparkSession, path: str, version: int | None) -> None:
+    """Put the table back to ``version`` (the one before a failed run).
+
+    ``None`` means the table did not exist before the run: it goes back to version 0, the empty table
+    :func:`write_table` creates first, so no partial rows survive.
+    """
+    if not table_exists(spark, path):
+        return
+    target = 0 if version is None else version
+    if current_version(spark, path) != target:
+        DeltaTable.forPath(spark, path).restoreToVersion(target)
+
+
+def delete_path(spark: SparkSession, path: str) -> bool:
+    """Delete a folder (a model a failed run saved) through Hadoop's FileSystem, so object stores work too.
+
+    Returns whether anything was deleted.
+    """
+    jvm = spark.sparkContext._jvm
+    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
+    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return bool(fs.exists(hadoop_path) and fs.delete(hadoop_path, True))
+
+
+def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
+    """The Delta table at ``path``: its latest version, or ``version`` when given."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", version)
+    return reader.load(path)
+
+
+def read_input(spark: SparkSession, fmt: str, path: str, csv_options: dict[str, str], what: str) -> DataFrame:
+    """Read a user's csv/parquet/delta path or catalog table (``fmt == "table"``); CSV columns stay text.
+
+    A missing path or table raises InputError naming ``what`` and the path, not a Java stack trace.
+    """
+    try:
+        if fmt == "csv":
+            return spark.read.options(**csv_options).option("inferSchema", "false").csv(path)
+        if fmt == "parquet":
+            return spark.read.parquet(path)
+        if fmt == "delta":
+            return spark.read.format("delta").load(path)
+        return spark.table(path)
+    except AnalysisException as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise InputError(f"cannot read {fmt} {what} '{path}': {first_line}") from None

@@ -1,0 +1,230 @@
+"""One segspark command at a time per lakehouse: a lock file ``<lakehouse>/_segspark_lock``.
+
+The holder writes its run id, host, process id and start time into the file and refreshes the file's
+modification time every :data:`HEARTBEAT_SECONDS`. A second command finds the file and stops with
+:class:`LakehouseBusyError` naming the holder, unless the holder is gone:
+
+- on the same host, its process no longer exists (a killed driver), or
+- the file has not been refreshed for :data:`STALE_SECONDS` (a driver on another machine that died).
+
+Then the lock is taken over, and the new command's repair rolls back whatever the dead run left unpublished.
+
+A local lakehouse uses an exclusive create (``O_CREAT | O_EXCL``), which is atomic. Elsewhere the lock goes
+through Hadoop's FileSystem ``create(overwrite=false)``: atomic on HDFS; on object stores it is best effort
+(two commands started within the same second may both proceed), so schedule runs one after another there.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from segspark.config.settings import Config
+from segspark.errors import SegsparkError
+
+log = logging.getLogger("segspark")
+
+LOCK_NAME = "_segspark_lock"
+HEARTBEAT_SECONDS = 10.0
+STALE_SECONDS = 120.0
+
+
+class LakehouseBusyError(SegsparkError):
+    """Another segspark command holds the lakehouse; exit code 3 (retry later)."""
+
+    exit_code = 3
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+class _LocalFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def create_exclusive(self, text: str) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)  # the first command on a new lakehouse
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        return True
+
+    def read(self) -> tuple[str, float] | None:
+        try:
+            return self.path.read_text(encoding="utf-8"), self.path.stat().st_mtime
+        except FileNotFoundError:
+            return None
+
+    def touch(self) -> None:
+        os.utime(self.path)
+
+    def rename_to(self, suffix: str) -> bool:
+        """Move the file aside (atomic: of two commands taking over, one moves it) and delete it."""
+        aside = self.path.with_name(self.path.name + suffix)
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return False
+        aside.unlink(missing_ok=True)
+        return True
+
+    def delete(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class _HadoopFile:
+    def __init__(self, spark: SparkSession, uri: str) -> None:
+        jvm = spark.sparkContext._jvm
+        self._jvm = jvm
+        self.path = jvm.org.apache.hadoop.fs.Path(uri)
+        self.fs = self.path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+    def create_exclusive(self, text: str) -> bool:
+        if self.fs.exists(self.path):
+            return False
+        try:
+            stream = self.fs.create(self.path, False)
+        except Exception:  # FileAlreadyExistsException: another command won the race
+            return False
+        try:
+            stream.write(bytearray(text.encode("utf-8")))
+        finally:
+            stream.close()
+        return True
+
+    def read(self) -> tuple[str, float] | None:
+        if not self.fs.exists(self.path):
+            return None
+        status = self.fs.getFileStatus(self.path)
+        stream = self.fs.open(self.path)
+        try:  # commons-io ships with Spark
+            text = self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        finally:
+            stream.close()
+        return str(text), status.getModificationTime() / 1000.0
+
+    def touch(self) -> None:
+        self.fs.setTimes(self.path, int(time.time() * 1000), -1)
+
+    def rename_to(self, suffix: str) -> bool:
+        target = self._jvm.org.apache.hadoop.fs.Path(self.path.toString() + suffix)
+        moved = bool(self.fs.rename(self.path, target))
+        if moved:
+            self.fs.delete(target, False)
+        return moved
+
+    def delete(self) -> None:
+        self.fs.delete(self.path, False)
+
+
+class LakehouseLock:
+    """Context manager holding the lakehouse for one command (``with LakehouseLock(spark, config, run_id):``)."""
+
+    def __init__(self, spark: SparkSession, config: Config, run_id: str) -> None:
+        local = config.lakehouse_local_path
+        self._file = (
+            _LocalFile(local / LOCK_NAME)
+            if local is not None
+            else _HadoopFile(spark, f"{config.lakehouse}/{LOCK_NAME}")
+        )
+        self.location = str(local / LOCK_NAME) if local is not None else f"{config.lakehouse}/{LOCK_NAME}"
+        self.run_id = run_id
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        self._text = json.dumps(
+            {
+                "run_id": run_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }
+        )
+
+    def __enter__(self) -> LakehouseLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self.release()
+        return False
+
+    def acquire(self) -> None:
+        if not self._file.create_exclusive(self._text):
+            found = self._file.read()
+            if found is not None:
+                holder = _parse(found[0])
+                why = self._gone(holder, found[1])
+                if why is None:
+                    raise LakehouseBusyError(
+                        f"the lakehouse is in use by run {holder.get('run_id', '?')} (process {holder.get('pid', '?')} "
+                        f"on {holder.get('host', '?')}, started {holder.get('started_at', '?')}); run again when it "
+                        f"has finished (if that process is gone, delete {self.location})"
+                    )
+                log.warning(
+                    "run %s %s without releasing the lakehouse; taking it over",
+                    holder.get("run_id", "?"),
+                    why,
+                )
+                self._file.rename_to(f".stale-{self.run_id}")
+            if not self._file.create_exclusive(self._text):
+                raise LakehouseBusyError(f"another segspark command took the lakehouse ({self.location}) just now")
+        self._beat = threading.Thread(target=self._heartbeat, name="segspark-lock", daemon=True)
+        self._beat.start()
+
+    def _gone(self, holder: dict, modified: float) -> str | None:
+        """Why the holder is no longer running, or None when it may be."""
+        pid = holder.get("pid")
+        if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
+            return f"(process {pid}) ended"
+        age = time.time() - modified
+        if age > STALE_SECONDS:
+            return f"has not refreshed its lock for {age:.0f} s and ended"
+        return None
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            try:
+                self._file.touch()
+            except Exception:  # noqa: BLE001 - a missed beat only makes the lock look older
+                log.debug("could not refresh the lakehouse lock", exc_info=True)
+
+    def holds(self) -> bool:
+        """Whether the lock file still names this run (another command may have taken over a stale lock)."""
+        found = self._file.read()
+        return found is not None and _parse(found[0]).get("run_id") == self.run_id
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=5)
+        try:
+            if self.holds():
+                self._file.delete()
+        except Exception:  # noqa: BLE001 - a lock left behind is taken over by the next command
+            log.debug("could not release the lakehouse lock", exc_info=True)
+
+
+def _parse(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

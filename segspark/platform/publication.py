@@ -1,0 +1,235 @@
+"""Publication: the tables of one stage run become visible together, or not at all.
+
+A stage that writes several tables (ingest: two; train: four and a model folder) commits each to Delta on its
+own, so a driver killed between two commits would leave tables from two different runs. The ``published_runs``
+table is the publication log that makes the set atomic:
+
+- A stage writes its tables, then appends one row naming the Delta version of each (:func:`publish`). A Delta
+  append is one atomic commit, so a run is published completely or not at all.
+- Readers (the next stage, and every later command) read each table at the version of its latest publication
+  (:func:`read_published`), never at a version a run left behind without publishing.
+- Every segspark command first rolls back (Delta ``RESTORE``) any table whose latest version is not its
+  published one (:func:`repair`), and records the rollback as a ``repair`` row. After any later command, a
+  tool reading the tables' latest versions (a BI dashboard) sees one consistent published set again.
+
+A lakehouse written before the log existed is adopted: the first command records its tables' current versions
+as published (an ``adopt`` row).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Mapping
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from segspark.config.settings import Config
+from segspark.contracts.schemas import PUBLISHED_RUNS, PUBLISHED_TABLES, RUN_ID
+from segspark.errors import InputError
+from segspark.platform import lakehouse
+
+log = logging.getLogger("segspark")
+
+#: Which command to run when a table has never been published.
+_PRODUCER = {
+    "transactions_clean": "ingest",
+    "transactions_rejected": "ingest",
+    "customer_features": "features",
+    "customer_segments": "train",
+    "segment_centroids": "train",
+    "model_selection": "train",
+    "sweep_segments": "train",
+    "segment_profiles": "profile",
+    "segment_top_products": "profile",
+    "segment_cross_sell": "profile",
+    "campaign_audiences": "profile",
+    "campaign_results": "profile",
+}
+
+
+def _log_path(config: Config) -> str:
+    return config.table_path("published_runs")
+
+
+def _append(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    stage: str,
+    kind: str,
+    versions: Mapping[str, int],
+    model_version: str | None = None,
+    counts: Mapping[str, int] | None = None,
+) -> None:
+    row = (
+        run_id,
+        stage,
+        kind,
+        dt.datetime.now(dt.UTC),
+        {t: int(v) for t, v in versions.items()},
+        model_version,
+        None if counts is None else {k: int(v) for k, v in counts.items()},
+    )
+    df = spark.createDataFrame([row], PUBLISHED_RUNS.schema)
+    lakehouse.write_table(df, _log_path(config), PUBLISHED_RUNS, mode="append")
+
+
+def ensure_log(spark: SparkSession, config: Config, run_id: str) -> None:
+    """Create the publication log when the lakehouse has none, adopting the tables that already exist.
+
+    A lakehouse without the log was written before it existed (or by hand, or by a test): its tables' current
+    versions are taken as published, in one ``adopt`` row, and that is said in one line.
+    """
+    if lakehouse.table_exists(spark, _log_path(config)):
+        return
+    existing = {}
+    for table in PUBLISHED_TABLES:
+        version = lakehouse.current_version(spark, config.table_path(table))
+        if version is not None:
+            existing[table] = version
+    if existing:
+        _append(spark, config, run_id, "adopt", "adopt", existing)
+        log.info("publication log started: the current versions of %s are taken as published", ", ".join(existing))
+    else:
+        lakehouse.create_table(spark, _log_path(config), PUBLISHED_RUNS)
+
+
+#: Log path -> ((the log's Delta version, its commit time), published versions at it): the log is read once
+#: per new commit (the commit time tells a log deleted and written anew from the one read before).
+_versions_cache: dict[str, tuple[tuple, dict[str, int]]] = {}
+
+
+def published_versions(spark: SparkSession, config: Config) -> dict[str, int]:
+    """Logical table name -> the Delta version its latest publication names; {} without a log.
+
+    One row per table comes back (at most :data:`PUBLISHED_TABLES`), however long the log. The answer is
+    cached per version of the log, so readers can ask before every read.
+    """
+    path = _log_path(config)
+    if not lakehouse.table_exists(spark, path):
+        return {}
+    last = DeltaTable.forPath(spark, path).history(1).select("version", "timestamp").first()
+    key = (int(last["version"]), last["timestamp"])
+    cached = _versions_cache.get(path)
+    if cached is not None and cached[0] == key:
+        return dict(cached[1])
+    latest = (
+        lakehouse.read_table(spark, path, version=key[0])
+        .select("published_at", RUN_ID, F.explode("table_versions").alias("table", "version"))
+        .groupBy("table")
+        .agg(F.max_by("version", F.struct("published_at", RUN_ID)).alias("version"))
+    )
+    versions = {r["table"]: int(r["version"]) for r in latest.collect()}  # one row per published table (12)
+    _versions_cache[path] = (key, versions)
+    return dict(versions)
+
+
+def last_publication(spark: SparkSession, config: Config, stage: str) -> dict | None:
+    """The latest ``run`` row of ``stage`` as a dict, or None when the stage never published."""
+    path = _log_path(config)
+    if not lakehouse.table_exists(spark, path):
+        return None
+    row = (
+        lakehouse.read_table(spark, path)
+        .filter((F.col("stage") == stage) & (F.col("kind") == "run"))
+        .orderBy(F.col("published_at").desc(), F.col(RUN_ID).desc())
+        .first()
+    )
+    return None if row is None else row.asDict(recursive=True)
+
+
+def published_version(spark: SparkSession, config: Config, table: str) -> int | None:
+    """The Delta version of ``table`` readers use: its published one; None when there is nothing to read.
+
+    Without a publication log (a lakehouse older than it, or tables a test wrote directly) the latest version is
+    read, as before the log existed.
+    """
+    path = config.table_path(table)
+    if not lakehouse.table_exists(spark, path):
+        return None
+    if not lakehouse.table_exists(spark, _log_path(config)):
+        return lakehouse.current_version(spark, path)
+    return published_versions(spark, config).get(table)
+
+
+def read_published(spark: SparkSession, config: Config, table: str) -> DataFrame:
+    """``table`` as its latest publication left it.
+
+    Raises
+    ------
+    InputError
+        No run has published the table yet; the message names the command that does.
+    """
+    version = published_version(spark, config, table)
+    if version is None:
+        raise InputError(
+            f"no published {table} table in {config.lakehouse}: run 'segspark {_PRODUCER.get(table, 'run')}' first"
+        )
+    return lakehouse.read_table(spark, config.table_path(table), version=version)
+
+
+def is_published(spark: SparkSession, config: Config, table: str) -> bool:
+    return published_version(spark, config, table) is not None
+
+
+def publish(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    stage: str,
+    versions: Mapping[str, int],
+    *,
+    model_version: str | None = None,
+    counts: Mapping[str, int] | None = None,
+) -> None:
+    """Make a stage run's tables visible together: one appended row naming each table's version.
+
+    Call it after every write of the stage has succeeded and been checked. Until this commit lands, readers
+    keep reading the previous publication.
+    """
+    ensure_log(spark, config, run_id)
+    _append(spark, config, run_id, stage, "run", versions, model_version, counts)
+    log.info(
+        "%s published: %s",
+        stage,
+        ", ".join(f"{t} v{v}" for t, v in versions.items()) + (f", model {model_version}" if model_version else ""),
+    )
+
+
+def repair(spark: SparkSession, config: Config, run_id: str) -> dict[str, tuple[int, int]]:
+    """Roll back every table whose latest version is not its published one; say so in one line.
+
+    A table that was never published (its first run did not finish) goes back to version 0, the empty table
+    :func:`segspark.platform.lakehouse.write_table` creates first. The rollback is recorded as a ``repair`` row naming
+    the tables' new versions (the same rows as the published ones), so it happens once.
+
+    Returns
+    -------
+    dict
+        Table -> (version found, version restored), for the tables rolled back.
+    """
+    ensure_log(spark, config, run_id)
+    published = published_versions(spark, config)
+    rolled: dict[str, tuple[int, int]] = {}
+    new_versions: dict[str, int] = {}
+    for table in PUBLISHED_TABLES:
+        path = config.table_path(table)
+        current = lakehouse.current_version(spark, path)
+        if current is None:
+            continue
+        target = published.get(table, 0)
+        if current == target:
+            continue
+        lakehouse.restore(spark, path, target)
+        rolled[table] = (current, target)
+        new_versions[table] = lakehouse.current_version(spark, path)
+    if rolled:
+        _append(spark, config, run_id, "repair", "repair", new_versions)
+        log.warning(
+            "rolled back what an unfinished run left in the lakehouse: %s; the tables are again those last published",
+            ", ".join(f"{t} v{found} -> v{target}" for t, (found, target) in rolled.items()),
+        )
+    return rolled

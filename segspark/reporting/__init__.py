@@ -1,1 +1,0 @@
-"""The report's parts: data gathering, analysis, figures and HTML (segspark report)."""

@@ -1,0 +1,1 @@
+"""The segmentation model shared by train, score and report: the Spark ML pipeline and its parts."""

@@ -1,0 +1,1 @@
+"""The export stage: one published table, optionally filtered, written as a folder."""

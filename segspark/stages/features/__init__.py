@@ -1,0 +1,1 @@
+"""The features stage: customer features per snapshot."""

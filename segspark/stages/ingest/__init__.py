@@ -1,0 +1,1 @@
+"""The ingest stage: raw transactions to transactions_clean and transactions_rejected."""

@@ -1,0 +1,1 @@
+"""The maintain stage: compact, Z-order and vacuum the lakehouse."""

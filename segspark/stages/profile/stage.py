@@ -1,0 +1,403 @@
+"""The profile stage: who each segment is, what to do with it, and who exactly to contact.
+
+``segspark profile [--as-of DATE]`` reads one published ``customer_segments`` snapshot (the latest, or
+``--as-of``) with that snapshot's ``customer_features`` and the clean lines of the lookback window, and writes
+that snapshot's partition of:
+
+- ``segment_profiles``: figures per segment (:mod:`segspark.stages.profile.segment_stats`), its name and play
+  (:mod:`segspark.maths.naming`);
+- ``customer_segments``: the same rows with ``segment_name`` filled in;
+- ``segment_top_products`` and ``segment_cross_sell`` (:mod:`segspark.stages.profile.baskets`), unless the source has no
+  product column;
+- ``campaign_audiences``: every customer with segment, play, priority and a seeded holdout
+  (:mod:`segspark.stages.profile.campaigns`);
+- ``campaign_results``: when an earlier audience exists, its contacted and control groups' purchases up to this
+  snapshot (the earlier snapshot's partition).
+
+All of them are published together in one row of the publication log: a run stopped half-way leaves readers on
+the previous set. Only K-row aggregates reach the driver.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from segspark.config.settings import Config
+from segspark.contracts.schemas import (
+    AS_OF_DATE,
+    CAMPAIGN_AUDIENCES,
+    CAMPAIGN_RESULTS,
+    CUSTOMER_ID,
+    CUSTOMER_SEGMENTS,
+    MODEL_VERSION,
+    RUN_ID,
+    SEGMENT_CROSS_SELL,
+    SEGMENT_ID,
+    SEGMENT_NAME,
+    SEGMENT_PROFILES,
+    SEGMENT_TOP_PRODUCTS,
+    TableSpec,
+)
+from segspark.errors import InputError, ReconciliationError
+from segspark.maths import naming
+from segspark.platform import lakehouse, progress, publication
+from segspark.stages.profile import baskets, campaigns
+from segspark.stages.profile import segment_stats as profiles
+from segspark.stages.train.training_data import latest_snapshot
+
+log = logging.getLogger("segspark")
+
+_NUMERIC = (T.IntegerType, T.LongType, T.DoubleType, T.DecimalType, T.FloatType, T.ShortType)
+
+
+@dataclass(frozen=True)
+class ProfileResult:
+    as_of_date: dt.date
+    model_version: str
+    #: segment id -> name, play, priority.
+    segments: dict[int, tuple[str, str, int]]
+    customers: int
+    campaign_results_for: dt.date | None
+
+
+def profiled_columns(model_columns: list[str], features_df: DataFrame) -> list[str]:
+    """The core RFM columns, then every numeric customer_features column the model reads."""
+    numeric = {f.name for f in features_df.schema.fields if isinstance(f.dataType, _NUMERIC)}
+    extra = [c for c in model_columns if c in numeric and c not in profiles.CORE_COLUMNS]
+    return [*profiles.CORE_COLUMNS, *extra]
+
+
+def _snapshot(spark: SparkSession, config: Config) -> tuple[DataFrame, dt.date, str]:
+    """The published customer_segments rows of the profiled snapshot, its date and its model."""
+    segments_df = publication.read_published(spark, config, "customer_segments")
+    as_of = max(config.as_of_dates) if config.as_of_dates else latest_snapshot(segments_df)
+    if as_of is None:
+        raise InputError(f"customer_segments in {config.lakehouse} is empty: run 'segspark train' first")
+    snapshot_df = segments_df.filter(F.col(AS_OF_DATE) == F.lit(as_of))
+    models = [r[MODEL_VERSION] for r in snapshot_df.select(MODEL_VERSION).distinct().limit(2).collect()]  # <= 2
+    if not models:
+        raise InputError(f"customer_segments has no customers for {as_of}: run 'segspark score --as-of {as_of}' first")
+    if len(models) > 1:
+        raise InputError(f"customer_segments of {as_of} mixes models {models}: run 'segspark score --as-of {as_of}'")
+    return snapshot_df, as_of, models[0]
+
+
+def _model_facts(spark: SparkSession, config: Config, model_version: str) -> tuple[list[str], str | None]:
+    """The model's input columns (segment_centroids) and structure verdict (its chosen model_selection row)."""
+    row = (
+        publication.read_published(spark, config, "segment_centroids")
+        .filter(F.col(MODEL_VERSION) == F.lit(model_version))
+        .select("feature_columns")
+        .first()  # one row
+    )
+    if row is None:
+        raise InputError(f"model {model_version} has no published segment_centroids: run 'segspark train' again")
+    structure = None
+    if publication.is_published(spark, config, "model_selection"):
+        chosen = (
+            publication.read_published(spark, config, "model_selection")
+            .filter((F.col(MODEL_VERSION) == F.lit(model_version)) & F.col("is_chosen"))
+            .select("structure")
+            .first()  # one row
+        )
+        structure = chosen["structure"] if chosen else None
+    return list(row["feature_columns"]), structure
+
+
+def _write(spec: TableSpec, df: DataFrame, config: Config, table: str, as_of: dt.date) -> int:
+    result = lakehouse.write_table(
+        df, config.table_path(table), spec, replace_where=lakehouse.dates_predicate(AS_OF_DATE, [as_of])
+    )
+    return result.version
+
+
+def profile_records(
+    figures: profiles.ProfileFigures,
+    names: dict[int, str],
+    actions: dict[int, naming.Action],
+    config: Config,
+    columns: list[str],
+    structure: str | None,
+    previous_as_of: dt.date | None,
+) -> list[dict]:
+    """One dict per segment in the segment_profiles schema (without the written-by columns)."""
+    settings = config.profile
+    population = figures.population
+    records = []
+    for p in figures.segments:
+        ranked = naming.ranked_features(p)
+        recency = figures.recency[p.segment_id]
+        rfm_name, rfm_share = figures.dominant_rfm.get(p.segment_id, (None, None))
+        feature_rows = [
+            {
+                "feature": f,
+                "mean": p.features[f].mean,
+                "median": p.features[f].median,
+                "population_mean": population.features[f].mean,
+                "population_median": population.features[f].median,
+                "effect_size": p.features[f].effect,
+                "effect_rank": rank,
+                "level": naming.level(p.features[f].effect, settings.level_threshold),
+            }
+            for rank, f in enumerate(ranked, start=1)
+        ]
+        action = actions[p.segment_id]
+        records.append(
+            {
+                SEGMENT_ID: p.segment_id,
+                SEGMENT_NAME: names[p.segment_id],
+                "structure": structure,
+                "customers": p.customers,
+                "customer_share": p.customers / population.customers,
+                "revenue": figures.exact[p.segment_id][0],
+                "revenue_share": p.revenue / population.revenue if population.revenue else None,
+                "value_at_stake": figures.exact[p.segment_id][1],
+                "value_at_stake_share": p.value_at_stake / population.value_at_stake
+                if population.value_at_stake
+                else None,
+                **{
+                    f"{c}_{s}": getattr(p.features[c], s)
+                    for c in ("recency_days", "frequency", "monetary")
+                    for s in ("mean", "median")
+                },
+                "dominant_rfm_segment": rfm_name,
+                "dominant_rfm_share": rfm_share,
+                "previous_as_of_date": previous_as_of,
+                "customers_with_previous": recency[0] if recency else None,
+                "recency_rose_share": recency[1] / recency[0] if recency and recency[0] else None,
+                "top_features": ranked[: settings.top_features],
+                "top_features_text": "; ".join(naming.describe_top_features(p, population, settings.top_features)),
+                "play": action.play,
+                "play_reason": action.reason,
+                "priority": action.priority,
+                "feature_profile": feature_rows,
+            }
+        )
+    return records
+
+
+def run_profile(spark: SparkSession, config: Config, run_id: str, stage=None) -> ProfileResult:
+    """Profile, name and act on one segmented snapshot; write and publish its profile tables."""
+    settings = config.profile
+    if config.model.input == "attributes":
+        raise InputError(
+            "segspark profile reads customer_features and transactions; a model trained on an attribute table "
+            "alone (model.input: attributes) has neither to profile"
+        )
+    segments_df, as_of, model_version = _snapshot(spark, config)
+    model_columns, structure = _model_facts(spark, config, model_version)
+    all_features_df = publication.read_published(spark, config, "customer_features")
+    features_df = all_features_df.filter(F.col(AS_OF_DATE) == F.lit(as_of))
+    columns = profiled_columns(model_columns, all_features_df)
+    previous_as_of = (
+        all_features_df.filter(F.col(AS_OF_DATE) < F.lit(as_of)).agg(F.max(AS_OF_DATE)).first()[0]  # one row
+    )
+    previous_df = (
+        all_features_df.filter(F.col(AS_OF_DATE) == F.lit(previous_as_of)) if previous_as_of is not None else None
+    )
+    lines_df = publication.read_published(spark, config, "transactions_clean")
+    progress.step(f"profiling the segments of {as_of} (model {model_version})")
+    members_df = profiles.segment_members(
+        segments_df,
+        features_df,
+        columns,
+        profiles.window_revenue(lines_df, as_of, settings.lookback_days),
+        previous_df,
+    ).persist(StorageLevel.MEMORY_AND_DISK)  # read by the profile, the RFM counts and the audience
+    try:
+        rows = profiles.profile_rows(
+            members_df, columns, config.model.log_features, settings.median_accuracy
+        ).collect()  # K + 1 rows
+        rfm_rows = profiles.dominant_rfm_segments(members_df).collect()  # at most K x the RFM segment names
+        if not [r for r in rows if r[SEGMENT_ID] is not None]:
+            raise InputError(
+                f"no customer of customer_segments {as_of} is in customer_features {as_of}: "
+                f"run 'segspark features --as-of {as_of}' and 'segspark score --as-of {as_of}'"
+            )
+        figures = profiles.to_profiles(rows, rfm_rows, columns, previous_as_of is not None)
+        names = naming.segment_names(
+            figures.segments,
+            settings.names,
+            settings.level_threshold,
+            weak=structure == "weak",
+            weak_name=settings.weak_name,
+        )
+        actions = naming.segment_actions(
+            figures.segments, figures.population, settings.actions, settings.level_threshold, settings.lookback_days
+        )
+        result = _write_tables(
+            spark,
+            config,
+            run_id,
+            as_of,
+            model_version,
+            segments_df,
+            members_df,
+            lines_df,
+            figures,
+            names,
+            actions,
+            columns,
+            structure,
+            previous_as_of,
+        )
+    except Exception:
+        publication.repair(spark, config, run_id)
+        log.error("profile failed: its tables restored to their published versions")
+        raise
+    finally:
+        members_df.unpersist()
+    for p in sorted(figures.segments, key=lambda p: actions[p.segment_id].priority):
+        a = actions[p.segment_id]
+        log.info("segment %s %r: %s (priority %d): %s", p.segment_id, names[p.segment_id], a.play, a.priority, a.reason)
+    if stage is not None:
+        stage.rows_in = figures.population.customers
+        stage.rows_out = len(figures.segments)
+        stage.counts.update({"customers": figures.population.customers, "segments": len(figures.segments)})
+    return result
+
+
+def _write_tables(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    as_of: dt.date,
+    model_version: str,
+    segments_df: DataFrame,
+    members_df: DataFrame,
+    lines_df: DataFrame,
+    figures: profiles.ProfileFigures,
+    names: dict[int, str],
+    actions: dict[int, naming.Action],
+    columns: list[str],
+    structure: str | None,
+    previous_as_of: dt.date | None,
+) -> ProfileResult:
+    settings = config.profile
+    publication.ensure_log(spark, config, run_id)
+    written_by = {MODEL_VERSION: model_version, RUN_ID: run_id}
+    now = F.current_timestamp()
+    versions: dict[str, int] = {}
+
+    records = profile_records(figures, names, actions, config, columns, structure, previous_as_of)
+    record_schema = T.StructType(
+        [f for f in SEGMENT_PROFILES.schema.fields if f.name not in (*written_by, "created_at")]
+    )
+    profiles_df = (
+        spark.createDataFrame([{**r, AS_OF_DATE: as_of} for r in records], schema=record_schema)
+        .withColumn(MODEL_VERSION, F.lit(model_version))
+        .withColumn(RUN_ID, F.lit(run_id))
+        .withColumn("created_at", now)
+    )
+    progress.step("writing segment_profiles")
+    versions["segment_profiles"] = _write(SEGMENT_PROFILES, profiles_df, config, "segment_profiles", as_of)
+
+    segment_facts_df = spark.createDataFrame(
+        [(s, names[s], actions[s].play, actions[s].priority) for s in sorted(names)],
+        schema=f"{SEGMENT_ID} int, {SEGMENT_NAME} string, play string, priority int",
+    )
+    named_df = segments_df.drop(SEGMENT_NAME).join(F.broadcast(segment_facts_df), on=SEGMENT_ID, how="inner")
+    progress.step("naming customer_segments")
+    versions["customer_segments"] = _write(CUSTOMER_SEGMENTS, named_df, config, "customer_segments", as_of)
+
+    key = campaigns.campaign_key(config.campaign.name, as_of, config.seed)
+    audience_df = campaigns.with_control_group(
+        members_df.join(F.broadcast(segment_facts_df), on=SEGMENT_ID, how="inner"), config.campaign.holdout_share, key
+    ).select(
+        F.lit(as_of).alias(AS_OF_DATE),
+        "*",
+        F.lit(key).alias("campaign"),
+        F.lit(model_version).alias(MODEL_VERSION),
+        F.lit(run_id).alias(RUN_ID),
+        now.alias("created_at"),
+    )
+    progress.step("writing campaign_audiences")
+    versions["campaign_audiences"] = _write(CAMPAIGN_AUDIENCES, audience_df, config, "campaign_audiences", as_of)
+    audience_rows = (
+        lakehouse.read_table(spark, config.table_path("campaign_audiences"), version=versions["campaign_audiences"])
+        .filter(F.col(AS_OF_DATE) == F.lit(as_of))
+        .count()
+    )
+    if audience_rows != figures.population.customers:
+        raise ReconciliationError(
+            f"campaign_audiences wrote {audience_rows:,} rows for {figures.population.customers:,} customers"
+        )
+
+    if config.source.columns.product_id is None:
+        log.info("profile: the source has no product column: segment_top_products and segment_cross_sell skipped")
+    else:
+        window_start = as_of - dt.timedelta(days=settings.lookback_days)
+        window_df = lines_df.filter(
+            (F.col("invoice_date") >= F.lit(window_start)) & (F.col("invoice_date") < F.lit(as_of))
+        )
+        if settings.non_products:  # fees and services: spend shares and baskets are of products
+            window_df = window_df.filter(~F.col("product_id").isin(settings.non_products))
+        labelled = F.broadcast(segment_facts_df.select(SEGMENT_ID, SEGMENT_NAME))
+        members = members_df.select(CUSTOMER_ID, SEGMENT_ID)
+        progress.step("writing segment_top_products")
+        top_df = baskets.top_products(window_df, members, settings.top_products).join(
+            labelled, on=SEGMENT_ID, how="inner"
+        )
+        versions["segment_top_products"] = _write(
+            SEGMENT_TOP_PRODUCTS, _stamped(top_df, as_of, written_by), config, "segment_top_products", as_of
+        )
+        progress.step("mining cross-sell rules (FP-Growth per segment)")
+        cross = settings.cross_sell
+        rules_df = baskets.cross_sell_rules(
+            window_df, members, cross.min_support, cross.min_confidence, cross.top_n
+        ).join(labelled, on=SEGMENT_ID, how="inner")
+        versions["segment_cross_sell"] = _write(
+            SEGMENT_CROSS_SELL, _stamped(rules_df, as_of, written_by), config, "segment_cross_sell", as_of
+        )
+
+    measured = None
+    if publication.is_published(spark, config, "campaign_audiences"):
+        earlier_df = publication.read_published(spark, config, "campaign_audiences")
+        measured = campaigns.previous_snapshot(earlier_df, as_of)
+    if measured is not None:
+        progress.step(f"measuring the campaign of {measured} at {as_of}")
+        earlier_audience_df = earlier_df.filter(F.col(AS_OF_DATE) == F.lit(measured))
+        first = earlier_audience_df.select("campaign", MODEL_VERSION).first()  # one row
+        outcome_df = campaigns.campaign_outcomes(earlier_audience_df, lines_df, measured, as_of).select(
+            F.lit(measured).alias(AS_OF_DATE),
+            F.lit(as_of).alias("next_as_of_date"),
+            F.lit(first["campaign"]).alias("campaign"),
+            "*",
+            F.lit(first[MODEL_VERSION]).alias(MODEL_VERSION),
+            F.lit(run_id).alias(RUN_ID),
+            now.alias("created_at"),
+        )
+        versions["campaign_results"] = _write(CAMPAIGN_RESULTS, outcome_df, config, "campaign_results", measured)
+
+    publication.publish(
+        spark,
+        config,
+        run_id,
+        "profile",
+        versions,
+        model_version=model_version,
+        counts={"customers": figures.population.customers, "segments": len(figures.segments)},
+    )
+    return ProfileResult(
+        as_of_date=as_of,
+        model_version=model_version,
+        segments={s: (names[s], actions[s].play, actions[s].priority) for s in sorted(names)},
+        customers=figures.population.customers,
+        campaign_results_for=measured,
+    )
+
+
+def _stamped(df: DataFrame, as_of: dt.date, written_by: dict[str, str]) -> DataFrame:
+    return (
+        df.withColumn(AS_OF_DATE, F.lit(as_of))
+        .withColumn(MODEL_VERSION, F.lit(written_by[MODEL_VERSION]))
+        .withColumn(RUN_ID, F.lit(written_by[RUN_ID]))
+        .withColumn("created_at", F.current_timestamp())
+    )

@@ -1,0 +1,1 @@
+"""The train stage: the K sweep, the choice of K, the fitted model and its tables."""
