@@ -1,4 +1,4 @@
-"""Tests for segspark/generator.py (numpy + pyarrow only, no Spark)."""
+"""Tests for segspark/synthetic.py (numpy + pyarrow only, no Spark)."""
 
 from __future__ import annotations
 
