@@ -11,6 +11,7 @@ from segspark.config.settings import Config
 from segspark.platform import catalog, progress, publication
 from segspark.platform.lock import LakehouseLock
 from segspark.platform.stage_log import StageRun, new_run_id
+from segspark.segmentation.scoring import latest_snapshot
 from segspark.stages.features.stage import run_features
 from segspark.stages.ingest.stage import run_ingest
 from segspark.stages.maintain.stage import run_maintain
@@ -18,7 +19,6 @@ from segspark.stages.profile.stage import run_profile
 from segspark.stages.report.stage import run_report
 from segspark.stages.score.stage import model_snapshot, run_score
 from segspark.stages.train.stage import run_train
-from segspark.stages.train.training_data import latest_snapshot
 
 log = logging.getLogger("segspark")
 

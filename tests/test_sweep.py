@@ -16,6 +16,16 @@ from sklearn.metrics import adjusted_rand_score
 
 from segspark.config.settings import ModelSettings
 from segspark.maths.evaluation import adjusted_rand_index, choose
+from segspark.maths.local_fits import (
+    FitParams,
+    SweepData,
+    cluster_stats,
+    contingency,
+    evaluate_local,
+    fit_best_local,
+    segment_evidence,
+    squared_euclidean_silhouette,
+)
 from segspark.segmentation.model import (
     FEATURES_COL,
     PREDICTION_COL,
@@ -24,18 +34,7 @@ from segspark.segmentation.model import (
     kmeans_with_centres,
     refine_centres,
 )
-from segspark.stages.train.sweep import (
-    FitParams,
-    SweepData,
-    cluster_stats,
-    contingency,
-    evaluate_local,
-    fit_best_local,
-    run_sweep,
-    segment_evidence,
-    squared_euclidean_silhouette,
-    sweep_locally,
-)
+from segspark.stages.train.sweep import run_sweep, sweep_locally
 from segspark.stages.train.training_data import reference_points
 
 

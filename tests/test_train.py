@@ -36,13 +36,13 @@ from segspark.segmentation.model import (
     clustering_stage,
     load_model,
 )
+from segspark.segmentation.sampling import hash_sample
 from segspark.stages.features.stage import run_features
 from segspark.stages.ingest.stage import run_ingest
 from segspark.stages.score.stage import run_score
 from segspark.stages.train.stage import fit_preprocessing, run_train
 from segspark.stages.train.tables import PreviousModel, number_segments
 from segspark.stages.train.training_data import (
-    hash_sample,
     profile_features,
     read_attributes,
     sweep_arrays,

@@ -31,6 +31,9 @@ INGESTED_AT = "ingested_at"
 REJECT_REASON = "reject_reason"
 AS_OF_DATE = "as_of_date"
 
+#: The core RFM columns of customer_features: every profile and report shows them, whatever the model read.
+CORE_COLUMNS = ("recency_days", "frequency", "monetary", "tenure_days")
+
 #: Money is exact decimal: sums over millions of lines and rounding to cents must not drift as doubles do.
 PRICE_TYPE = T.DecimalType(18, 4)
 AMOUNT_TYPE = T.DecimalType(28, 4)

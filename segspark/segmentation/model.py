@@ -46,6 +46,8 @@ from segspark.contracts.schemas import SEGMENT_ID
 
 FEATURES_COL = "features"
 SCALED_COL = "_scaled"
+#: The assembled vector of the numeric features (imputed, and capped when configured), before scaling.
+NUMERIC_COL = "_numeric"
 PREDICTION_COL = "prediction"
 MISSING_CATEGORY = "(missing)"
 #: Name of a one-hot slot for values not seen in training.
@@ -157,11 +159,11 @@ def preprocessing_pipeline(
         )
     out = SCALED_COL if settings.pca.enabled else FEATURES_COL
     if numeric:
-        stages.append(VectorAssembler(inputCols=values, outputCol="_numeric"))
+        stages.append(VectorAssembler(inputCols=values, outputCol=NUMERIC_COL))
         # Divided by the standard deviation but not centred: clustering does not care where the origin is,
         # and Spark's BisectingKMeans cannot split mean-centred data (it perturbs the root centre in
         # proportion to its norm, which is then 0). Reports subtract the mean (see standardised_offset).
-        stages.append(StandardScaler(inputCol="_numeric", outputCol="_standardised", withMean=False, withStd=True))
+        stages.append(StandardScaler(inputCol=NUMERIC_COL, outputCol="_standardised", withMean=False, withStd=True))
     # One-hot slots stay 0/1: two customers with different values are sqrt(2) apart on that feature, which
     # is what two typical customers are apart on a standardised numeric feature (E[(x - y)^2] = 2).
     parts = (["_standardised"] if numeric else []) + [_ohe(c) for c in categorical]
@@ -432,3 +434,23 @@ def save_model(model: PipelineModel, path: str) -> None:
 
 def load_model(path: str) -> PipelineModel:
     return PipelineModel.load(path)
+
+
+def model_numeric_features(model: PipelineModel) -> list[str]:
+    """The numeric features a saved model reads, in slot order (from its :data:`NUMERIC_COL` assembler).
+
+    The assembler's inputs are the imputed (``_imp_<feature>``) or capped (``_win_<feature>``) columns this
+    module names; an empty list for a model with no numeric features.
+    """
+    for stage in model.stages:
+        if stage.hasParam("outputCol") and stage.getOrDefault("outputCol") == NUMERIC_COL:
+            return [_feature_of(c) for c in stage.getInputCols()]
+    return []
+
+
+def _feature_of(column: str) -> str:
+    """The feature a ``_num_``/``_imp_``/``_win_`` column was made from (the inverse of those names)."""
+    for prefix in (_num(""), _imp(""), _win("")):
+        if column.startswith(prefix):
+            return column[len(prefix) :]
+    raise ValueError(f"{column!r} is not a column this model names")

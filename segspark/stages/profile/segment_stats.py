@@ -31,8 +31,6 @@ from segspark.contracts.schemas import (
 )
 from segspark.maths.naming import FeatureStat, SegmentProfile
 
-#: The columns every profile shows, whatever the model read.
-CORE_COLUMNS = ("recency_days", "frequency", "monetary", "tenure_days")
 VALUE_AT_STAKE = "value_at_stake"
 RECENCY_ROSE = "is_recency_rose"
 HAS_PREVIOUS = "has_previous"

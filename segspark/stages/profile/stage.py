@@ -34,6 +34,7 @@ from segspark.contracts.schemas import (
     AS_OF_DATE,
     CAMPAIGN_AUDIENCES,
     CAMPAIGN_RESULTS,
+    CORE_COLUMNS,
     CUSTOMER_ID,
     CUSTOMER_SEGMENTS,
     MODEL_VERSION,
@@ -48,9 +49,9 @@ from segspark.contracts.schemas import (
 from segspark.errors import InputError, ReconciliationError
 from segspark.maths import naming
 from segspark.platform import lakehouse, progress, publication
+from segspark.segmentation.scoring import latest_snapshot
 from segspark.stages.profile import baskets, campaigns
 from segspark.stages.profile import segment_stats as profiles
-from segspark.stages.train.training_data import latest_snapshot
 
 log = logging.getLogger("segspark")
 
@@ -70,8 +71,8 @@ class ProfileResult:
 def profiled_columns(model_columns: list[str], features_df: DataFrame) -> list[str]:
     """The core RFM columns, then every numeric customer_features column the model reads."""
     numeric = {f.name for f in features_df.schema.fields if isinstance(f.dataType, _NUMERIC)}
-    extra = [c for c in model_columns if c in numeric and c not in profiles.CORE_COLUMNS]
-    return [*profiles.CORE_COLUMNS, *extra]
+    extra = [c for c in model_columns if c in numeric and c not in CORE_COLUMNS]
+    return [*CORE_COLUMNS, *extra]
 
 
 def _snapshot(spark: SparkSession, config: Config) -> tuple[DataFrame, dt.date, str]:

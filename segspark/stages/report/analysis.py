@@ -15,7 +15,7 @@ import pandas as pd
 
 from segspark.config.settings import ModelSettings, ReportSettings
 from segspark.maths.evaluation import adjusted_rand_index, silhouette_samples
-from segspark.stages.train.sweep import FitParams, fit_best_local
+from segspark.maths.local_fits import FitParams, fit_best_local
 
 #: Algorithms the sweep can choose from: refitted on the sample at the chosen K.
 SWEEP_ALGORITHMS = ("kmeans", "bisecting_kmeans", "gaussian_mixture")

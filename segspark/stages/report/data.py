@@ -35,14 +35,22 @@ from segspark.contracts.schemas import (
 )
 from segspark.errors import ConfigError, InputError, SchemaError
 from segspark.platform import lakehouse, publication
-from segspark.segmentation.model import FEATURES_COL, cluster_centers, clustering_stage, load_model, quote
+from segspark.segmentation.model import (
+    FEATURES_COL,
+    cluster_centers,
+    clustering_stage,
+    load_model,
+    model_numeric_features,
+    quote,
+)
+from segspark.segmentation.sampling import SILHOUETTE_SAMPLE, sample_key
+from segspark.segmentation.scoring import scoring_input
 
 log = logging.getLogger("segspark")
 
 #: The model's numeric slots before any PCA: log (for model.log_features), imputed, capped, divided by the std.
 STANDARDISED_COL = "_standardised"
 #: The VectorAssembler of the model's numeric inputs (see segspark.segmentation.model.preprocessing_pipeline).
-NUMERIC_COL = "_numeric"
 
 
 @dataclass(frozen=True)
@@ -299,18 +307,9 @@ def _float(value) -> float:
     return float("nan") if value is None else float(value)
 
 
-def model_numeric_features(model) -> list[str]:
-    """The numeric features the model reads, in slot order (from its ``_numeric`` VectorAssembler)."""
-    for stage in model.stages:
-        if stage.hasParam("outputCol") and stage.getOrDefault("outputCol") == NUMERIC_COL:
-            return [c.split("_", 2)[2] for c in stage.getInputCols()]  # _imp_<name> or _win_<name>
-    return []
-
-
 def _sample(spark: SparkSession, config: Config, segments_df: DataFrame, model_version: str, as_of: dt.date) -> Sample:
     """The report's customer sample, scored by the saved model: the ``report.sample_size`` smallest seeded
     hashes of the ids (with the same seed and size as model.silhouette_sample_size, train's silhouette sample)."""
-    from segspark.stages.score.stage import scoring_input
 
     if not publication.is_published(spark, config, "customer_features"):
         raise SchemaError(
@@ -327,7 +326,7 @@ def _sample(spark: SparkSession, config: Config, segments_df: DataFrame, model_v
     columns = list(row["feature_columns"])
     customers_df, _ = scoring_input(spark, config.model_copy(update={"as_of_dates": [as_of]}), columns)
     numeric = model_numeric_features(model)
-    key = F.xxhash64(F.lit(config.seed), F.lit("silhouette"), F.col(CUSTOMER_ID))
+    key = sample_key(config.seed, SILHOUETTE_SAMPLE)
     sampled_df = (
         customers_df.join(segments_df.select(CUSTOMER_ID, SEGMENT_ID), CUSTOMER_ID, "inner")
         .withColumn("_h", key)

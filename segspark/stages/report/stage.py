@@ -27,8 +27,8 @@ import pandas as pd
 from pyspark.sql import SparkSession
 
 from segspark.config.settings import Config, local_path
+from segspark.contracts.schemas import CORE_COLUMNS
 from segspark.platform import progress
-from segspark.stages.profile.segment_stats import CORE_COLUMNS
 from segspark.stages.report import figures as fig
 from segspark.stages.report.analysis import SampleAnalysis, analyse
 from segspark.stages.report.data import ReportData, gather, resolve_target

@@ -14,16 +14,15 @@ import datetime as dt
 import logging
 from dataclasses import dataclass
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from segspark.config.settings import Config
-from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_ID, MODEL_VERSION, RUN_ID
-from segspark.errors import InputError, ReconciliationError, SchemaError
+from segspark.contracts.schemas import AS_OF_DATE, MODEL_VERSION, RUN_ID
+from segspark.errors import InputError, ReconciliationError
 from segspark.platform import lakehouse, progress, publication
 from segspark.segmentation.model import load_model
-from segspark.stages.train.tables import write_segments
-from segspark.stages.train.training_data import latest_snapshot, quote
+from segspark.segmentation.scoring import scoring_input, write_segments
 
 log = logging.getLogger("segspark")
 
@@ -75,23 +74,6 @@ def model_snapshot(spark: SparkSession, config: Config) -> tuple[str, dt.date | 
         .first()  # one row
     )
     return None if latest is None else (latest[MODEL_VERSION], latest[AS_OF_DATE])
-
-
-def scoring_input(spark: SparkSession, config: Config, columns: list[str]) -> tuple[DataFrame, dt.date]:
-    """``customer_id`` plus the model's input columns for one published customer_features snapshot."""
-    features_df = publication.read_published(spark, config, "customer_features")
-    as_of = max(config.as_of_dates) if config.as_of_dates else latest_snapshot(features_df)
-    if as_of is None:
-        raise InputError(f"customer_features in {config.lakehouse} is empty: run 'segspark features' first")
-    missing = [c for c in columns if c not in features_df.columns]
-    if missing:
-        raise SchemaError(
-            f"the model reads {missing}, which customer_features does not have (a model trained on an attribute "
-            "table scores only where those columns exist): retrain on customer_features, or score with "
-            "'segspark train'"
-        )
-    snapshot_df = features_df.filter(F.col(AS_OF_DATE) == F.lit(as_of))
-    return snapshot_df.select(CUSTOMER_ID, *[quote(c) for c in columns]), as_of
 
 
 def run_score(spark: SparkSession, config: Config, run_id: str, stage=None) -> ScoreResult:

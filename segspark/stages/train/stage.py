@@ -37,6 +37,7 @@ from segspark.config.settings import Config, ModelSettings
 from segspark.contracts.schemas import CUSTOMER_ID
 from segspark.errors import ReconciliationError
 from segspark.maths.evaluation import Candidate, choose
+from segspark.maths.local_fits import Evaluated, SweepData
 from segspark.platform import lakehouse, progress, publication
 from segspark.segmentation.model import (
     FEATURES_COL,
@@ -53,21 +54,21 @@ from segspark.segmentation.model import (
     refine_centres,
     save_model,
 )
-from segspark.stages.train.sweep import Evaluated, SweepData, run_sweep
+from segspark.segmentation.sampling import SWEEP_SAMPLE, hash_sample
+from segspark.segmentation.scoring import write_segments
+from segspark.stages.train.sweep import run_sweep
 from segspark.stages.train.tables import (
     number_segments,
     previous_model,
     segment_table,
     with_segment_profiles,
     write_centroids,
-    write_segments,
     write_selection,
     write_sweep_segments,
 )
 from segspark.stages.train.training_data import (
     FeatureProfile,
     check_k_range,
-    hash_sample,
     profile_features,
     sweep_arrays,
     training_input,
@@ -204,7 +205,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
         vectors_df = model_space(prep, customers_df).persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(vectors_df)
         sampled = n > settings.sample_size
-        sweep_df = hash_sample(vectors_df, settings.sample_size, seed, "sweep") if sampled else vectors_df
+        sweep_df = hash_sample(vectors_df, settings.sample_size, seed, SWEEP_SAMPLE) if sampled else vectors_df
         progress.step(f"collecting the sweep sample ({evaluated_n:,} customers)", logged=False)
         _, data = sweep_arrays(sweep_df, settings.silhouette_sample_size, seed)
         log.info(

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from pyspark.ml import PipelineModel, Transformer
+from pyspark.ml import Transformer
 from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -17,28 +17,23 @@ from scipy.optimize import linear_sum_assignment
 
 from segspark.config.settings import Config, ModelSettings
 from segspark.contracts.schemas import (
-    AS_OF_DATE,
-    CUSTOMER_SEGMENTS,
     MODEL_SELECTION,
     MODEL_VERSION,
-    RUN_ID,
     SEGMENT_CENTROIDS,
     SEGMENT_ID,
-    SEGMENT_NAME,
     SWEEP_SEGMENTS,
 )
 from segspark.maths.evaluation import Candidate, small_segments
+from segspark.maths.local_fits import Evaluated
 from segspark.platform import lakehouse, publication
 from segspark.segmentation.model import (
     PREDICTION_COL,
     SCALED_COL,
     Preprocessing,
-    assign_segments,
     standardised_offset,
     to_original_units,
     to_standardised,
 )
-from segspark.stages.train.sweep import Evaluated
 
 log = logging.getLogger("segspark")
 
@@ -123,26 +118,6 @@ def segment_table(final: Transformer, vectors_df: DataFrame, prep: Preprocessing
         counts=np.array([r["n"] for r in rows], dtype=float),
         standardised=np.array([r["mean"].toArray() for r in rows]) - standardised_offset(prep),
     )
-
-
-def write_segments(
-    model: PipelineModel, customers_df: DataFrame, as_of: dt.date, model_version: str, run_id: str, config: Config
-) -> int:
-    """Score the training customers with the assembled model into their customer_segments partition."""
-    segments_df = (
-        assign_segments(model, customers_df)
-        .withColumn(AS_OF_DATE, F.lit(as_of))
-        .withColumn(MODEL_VERSION, F.lit(model_version))
-        .withColumn(RUN_ID, F.lit(run_id))
-        .withColumn(SEGMENT_NAME, F.lit(None).cast("string"))  # named by segspark profile
-    )
-    result = lakehouse.write_table(
-        segments_df,
-        config.table_path("customer_segments"),
-        CUSTOMER_SEGMENTS,
-        replace_where=lakehouse.dates_predicate(AS_OF_DATE, [as_of]),
-    )
-    return result.rows_written
 
 
 def write_centroids(

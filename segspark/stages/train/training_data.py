@@ -25,10 +25,12 @@ from pyspark.sql import types as T
 from segspark.config.settings import AttributeSource, Config, ModelSettings
 from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_ID
 from segspark.errors import ConfigError, InputError, SchemaError
+from segspark.maths.local_fits import SweepData
 from segspark.platform import lakehouse, privacy, publication
 from segspark.platform.compat import try_cast
 from segspark.segmentation.model import FEATURES_COL, quote
-from segspark.stages.train.sweep import SweepData
+from segspark.segmentation.sampling import SILHOUETTE_SAMPLE, sample_key
+from segspark.segmentation.scoring import latest_snapshot
 
 log = logging.getLogger("segspark")
 
@@ -202,11 +204,6 @@ def check_attribute_keys(attributes_df: DataFrame, path: str) -> None:
         )
 
 
-def latest_snapshot(features_df: DataFrame) -> dt.date | None:
-    """The latest as_of_date in customer_features (answered from partition values)."""
-    return features_df.agg(F.max(AS_OF_DATE)).first()[0]
-
-
 def training_input(spark: SparkSession, config: Config) -> tuple[DataFrame, dt.date]:
     """``customer_id`` plus every model feature column, one row per training customer, and its snapshot date."""
     settings = config.model
@@ -340,20 +337,6 @@ def check_k_range(settings: ModelSettings, customers: int, evaluated: int, what:
 # Samples
 
 
-def hash_sample(df: DataFrame, size: int, seed: int, salt: str) -> DataFrame:
-    """The ``size`` customers with the smallest seeded hash of their id: the same sample on any layout.
-
-    Keeps the input's partitioning and order (a filter), so the sample stays deterministically laid out.
-    """
-    key = _sample_key(seed, salt)
-    threshold = df.select(key.alias("_h")).orderBy("_h").limit(size).agg(F.max("_h")).first()[0]
-    return df.filter(key <= F.lit(threshold))
-
-
-def _sample_key(seed: int, salt: str) -> Column:
-    return F.xxhash64(F.lit(seed), F.lit(salt), F.col(CUSTOMER_ID))
-
-
 def sweep_arrays(sweep_df: DataFrame, silhouette_sample_size: int, seed: int) -> tuple[list[str], SweepData]:
     """The sweep customers' vectors on the driver, ordered by customer_id (bounded by model.sample_size),
     the silhouette sample (the ``silhouette_sample_size`` smallest seeded hashes of the id, as
@@ -361,7 +344,7 @@ def sweep_arrays(sweep_df: DataFrame, silhouette_sample_size: int, seed: int) ->
     """
     pdf = (
         sweep_df.select(
-            CUSTOMER_ID, _sample_key(seed, "silhouette").alias("_h"), vector_to_array(FEATURES_COL).alias("_v")
+            CUSTOMER_ID, sample_key(seed, SILHOUETTE_SAMPLE).alias("_h"), vector_to_array(FEATURES_COL).alias("_v")
         )
         .orderBy(CUSTOMER_ID)
         .toPandas()  # <= model.sample_size rows
