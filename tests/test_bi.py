@@ -12,7 +12,7 @@ from deltalake import DeltaTable as RustDeltaTable
 from pyspark.sql.pandas.types import to_arrow_type
 
 from segspark.config.settings import local_path
-from segspark.contracts.schemas import TABLE_SPECS
+from segspark.contracts.schemas import TABLE_NAMES, TABLE_SPECS
 from segspark.errors import ConfigError
 from segspark.pipeline import run_stages
 from segspark.platform import catalog, lakehouse, publication
@@ -22,7 +22,7 @@ CHANGE_FEED_TABLES = ("customer_segments", "segment_profiles", "campaign_audienc
 
 
 def _tables(config) -> list[str]:
-    return [t for t in catalog.CATALOG_TABLES if RustDeltaTable.is_deltatable(local_path(config.table_path(t)))]
+    return [t for t in TABLE_NAMES if RustDeltaTable.is_deltatable(local_path(config.table_path(t)))]
 
 
 def _unify(arrow_type: pa.DataType) -> pa.DataType:

@@ -244,3 +244,10 @@ def test_config_from_args_without_the_command_specific_options():
 def test_cli_unknown_layout_exits_2_naming_the_layouts(capsys):
     assert cli.main(["ingest", "--layout", "shopify"]) == 2
     assert "no source layout 'shopify'" in capsys.readouterr().err
+
+
+def test_every_table_in_the_registry_has_a_configurable_name_and_no_other():
+    from segspark.config.settings import TableNames
+    from segspark.contracts.schemas import TABLE_NAMES
+
+    assert sorted(TableNames.model_fields) == sorted(TABLE_NAMES)

@@ -146,22 +146,6 @@ PIPELINE_RUNS = TableSpec(
 )
 
 
-#: The tables a stage publishes as one unit (see segspark/publication.py), in pipeline order.
-PUBLISHED_TABLES = (
-    "transactions_clean",
-    "transactions_rejected",
-    "customer_features",
-    "customer_segments",
-    "segment_centroids",
-    "model_selection",
-    "sweep_segments",
-    "segment_profiles",
-    "segment_top_products",
-    "segment_cross_sell",
-    "campaign_audiences",
-    "campaign_results",
-)
-
 PUBLISHED_RUNS = TableSpec(
     comment=(
         "Publication log: one row per stage run whose tables were all written, naming the Delta version of "
@@ -600,20 +584,44 @@ CAMPAIGN_RESULTS = TableSpec(
 )
 
 
-#: Logical name -> spec of every table whose schema is fixed (transactions_rejected keeps the source's own
-#: columns, so its spec is built per source: :func:`transactions_rejected_spec`).
-TABLE_SPECS: dict[str, TableSpec] = {
-    "transactions_clean": TRANSACTIONS_CLEAN,
-    "pipeline_runs": PIPELINE_RUNS,
-    "published_runs": PUBLISHED_RUNS,
-    "customer_features": CUSTOMER_FEATURES,
-    "model_selection": MODEL_SELECTION,
-    "sweep_segments": SWEEP_SEGMENTS,
-    "customer_segments": CUSTOMER_SEGMENTS,
-    "segment_centroids": SEGMENT_CENTROIDS,
-    "segment_profiles": SEGMENT_PROFILES,
-    "segment_top_products": SEGMENT_TOP_PRODUCTS,
-    "segment_cross_sell": SEGMENT_CROSS_SELL,
-    "campaign_audiences": CAMPAIGN_AUDIENCES,
-    "campaign_results": CAMPAIGN_RESULTS,
-}
+@dataclass(frozen=True)
+class Table:
+    """One table of the lakehouse in the registry :data:`TABLES`.
+
+    ``name`` is the logical name (``config.tables`` maps it to a folder), ``writer`` the stage that writes it,
+    ``spec`` its contract (None for ``transactions_rejected``, which keeps the source's own columns: see
+    :func:`transactions_rejected_spec`), and ``published`` whether readers see it through the publication log
+    (the run logs ``pipeline_runs`` and ``published_runs`` are read directly).
+    """
+
+    name: str
+    writer: str
+    spec: TableSpec | None
+    published: bool = True
+
+
+#: Every table segspark writes, in pipeline order, run logs last: the one inventory. The catalog registers,
+#: maintain compacts and the publication log publishes the tables derived from it.
+TABLES: tuple[Table, ...] = (
+    Table("transactions_clean", "ingest", TRANSACTIONS_CLEAN),
+    Table("transactions_rejected", "ingest", None),
+    Table("customer_features", "features", CUSTOMER_FEATURES),
+    Table("customer_segments", "train, score", CUSTOMER_SEGMENTS),
+    Table("segment_centroids", "train", SEGMENT_CENTROIDS),
+    Table("model_selection", "train", MODEL_SELECTION),
+    Table("sweep_segments", "train", SWEEP_SEGMENTS),
+    Table("segment_profiles", "profile", SEGMENT_PROFILES),
+    Table("segment_top_products", "profile", SEGMENT_TOP_PRODUCTS),
+    Table("segment_cross_sell", "profile", SEGMENT_CROSS_SELL),
+    Table("campaign_audiences", "profile", CAMPAIGN_AUDIENCES),
+    Table("campaign_results", "profile", CAMPAIGN_RESULTS),
+    Table("pipeline_runs", "every stage", PIPELINE_RUNS, published=False),
+    Table("published_runs", "every publishing stage", PUBLISHED_RUNS, published=False),
+)
+
+#: Every table's logical name, in :data:`TABLES` order (what the catalog registers and maintain compacts).
+TABLE_NAMES: tuple[str, ...] = tuple(t.name for t in TABLES)
+#: The tables a stage publishes as one unit (see :mod:`segspark.platform.publication`), in pipeline order.
+PUBLISHED_TABLES: tuple[str, ...] = tuple(t.name for t in TABLES if t.published)
+#: Logical name -> spec of every table whose schema is fixed.
+TABLE_SPECS: dict[str, TableSpec] = {t.name: t.spec for t in TABLES if t.spec is not None}

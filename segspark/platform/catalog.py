@@ -22,14 +22,11 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from segspark.config.settings import Config, local_path
-from segspark.contracts.schemas import PUBLISHED_TABLES
+from segspark.contracts.schemas import TABLE_NAMES
 from segspark.errors import ConfigError
 from segspark.platform import lakehouse
 
 log = logging.getLogger("segspark")
-
-#: Every table segspark writes: the published ones in pipeline order, then the two run logs.
-CATALOG_TABLES = (*PUBLISHED_TABLES, "pipeline_runs", "published_runs")
 
 
 def metastore_folder(config: Config) -> Path | None:
@@ -78,7 +75,7 @@ def register_tables(spark: SparkSession, config: Config, database: str | None = 
     # The name was checked to be a plain identifier when the config was loaded; quoting keeps it one.
     spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}` COMMENT 'segspark output tables'")
     registered = []
-    for table in CATALOG_TABLES:
+    for table in TABLE_NAMES:
         path = config.table_path(table)
         if not lakehouse.table_exists(spark, path):
             continue

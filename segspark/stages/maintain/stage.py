@@ -1,6 +1,6 @@
 """The maintain stage: ``segspark maintain [--as-of DATE ...]``: compact, Z-order and vacuum the lakehouse.
 
-For every table segspark writes (:data:`segspark.platform.catalog.CATALOG_TABLES`) that exists:
+For every table segspark writes (:data:`segspark.contracts.schemas.TABLE_NAMES`) that exists:
 
 1. adds the table properties its spec asks for and an older table lacks (change data feed);
 2. ``OPTIMIZE``: rewrites small files into large ones, Z-ordered by ``customer_id`` where the table has it and
@@ -26,9 +26,8 @@ from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from segspark.config.settings import Config
-from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_ID, PUBLISHED_TABLES, TABLE_SPECS
+from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_ID, PUBLISHED_TABLES, TABLE_NAMES, TABLE_SPECS
 from segspark.platform import lakehouse, progress, publication
-from segspark.platform.catalog import CATALOG_TABLES
 
 log = logging.getLogger("segspark")
 
@@ -64,7 +63,7 @@ def run_maintain(spark: SparkSession, config: Config, run_id: str, stage=None) -
     deleted: a rollback only ever returns to a published version, whose files the vacuum of this or an
     earlier run kept, because they were that version's current files.
     """
-    tables = [(t, config.table_path(t)) for t in CATALOG_TABLES]
+    tables = [(t, config.table_path(t)) for t in TABLE_NAMES]
     tables = [(t, path) for t, path in tables if lakehouse.table_exists(spark, path)]
     listing = spark.conf.get(_LISTING, _LISTING_DEFAULT)
     if listing == _LISTING_DEFAULT:  # not chosen by the user: a few tasks per core
