@@ -35,7 +35,9 @@ class WriteResult:
 
 
 def dates_predicate(column: str, dates: Iterable[dt.date]) -> str:
-    """``replaceWhere`` text selecting ``column`` IN the given dates: the one place a predicate is written as text.
+    """``replaceWhere`` text selecting ``column`` IN the given dates: the one predicate segspark writes as text.
+
+    (Export's ``--where`` is the user's text: :mod:`segspark.stages.export.where_clause` parses and renders it again.)
 
     Delta's ``replaceWhere`` takes only a string. The column must be a plain identifier and every value a
     :class:`datetime.date`, rendered as a ``DATE'yyyy-mm-dd'`` literal, so no text from config or data is pasted.

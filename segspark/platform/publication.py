@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -197,6 +198,31 @@ def publish(
         stage,
         ", ".join(f"{t} v{v}" for t, v in versions.items()) + (f", model {model_version}" if model_version else ""),
     )
+
+
+@contextmanager
+def publishing(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    failed: str | None = None,
+    cleanup: Callable[[], None] | None = None,
+) -> Iterator[None]:
+    """The writes of one stage run, up to and including its :func:`publish`: all of them land, or none.
+
+    On any error inside the block every table goes back to its published version (:func:`repair`),
+    ``cleanup`` removes what the stage made outside the tables (train's model folder), ``failed`` is logged as
+    one error line, and the error is raised again for the stage log and the CLI.
+    """
+    try:
+        yield
+    except Exception:
+        repair(spark, config, run_id)
+        if cleanup is not None:
+            cleanup()
+        if failed is not None:
+            log.error("%s", failed)
+        raise
 
 
 def repair(spark: SparkSession, config: Config, run_id: str) -> dict[str, tuple[int, int]]:

@@ -275,7 +275,7 @@ def run_features(spark: SparkSession, config: Config, run_id: str, stage=None) -
         progress.step(f"writing {sum(counts.customers.values()):,} customer rows to customer_features")
         publication.ensure_log(spark, config, run_id)
         expected = sum(counts.customers.values())
-        try:
+        with publication.publishing(spark, config, run_id):
             written = lakehouse.write_table(
                 features_df,
                 config.table_path("customer_features"),
@@ -295,9 +295,6 @@ def run_features(spark: SparkSession, config: Config, run_id: str, stage=None) -
                 {"customer_features": written.version},
                 counts=snapshot_counts_by_date,
             )
-        except Exception:
-            publication.repair(spark, config, run_id)
-            raise
     finally:
         customers_df.unpersist()
 

@@ -531,7 +531,12 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
         clean_path = config.table_path("transactions_clean")
         rejected_path = config.table_path("transactions_rejected")
         publication.ensure_log(spark, config, run_id)
-        try:
+        with publication.publishing(
+            spark,
+            config,
+            run_id,
+            failed="ingest failed: transactions tables restored to their published versions",
+        ):
             progress.step("checking every line and writing the rejected ones to transactions_rejected")
             rejected = lakehouse.write_table(
                 select_rejected(parsed_df, source_columns, run_id, ingested_at, private_columns(config)),
@@ -554,10 +559,6 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> 
                 {"transactions_clean": clean.version, "transactions_rejected": rejected.version},
                 counts={"rows_in": rows_in, "rows_clean": counts.rows_clean, "rows_rejected": counts.rows_rejected},
             )
-        except Exception:
-            publication.repair(spark, config, run_id)
-            log.error("ingest failed: transactions tables restored to their published versions")
-            raise
     finally:
         repeated.unpersist()
 

@@ -213,46 +213,48 @@ def run_profile(spark: SparkSession, config: Config, run_id: str, stage=None) ->
         previous_df,
     ).persist(StorageLevel.MEMORY_AND_DISK)  # read by the profile, the RFM counts and the audience
     try:
-        rows = profiles.profile_rows(
-            members_df, columns, config.model.log_features, settings.median_accuracy
-        ).collect()  # K + 1 rows
-        rfm_rows = profiles.dominant_rfm_segments(members_df).collect()  # at most K x the RFM segment names
-        if not [r for r in rows if r[SEGMENT_ID] is not None]:
-            raise InputError(
-                f"no customer of customer_segments {as_of} is in customer_features {as_of}: "
-                f"run 'segspark features --as-of {as_of}' and 'segspark score --as-of {as_of}'"
-            )
-        figures = profiles.to_profiles(rows, rfm_rows, columns, previous_as_of is not None)
-        names = naming.segment_names(
-            figures.segments,
-            settings.names,
-            settings.level_threshold,
-            weak=structure == "weak",
-            weak_name=settings.weak_name,
-        )
-        actions = naming.segment_actions(
-            figures.segments, figures.population, settings.actions, settings.level_threshold, settings.lookback_days
-        )
-        result = _write_tables(
+        with publication.publishing(
             spark,
             config,
             run_id,
-            as_of,
-            model_version,
-            segments_df,
-            members_df,
-            lines_df,
-            figures,
-            names,
-            actions,
-            columns,
-            structure,
-            previous_as_of,
-        )
-    except Exception:
-        publication.repair(spark, config, run_id)
-        log.error("profile failed: its tables restored to their published versions")
-        raise
+            failed="profile failed: its tables restored to their published versions",
+        ):
+            rows = profiles.profile_rows(
+                members_df, columns, config.model.log_features, settings.median_accuracy
+            ).collect()  # K + 1 rows
+            rfm_rows = profiles.dominant_rfm_segments(members_df).collect()  # at most K x the RFM segment names
+            if not [r for r in rows if r[SEGMENT_ID] is not None]:
+                raise InputError(
+                    f"no customer of customer_segments {as_of} is in customer_features {as_of}: "
+                    f"run 'segspark features --as-of {as_of}' and 'segspark score --as-of {as_of}'"
+                )
+            figures = profiles.to_profiles(rows, rfm_rows, columns, previous_as_of is not None)
+            names = naming.segment_names(
+                figures.segments,
+                settings.names,
+                settings.level_threshold,
+                weak=structure == "weak",
+                weak_name=settings.weak_name,
+            )
+            actions = naming.segment_actions(
+                figures.segments, figures.population, settings.actions, settings.level_threshold, settings.lookback_days
+            )
+            result = _write_tables(
+                spark,
+                config,
+                run_id,
+                as_of,
+                model_version,
+                segments_df,
+                members_df,
+                lines_df,
+                figures,
+                names,
+                actions,
+                columns,
+                structure,
+                previous_as_of,
+            )
     finally:
         members_df.unpersist()
     for p in sorted(figures.segments, key=lambda p: actions[p.segment_id].priority):

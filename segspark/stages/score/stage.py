@@ -88,7 +88,12 @@ def run_score(spark: SparkSession, config: Config, run_id: str, stage=None) -> S
     progress.step(f"scoring {customers:,} customers of {as_of} with model {model_version}")
     publication.ensure_log(spark, config, run_id)
     path = config.table_path("customer_segments")
-    try:
+    with publication.publishing(
+        spark,
+        config,
+        run_id,
+        failed="score failed: customer_segments restored to its published version",
+    ):
         written = write_segments(model, customers_df, as_of, model_version, run_id, config)
         if written != customers:
             raise ReconciliationError(f"customer_segments wrote {written:,} rows for {customers:,} customers")
@@ -110,10 +115,6 @@ def run_score(spark: SparkSession, config: Config, run_id: str, stage=None) -> S
             model_version=model_version,
             counts={"customers": customers},
         )
-    except Exception:
-        publication.repair(spark, config, run_id)
-        log.error("score failed: customer_segments restored to its published version")
-        raise
     log.info(
         "score: %s customers of %s scored with model %s: %s",
         f"{customers:,}",

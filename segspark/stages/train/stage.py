@@ -176,7 +176,10 @@ class TrainResult:
 
 
 def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> TrainResult:
-    """Sweep K, choose, fit on all customers, save the model and write the three segment tables."""
+    """Sweep K, choose, fit on all customers, save the model and write its four tables.
+
+    The tables: customer_segments, segment_centroids, model_selection and sweep_segments.
+    """
     settings = config.model
     seed = config.seed
     model_version = run_id
@@ -231,11 +234,18 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
         model_path = config.model_path(model_version)
 
         now = dt.datetime.now(dt.UTC)
-        # The model and the three tables change together or not at all: on any failure each table goes back
+        # The model and the four tables change together or not at all: on any failure each table goes back
         # to its version before and the model folder is removed.
         tables = ["customer_segments", "segment_centroids", "model_selection", "sweep_segments"]
         publication.ensure_log(spark, config, run_id)
-        try:
+        with publication.publishing(
+            spark,
+            config,
+            run_id,
+            failed=f"train failed: segment tables restored to their published versions, model {model_version} removed",
+            # No published table names this model: leaving it would be an orphan folder under models/.
+            cleanup=lambda: lakehouse.delete_path(spark, model_path),
+        ):
             save_model(model, model_path)
             progress.step("writing customer_segments, segment_centroids, model_selection and sweep_segments")
             written = write_segments(model, customers_df, as_of, model_version, run_id, config)
@@ -280,14 +290,6 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
                 model_version=model_version,
                 counts={"customers": n, "k": chosen.k},
             )
-        except Exception:
-            publication.repair(spark, config, run_id)
-            # No published table names this model: leaving it would be an orphan folder under models/.
-            lakehouse.delete_path(spark, model_path)
-            log.error(
-                "train failed: segment tables restored to their published versions, model %s removed", model_version
-            )
-            raise
     finally:
         for df in reversed(cached):
             df.unpersist()
