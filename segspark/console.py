@@ -12,17 +12,8 @@ from pyspark.sql import functions as F
 
 from segspark.config.settings import Config
 from segspark.contracts.schemas import RUN_ID, SEGMENT_ID
+from segspark.maths.numbers import number
 from segspark.platform import publication
-
-
-def _number(value: float) -> str:
-    """Short, readable figures: 3, 39.2, 12,345."""
-    magnitude = abs(value)
-    if magnitude >= 1000:
-        return f"{value:,.0f}"
-    if magnitude >= 100 or value == int(value):
-        return f"{value:.0f}"
-    return f"{value:.1f}" if magnitude >= 10 else f"{value:.2f}"
 
 
 def format_segments(segments: Sequence[dict], features: Sequence[str], header: str, decision: str | None) -> str:
@@ -41,7 +32,7 @@ def format_segments(segments: Sequence[dict], features: Sequence[str], header: s
             str(s["segment_id"]),
             f"{s['customers']:,}",
             f"{100 * s['share']:.1f}%",
-            *[_number(s["centroid_original"][f]) if f in s["centroid_original"] else "-" for f in features],
+            *[number(s["centroid_original"][f]) if f in s["centroid_original"] else "-" for f in features],
         ]
         for s in sorted(segments, key=lambda s: s["segment_id"])
     ]

@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from segspark.config.settings import ActionRule, NameRule
+from segspark.maths.numbers import number, percent
 
 #: Features whose figures are days.
 _DAY_FEATURES = frozenset({"recency_days", "tenure_days", "avg_days_between_purchases", "std_days_between_purchases"})
@@ -115,16 +116,9 @@ def format_figure(feature: str, value: float | None) -> str:
     if value is None or math.isnan(value):
         return "n/a"
     if feature.endswith(_SHARE_SUFFIX):
-        return f"{value:.0%}"
-    text = format_amount(value)
+        return percent(value, 0)
+    text = number(value)
     return f"{text} days" if feature in _DAY_FEATURES else text
-
-
-def format_amount(value: float) -> str:
-    magnitude = abs(value)
-    if magnitude >= 100 or value == int(value):
-        return f"{value:,.0f}"
-    return f"{value:.1f}" if magnitude >= 10 else f"{value:.2f}"
 
 
 def _value_order(profiles: Sequence[SegmentProfile]) -> list[SegmentProfile]:
@@ -193,7 +187,7 @@ def reason(
     customer_share = profile.customers / population.customers if population.customers else 0.0
     revenue_share = profile.revenue / population.revenue if population.revenue else 0.0
     parts.append(f"{customer_share:.0%} of customers and {revenue_share:.0%} of revenue")
-    parts.append(f"{format_amount(profile.value_at_stake)} of revenue in the last {lookback_days} days at stake")
+    parts.append(f"{number(profile.value_at_stake)} of revenue in the last {lookback_days} days at stake")
     return "; ".join(parts)
 
 

@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 
 from segspark.config.settings import Config
 from segspark.contracts.schemas import PIPELINE_RUNS
+from segspark.maths.numbers import number
 from segspark.platform.lakehouse import write_table
 from segspark.platform.session import versions
 
@@ -62,8 +63,8 @@ class StageRun:
             "stage %s %s: rows in %s, rows out %s, %.1f s",
             self.stage,
             status,
-            _fmt(self.rows_in),
-            _fmt(self.rows_out),
+            number(self.rows_in, 0, missing="-"),
+            number(self.rows_out, 0, missing="-"),
             seconds,
         )
         return False
@@ -87,7 +88,3 @@ class StageRun:
         # Aware datetimes: PySpark converts them by their own offset, not the driver's local zone.
         df = self.spark.createDataFrame([row], PIPELINE_RUNS.schema)
         write_table(df, self.config.table_path("pipeline_runs"), PIPELINE_RUNS, mode="append")
-
-
-def _fmt(value: int | None) -> str:
-    return "-" if value is None else f"{value:,}"

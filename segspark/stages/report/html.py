@@ -13,6 +13,8 @@ from html import escape
 
 import pandas as pd
 
+from segspark.maths.numbers import number, percent
+
 #: Section ids and titles, in page order; tests and the table of contents use them.
 SECTIONS = (
     ("summary", "Summary"),
@@ -66,19 +68,6 @@ figcaption{color:#57606a;font-size:.9em;margin-top:4px}.swatch{display:inline-bl
 border-radius:2px;margin-right:6px;vertical-align:-.1em}nav ol{columns:2;margin:0}
 .note{color:#57606a;font-style:italic}code{background:#f6f8fa;padding:0 3px}
 """
-
-
-def number(value, digits: int = 0) -> str:
-    """``1,234`` / ``0.321`` / ``n/a`` for None and NaN."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:,.{digits}f}"
-
-
-def percent(value, digits: int = 1) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{100 * value:.{digits}f}%"
 
 
 def _figure(figures: dict[str, tuple[str, bytes]], key: str, caption: str) -> str:
@@ -150,7 +139,7 @@ def _summary(data, figures, colours) -> str:
         window = f"{quality.first_invoice.isoformat()} to {quality.last_invoice.isoformat()}"
     chosen = data.selection[data.selection["is_chosen"]].iloc[0]
     kpis = [
-        (number(data.customers), "customers segmented"),
+        (number(data.customers, 0), "customers segmented"),
         (str(data.k), f"segments ({ALGORITHM_NAMES.get(data.algorithm, data.algorithm)})"),
         (number(chosen["silhouette_euclidean"], 3), "silhouette (training sample)"),
         (escape(data.structure), "structure"),
@@ -170,7 +159,7 @@ def _summary(data, figures, colours) -> str:
             [
                 swatch + escape(str(s["name"])),
                 str(int(s["segment_id"])),
-                number(int(s["customers"])),
+                number(int(s["customers"]), 0),
                 percent(s["customer_share"]),
                 percent(s["revenue_share"]),
                 escape(str(s["play"] or "not profiled")),
@@ -241,7 +230,7 @@ def _silhouette(data, analysis, figures) -> str:
         return _section("silhouette", f'<p class="note">{escape(data.sample_note or "No sample to show.")}</p>')
     chosen = data.selection[data.selection["is_chosen"]].iloc[0]
     body = (
-        f"<p>Each bar is one customer of a sample of {number(len(analysis.silhouettes))}: how much closer it is to "
+        f"<p>Each bar is one customer of a sample of {number(len(analysis.silhouettes), 0)}: how much closer it is to "
         "its own segment than to the next one (1 = deep inside its segment, 0 = on the boundary, below 0 = closer "
         f'to another segment). Mean silhouette of the sample: <b class="sample-silhouette">'
         f"{number(analysis.mean_silhouette, 3)}</b> (the sweep measured {number(chosen['silhouette_euclidean'], 3)} "
@@ -278,9 +267,9 @@ def _profiles(data, figures, colours) -> str:
             f'<h3><span class="swatch" style="background:{colour}"></span>{escape(str(s["name"]))} '
             f"(segment {int(s['segment_id'])}): {escape(str(s['play']))}, priority {int(s['priority'])}</h3>"
             f"<p>{escape(str(s['play_reason']))}. {escape(str(s['top_features_text'] or ''))}</p>"
-            f'<p class="meta">Median recency {number(s["recency_days_median"])} days, frequency '
-            f"{number(s['frequency_median'])} invoices, monetary {number(s['monetary_median'])}; value at stake "
-            f"{number(s['value_at_stake'])}; most common RFM segment {escape(str(s['dominant_rfm_segment']))}.</p>"
+            f'<p class="meta">Median recency {number(s["recency_days_median"], 0)} days, frequency '
+            f"{number(s['frequency_median'], 0)} invoices, monetary {number(s['monetary_median'], 0)}; value at stake "
+            f"{number(s['value_at_stake'], 0)}; most common RFM segment {escape(str(s['dominant_rfm_segment']))}.</p>"
         )
     body = (
         "<p>How each segment differs from all customers, in standard deviations on the model's scale (red: higher, "
@@ -327,7 +316,8 @@ def _algorithms(data, analysis, figures) -> str:
         for r in analysis.algorithms
     ]
     body = (
-        f"<p>What other algorithms find on the same {number(len(data.sample.points))} sampled customers at K={data.k}: "
+        f"<p>What other algorithms find on the same {number(len(data.sample.points), 0)} sampled customers at "
+        f"K={data.k}: "
         "their silhouette, their cluster sizes and their agreement with the model's segments (adjusted Rand "
         "index: 1 = the same partition, 0 = no better than chance). Ward and DBSCAN run on this sample on the driver "
         "and are for comparison only; the segments come from the model fitted on all customers.</p>"
@@ -348,7 +338,8 @@ def _data_quality(data, figures) -> str:
         return _section("data-quality", '<p class="note">No ingested transactions in this lakehouse.</p>')
     rejected = sum(q.rejected_by_reason.values())
     rows = [
-        [escape(reason), number(n), escape(q.examples.get(reason) or "")] for reason, n in q.rejected_by_reason.items()
+        [escape(reason), number(n, 0), escape(q.examples.get(reason) or "")]
+        for reason, n in q.rejected_by_reason.items()
     ]
     returns_share = q.return_lines / q.clean_lines if q.clean_lines else float("nan")
     left_out = (
@@ -357,10 +348,11 @@ def _data_quality(data, figures) -> str:
         else f"{q.returns_only_customers:,} customer(s) with returns only (no purchase before the snapshot)"
     )
     body = (
-        f"<p>Source lines read: <b>{number(q.rows_in)}</b>; clean: <b>{number(q.rows_clean)}</b>; rejected with a "
-        f"reason: <b>{number(rejected)}</b> (kept in <code>transactions_rejected</code>). Returns are "
-        f"{percent(returns_share)} of the clean lines ({number(q.returned_value)} returned against "
-        f"{number(q.purchase_value)} purchased). Left out of this snapshot's features: {escape(left_out)}.</p>"
+        f"<p>Source lines read: <b>{number(q.rows_in, 0)}</b>; clean: <b>{number(q.rows_clean, 0)}</b>; "
+        "rejected with a "
+        f"reason: <b>{number(rejected, 0)}</b> (kept in <code>transactions_rejected</code>). Returns are "
+        f"{percent(returns_share)} of the clean lines ({number(q.returned_value, 0)} returned against "
+        f"{number(q.purchase_value, 0)} purchased). Left out of this snapshot's features: {escape(left_out)}.</p>"
         + _table(["reason", "lines", "example"], rows, numeric={1}, cls="rejects")
         + _figure(figures, "rejects", "Rejected source lines by reason")
     )

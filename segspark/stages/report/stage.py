@@ -28,6 +28,7 @@ from pyspark.sql import SparkSession
 
 from segspark.config.settings import Config, local_path
 from segspark.contracts.schemas import CORE_COLUMNS
+from segspark.maths.numbers import number
 from segspark.platform import progress
 from segspark.stages.report import figures as fig
 from segspark.stages.report.analysis import SampleAnalysis, analyse
@@ -147,19 +148,8 @@ def profile_matrix(data: ReportData) -> tuple[pd.DataFrame, pd.DataFrame]:
     for r in profiles.itertuples():
         row = names[int(r.segment_id)]
         effects.loc[row, r.feature] = float("nan") if r.effect_size is None else float(r.effect_size)
-        annotations.loc[row, r.feature] = "" if r.mean is None else f"{_short(float(r.mean))}"
+        annotations.loc[row, r.feature] = "" if r.mean is None else number(float(r.mean), compact=True)
     return effects, annotations
-
-
-def _short(value: float) -> str:
-    magnitude = abs(value)
-    if magnitude >= 1e6:
-        return f"{value / 1e6:.1f}M"
-    if magnitude >= 1e4:
-        return f"{value / 1e3:.0f}k"
-    if magnitude >= 100:
-        return f"{value:.0f}"
-    return f"{value:.2g}" if magnitude < 1 else f"{value:.1f}"
 
 
 def top_effects(data: ReportData, top: int = 5) -> dict[int, list[tuple[str, float]]]:

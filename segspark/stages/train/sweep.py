@@ -30,6 +30,7 @@ from pyspark.sql import types as T
 from segspark.config.settings import ModelSettings
 from segspark.maths.evaluation import Candidate, SegmentEvidence, elbow_knee
 from segspark.maths.local_fits import Evaluated, FitParams, SweepData, evaluate_local
+from segspark.maths.numbers import number
 from segspark.platform import progress
 
 log = logging.getLogger("segspark")
@@ -128,9 +129,9 @@ def _results(rows, settings: ModelSettings) -> list[Evaluated]:
                 "  %s K=%d: silhouette %s (reference %s), stability %s, smallest segment %.1f%%, %.1f s",
                 algorithm,
                 c.k,
-                _f(c.silhouette),
-                _f(c.reference_silhouette),
-                _f(c.stability),
+                number(c.silhouette, 3, missing="-"),
+                number(c.reference_silhouette, 3, missing="-"),
+                number(c.stability, 3, missing="-"),
                 100 * c.smallest_share,
                 e.seconds,
             )
@@ -183,7 +184,3 @@ def _evaluated(r) -> Evaluated:
         seconds=r["seconds"],
         centres=np.array(r["centres"], dtype=float),
     )
-
-
-def _f(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
