@@ -8,9 +8,9 @@ import re
 import pytest
 
 from segspark import cli
+from segspark.config.paths import absolute_uri
 from segspark.config.settings import REPO_CONF_DIR, Config, load_config, parse_override, read_yaml, validate
 from segspark.errors import ConfigError
-from segspark.platform.paths import absolute_uri
 from tests.conftest import ROOT
 
 

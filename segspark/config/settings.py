@@ -32,8 +32,8 @@ from pydantic import (
     model_validator,
 )
 
+from segspark.config.paths import absolute_uri, default_fs_is_local, local_path
 from segspark.errors import ConfigError
-from segspark.platform.paths import absolute_uri, default_fs_is_local, local_path
 
 #: Where the repository's ``conf/`` folder is when segspark runs from a checkout (editable install).
 REPO_CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -813,7 +813,7 @@ def validate(data: dict[str, Any], *, local_default_fs: bool = True) -> Config:
     """Validate a merged mapping into a :class:`Config`, or raise ConfigError naming every bad key.
 
     ``local_default_fs``: whether a path without a scheme is a local path (made absolute here) or one on the
-    cluster's default file system (kept for the JVM to qualify); see :func:`segspark.platform.paths.absolute_uri`.
+    cluster's default file system (kept for the JVM to qualify); see :func:`segspark.config.paths.absolute_uri`.
     """
     try:
         return Config.model_validate(data, context={"local_default_fs": local_default_fs})

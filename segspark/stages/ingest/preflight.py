@@ -21,9 +21,9 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
+from segspark.config.paths import default_fs_is_local
 from segspark.config.settings import Config, SourceSettings
 from segspark.errors import ConfigError, InputPathError
-from segspark.platform.paths import default_fs_is_local
 
 #: First bytes of a zip archive (and of .xlsx workbooks, which are zip archives).
 ZIP_MAGIC = b"PK\x03\x04"
