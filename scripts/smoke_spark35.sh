@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end smoke run on the Spark 3.5 + Delta 3.3 line, in its own virtual environment: ingest, features,
 # train, profile, report and maintain on a small generated input, then check the tables and the printed segments. CI runs it after the
-# main suite (Spark 4.1 + Delta 4.3); the same segspark code serves both lines (README, "Spark versions").
+# main suite (Spark 4.1 + Delta 4.3); the same segspark code serves both lines (docs/deployment.md, "Spark versions").
 #   SEGSPARK_VENV35=/path/to/venv scripts/smoke_spark35.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

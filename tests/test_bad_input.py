@@ -1,4 +1,4 @@
-"""The bad-input matrix: each kind of bad input named in the README's guarantees, with its exact outcome.
+"""The bad-input matrix: each kind of bad input named in docs/guarantees.md, with its exact outcome.
 
 Line-level cases go through ingest's own transforms on one small file (no table writes: the writes around
 them are covered in test_ingest); run-level cases (config, lakehouse) go through the CLI's checks, which run

@@ -200,7 +200,7 @@ def test_a_spark_connect_session_is_refused_before_spark_starts(monkeypatch, tmp
     assert code == 2
     err = capsys.readouterr().err
     assert "SPARK_REMOTE=sc://127.0.0.1:15002 asks for a Spark Connect session" in err
-    assert "README, 'Spark Connect'" in err
+    assert "docs/deployment.md, 'Spark Connect'" in err
 
 
 def test_maintain_and_catalog_options_reach_the_config():

@@ -1,6 +1,6 @@
 """Spark Connect against a real local Connect server: what a Connect client can do with segspark's tables today.
 
-segspark itself refuses a Connect session (README, "Spark Connect"); these checks pin the two facts that
+segspark itself refuses a Connect session (docs/deployment.md, "Spark Connect"); these checks pin the two facts that
 statement rests on, so that a change in either shows up here:
 
 - DataFrame reads and SQL on the Delta tables work over Connect, and see what a classic session sees;

@@ -323,7 +323,7 @@ SWEEP_SEGMENTS = TableSpec(
             field(
                 "is_distinct",
                 T.BooleanType(),
-                "Counts as a segment: not small, or small but well separated (see README, Choosing K)",
+                "Counts as a segment: not small, or small but well separated (see docs/train.md, Choosing K)",
                 False,
             ),
             field("profile", T.StringType(), "Standardised features that set it apart, largest first"),

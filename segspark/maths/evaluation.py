@@ -256,7 +256,7 @@ def _gain(c: Candidate) -> float:
 def choose(candidates: list[Candidate], settings: ModelSettings) -> list[Candidate]:
     """Mark one candidate chosen and give every candidate its structure and reason.
 
-    The rule (documented in the README, "Choosing K"):
+    The rule (documented in docs/train.md, "Choosing K"):
 
     1. Eligible: every requested segment is non-empty, each holds at least ``min_segment_share`` of customers
        or is a distinct small group (:func:`small_segments`), and (when measured) the mean adjusted Rand index

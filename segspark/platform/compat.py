@@ -40,7 +40,7 @@ def try_cast(column: Column, data_type: T.DataType | str) -> Column:
 
     Spark 4 runs in ANSI mode, where a plain cast of bad text fails the whole job; ``try_cast`` keeps the
     row so it can become a reasoned reject. Spark 3.5's Column API has no ``try_cast``; there ANSI mode is
-    off by default and a plain cast already gives null (README, "Spark versions": keep
+    off by default and a plain cast already gives null (docs/deployment.md, "Spark versions": keep
     ``spark.sql.ansi.enabled`` false on a 3.5 cluster).
     """
     if hasattr(Column, "try_cast"):

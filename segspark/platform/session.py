@@ -210,13 +210,16 @@ def build_spark_session(
 
 
 def _refuse_spark_connect() -> None:
-    """Stop before a Spark Connect session is made: segspark needs the driver's JVM (README, "Spark Connect")."""
+    """Stop before a Spark Connect session is made: segspark needs the driver's JVM.
+
+    See docs/deployment.md, "Spark Connect".
+    """
     remote = os.environ.get("SPARK_REMOTE")
     if remote:
         raise ConfigError(
             f"SPARK_REMOTE={remote} asks for a Spark Connect session, which segspark "
             "cannot use yet: its lakehouse lock, table checks, model build and report write through the driver's "
-            "JVM (README, 'Spark Connect'). Unset SPARK_REMOTE and run in local mode or with spark-submit."
+            "JVM (docs/deployment.md, 'Spark Connect'). Unset SPARK_REMOTE and run in local mode or with spark-submit."
         )
 
 
