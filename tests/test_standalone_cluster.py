@@ -26,7 +26,7 @@ from segspark import __version__
 from segspark.contracts.schemas import PUBLISHED_TABLES
 from segspark.platform.session import cached_delta_jars
 from tests.conftest import ROOT
-from tests.servers import (
+from tests.helpers.servers import (
     SPARK_HOME,
     bare_python,
     executor_processes,
