@@ -1,4 +1,5 @@
-"""Shared fixtures: one local SparkSession with Delta for the whole test session."""
+"""Shared fixtures: one local SparkSession with Delta for the whole test session, and the generated and trained
+lakehouses several modules read. Plain helpers live in :mod:`tests.helpers`."""
 
 from __future__ import annotations
 
@@ -9,19 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from segspark.config.settings import Config, SparkSettings, load_config, local_path
+from segspark.config.settings import SparkSettings, local_path
 from segspark.platform.session import build_spark_session
 from segspark.stages.features.stage import run_features
 from segspark.stages.ingest.stage import run_ingest
 from segspark.stages.train.stage import run_train
 from segspark.synthetic import generate
-
-ROOT = Path(__file__).resolve().parents[1]
-#: The real UCI Online Retail files, beside the project root; absent on a user's fresh clone.
-REAL_DATA = ROOT.parent / "shared" / "data" / "online_retail" / "by-day"
-requires_real_data = pytest.mark.skipif(
-    not REAL_DATA.is_dir(), reason=f"real Online Retail data not found at {REAL_DATA} (only in the dev workspace)"
-)
+from tests.helpers.config import FAST_MODEL, retail_config
 
 
 @pytest.fixture(scope="session")
@@ -61,30 +56,6 @@ def small_input(tmp_path_factory) -> Path:
 @pytest.fixture
 def lakehouse(tmp_path) -> Path:
     return tmp_path / "lakehouse"
-
-
-def make_config(lakehouse: Path, **overrides) -> Config:
-    """A config on the repository's base.yaml with the given nested overrides (no env overlay)."""
-    flags = {"lakehouse": str(lakehouse)}
-    flags.update(overrides)
-    return load_config(env=None, flags=flags)
-
-
-#: A quick sweep for tests: K 2..6, one repeat for stability.
-FAST_MODEL = {"k_min": 2, "k_max": 6, "restarts": 5, "stability_runs": 1}
-
-
-def retail_config(lake: Path, source: Path | None = None, **overrides):
-    flags = {"lakehouse": str(lake), **overrides}
-    if source is not None:
-        flags["source"] = {"path": str(source)}
-    return load_config([ROOT / "conf" / "layouts" / "online_retail.yaml"], env=None, flags=flags)
-
-
-def copy_features(planted, lake: Path) -> Path:
-    """A new lakehouse holding only the planted customer_features (so tests do not see each other's models)."""
-    shutil.copytree(local_path(planted["config"].table_path("customer_features")), lake / "customer_features")
-    return lake
 
 
 @pytest.fixture(scope="session")

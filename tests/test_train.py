@@ -49,7 +49,8 @@ from segspark.stages.train.training_data import (
     training_input,
 )
 from segspark.synthetic import generate
-from tests.conftest import FAST_MODEL, ROOT, copy_features, retail_config
+from tests.helpers.config import FAST_MODEL, ROOT, retail_config
+from tests.helpers.data import copy_features, write_csv
 
 
 def segments_of(spark, config, model_version: str):
@@ -625,11 +626,6 @@ def test_a_failed_write_leaves_no_partial_segment_tables(spark, planted, tmp_pat
 WHOLESALE_HEADER = "Channel,Region,Fresh,Milk"
 
 
-def write_csv(path: Path, header: str, rows) -> Path:
-    path.write_text(header + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows))
-    return path
-
-
 def scan_layout(spark, folder: Path) -> dict[str, list[int]]:
     """File name -> the partitions reading it, as Spark lays out the scan with the session's current settings."""
     rows = (
@@ -648,12 +644,11 @@ def test_attribute_table_without_id_is_numbered_in_file_order(spark, tmp_path):
     """Two files, one split into several partitions and the other packed after its last split: ids follow the
     files by path, then the rows of each file, whatever the split size."""
     folder = tmp_path / "wholesale"
-    folder.mkdir()
     # "a.csv" sorts first by path, but it is the smaller file, so Spark reads it after the splits of b.csv.
     a_rows = [(1, 1, 900_000 + i, i) for i in range(5)]
     b_rows = [(2, 3, 1_000 + i, 50 + i) for i in range(200)]
-    write_csv(folder / "b.csv", WHOLESALE_HEADER, b_rows)
-    write_csv(folder / "a.csv", WHOLESALE_HEADER, a_rows)
+    write_csv(folder, b_rows, header=WHOLESALE_HEADER, name="b.csv")
+    write_csv(folder, a_rows, header=WHOLESALE_HEADER, name="a.csv")
     settings = ModelSettings(
         input="attributes",
         attributes={"path": str(folder), "format": "csv", "customer_id": None},
@@ -692,7 +687,8 @@ def test_attribute_only_mode_without_id_column_segments_and_says_so(spark, tmp_p
     rng = np.random.default_rng(3)
     rows = [(1, 3, int(rng.normal(20_000, 500)), int(rng.normal(2_000, 100))) for _ in range(20)]
     rows += [(2, 3, int(rng.normal(3_000, 500)), int(rng.normal(15_000, 100))) for _ in range(20)]
-    table = write_csv(tmp_path / "wholesale.csv", WHOLESALE_HEADER, rows)
+    table = tmp_path / "wholesale.csv"
+    write_csv(tmp_path, rows, header=WHOLESALE_HEADER, name=table.name)
     config = attribute_config(
         tmp_path / "lake", table, attributes={"path": str(table), "format": "csv", "customer_id": None},
         numeric_features=["Fresh", "Milk"], k_min=2, k_max=2, restarts=1, stability_runs=0,
