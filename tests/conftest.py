@@ -3,7 +3,6 @@ lakehouses several modules read. Plain helpers live in :mod:`tests.helpers`."""
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ from segspark.stages.ingest.stage import run_ingest
 from segspark.stages.train.stage import run_train
 from segspark.synthetic import generate
 from tests.helpers.config import FAST_MODEL, retail_config
+from tests.helpers.data import read_truth
 
 
 @pytest.fixture(scope="session")
@@ -69,9 +69,7 @@ def planted(spark, tmp_path_factory):
     run_ingest(spark, config, "run-ingest")
     run_features(spark, config, "run-features")
     result = run_train(spark, config, "run-train")
-    with truth.open(newline="") as handle:
-        types = {row["customer_id"]: row["behaviour_type"] for row in csv.DictReader(handle)}
-    return {"config": config, "result": result, "truth": types, "root": root}
+    return {"config": config, "result": result, "truth": read_truth(truth), "root": root}
 
 
 @pytest.fixture(scope="session")

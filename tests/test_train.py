@@ -3,7 +3,6 @@ saved models, stable segment ids and errors."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import shutil
 import subprocess
@@ -50,7 +49,7 @@ from segspark.stages.train.training_data import (
 )
 from segspark.synthetic import generate
 from tests.helpers.config import FAST_MODEL, ROOT, retail_config
-from tests.helpers.data import copy_features, write_csv
+from tests.helpers.data import copy_features, read_truth, write_csv
 
 
 def segments_of(spark, config, model_version: str):
@@ -84,8 +83,7 @@ def test_seven_planted_types_with_a_small_distinct_group_give_k7(spark, tmp_path
     result = run_train(spark, config, "ext-train")
     assert result.chosen.k == 7, result.chosen.reason
     assert "a distinct group, kept although under 2%" in result.chosen.reason
-    with truth_csv.open(newline="") as handle:
-        truth = {row["customer_id"]: row["behaviour_type"] for row in csv.DictReader(handle)}
+    truth = read_truth(truth_csv)
     names = ["recency_days", "frequency", "monetary", "avg_basket_value", "tenure_days"]
     features = {
         r["customer_id"]: [float(r[n]) for n in names]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from segspark.config.settings import local_path
 
-__all__ = ["LINES", "RETAIL_HEADER", "copy_features", "write_csv"]
+__all__ = ["LINES", "RETAIL_HEADER", "copy_features", "read_truth", "write_csv"]
 
 #: The header of the UCI Online Retail CSV files (the columns ``conf/layouts/online_retail.yaml`` maps).
 RETAIL_HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
@@ -56,6 +57,14 @@ def write_csv(
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_bytes(("\n".join([header, *rows]) + "\n").encode(encoding))
     return folder
+
+
+def read_truth(path: Path) -> dict[str, str]:
+    """Customer id -> planted behaviour type, from the truth file ``segspark.synthetic.generate`` writes."""
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        assert reader.fieldnames == ["customer_id", "behaviour_type"]
+        return {row["customer_id"]: row["behaviour_type"] for row in reader}
 
 
 def copy_features(planted: dict, lake: Path) -> Path:
