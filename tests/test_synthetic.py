@@ -1,4 +1,4 @@
-"""Tests for segspark/generator.py (numpy + pyarrow only, no Spark)."""
+"""Tests for segspark/synthetic.py, the Online Retail-like data generator (numpy + pyarrow only, no Spark)."""
 
 from __future__ import annotations
 
