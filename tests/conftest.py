@@ -1,27 +1,22 @@
-"""Shared fixtures: one local SparkSession with Delta for the whole test session."""
+"""Shared fixtures: one local SparkSession with Delta for the whole test session, and the generated and trained
+lakehouses several modules read. Plain helpers live in :mod:`tests.helpers`."""
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 from pathlib import Path
 
 import pytest
 
-from segspark.config.settings import Config, SparkSettings, load_config, local_path
+from segspark.config.settings import SparkSettings, local_path
 from segspark.platform.session import build_spark_session
 from segspark.stages.features.stage import run_features
 from segspark.stages.ingest.stage import run_ingest
 from segspark.stages.train.stage import run_train
 from segspark.synthetic import generate
-
-ROOT = Path(__file__).resolve().parents[1]
-#: The real UCI Online Retail files, beside the project root; absent on a user's fresh clone.
-REAL_DATA = ROOT.parent / "shared" / "data" / "online_retail" / "by-day"
-requires_real_data = pytest.mark.skipif(
-    not REAL_DATA.is_dir(), reason=f"real Online Retail data not found at {REAL_DATA} (only in the dev workspace)"
-)
+from tests.helpers.config import FAST_MODEL, retail_config
+from tests.helpers.data import read_truth
 
 
 @pytest.fixture(scope="session")
@@ -63,30 +58,6 @@ def lakehouse(tmp_path) -> Path:
     return tmp_path / "lakehouse"
 
 
-def make_config(lakehouse: Path, **overrides) -> Config:
-    """A config on the repository's base.yaml with the given nested overrides (no env overlay)."""
-    flags = {"lakehouse": str(lakehouse)}
-    flags.update(overrides)
-    return load_config(env=None, flags=flags)
-
-
-#: A quick sweep for tests: K 2..6, one repeat for stability.
-FAST_MODEL = {"k_min": 2, "k_max": 6, "restarts": 5, "stability_runs": 1}
-
-
-def retail_config(lake: Path, source: Path | None = None, **overrides):
-    flags = {"lakehouse": str(lake), **overrides}
-    if source is not None:
-        flags["source"] = {"path": str(source)}
-    return load_config([ROOT / "conf" / "layouts" / "online_retail.yaml"], env=None, flags=flags)
-
-
-def copy_features(planted, lake: Path) -> Path:
-    """A new lakehouse holding only the planted customer_features (so tests do not see each other's models)."""
-    shutil.copytree(local_path(planted["config"].table_path("customer_features")), lake / "customer_features")
-    return lake
-
-
 @pytest.fixture(scope="session")
 def planted(spark, tmp_path_factory):
     """30,000 generated lines with 4 planted behaviour types, ingested, featurised and trained once (read-only:
@@ -98,9 +69,7 @@ def planted(spark, tmp_path_factory):
     run_ingest(spark, config, "run-ingest")
     run_features(spark, config, "run-features")
     result = run_train(spark, config, "run-train")
-    with truth.open(newline="") as handle:
-        types = {row["customer_id"]: row["behaviour_type"] for row in csv.DictReader(handle)}
-    return {"config": config, "result": result, "truth": types, "root": root}
+    return {"config": config, "result": result, "truth": read_truth(truth), "root": root}
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,8 @@ from segspark import cli
 from segspark.config.settings import ConfigError, load_config
 from segspark.platform.lakehouse import check_lakehouse
 from segspark.stages.ingest import stage as ingest
-from tests.conftest import ROOT, make_config
-from tests.test_ingest import RETAIL_COLUMNS
+from tests.helpers.config import ROOT, make_config, retail_config
+from tests.helpers.data import write_csv
 
 LATEST = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
 
@@ -50,17 +50,9 @@ LATIN1_LINES = [
 ]
 
 
-def write_lines(folder: Path, lines: list[str], encoding: str = "utf-8") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "part-0.csv").write_bytes(("\n".join([HEADER, *lines]) + "\n").encode(encoding))
-    return folder
-
-
 def outcomes(spark, tmp_path: Path, folder: Path, **source) -> dict[str, tuple]:
     """Description -> (reject_reason, customer_id, quantity, unit_price) after ingest's parse and checks."""
-    config = make_config(
-        tmp_path / "lh", source={"path": str(folder), "format": "csv", "columns": RETAIL_COLUMNS, **source}
-    )
+    config = retail_config(tmp_path / "lh", folder, source=source)
     raw_df = ingest.read_source(spark, config.source)
     ingest.check_source_columns(raw_df, config.source)
     rows = (
@@ -75,7 +67,7 @@ def outcomes(spark, tmp_path: Path, folder: Path, **source) -> dict[str, tuple]:
 
 
 def test_every_bad_value_is_a_reasoned_reject_whatever_the_column_order(spark, tmp_path):
-    got = outcomes(spark, tmp_path, write_lines(tmp_path / "in", [line for line, _ in CASES]))
+    got = outcomes(spark, tmp_path, write_csv(tmp_path / "in", [line for line, _ in CASES], header=HEADER))
     expected = {line.split(",")[6] if '"' not in line else "COMMA DECIMAL": reason for line, reason in CASES}
     assert {name: got[name][0] for name in got} == expected
     # The extra and reordered columns change nothing: the baseline parses as in the usual layout.
@@ -83,7 +75,7 @@ def test_every_bad_value_is_a_reasoned_reject_whatever_the_column_order(spark, t
 
 
 def test_latin1_read_as_utf8_is_rejected_and_reads_whole_with_its_encoding(spark, tmp_path):
-    folder = write_lines(tmp_path / "latin1", LATIN1_LINES, encoding="latin-1")
+    folder = write_csv(tmp_path / "latin1", LATIN1_LINES, header=HEADER, encoding="latin-1")
     as_utf8 = outcomes(spark, tmp_path, folder)
     assert sorted(reason for reason, *_ in as_utf8.values()) == ["invalid_encoding", "invalid_encoding"]
     assert ingest.REPLACEMENT_CHARACTER in "".join(as_utf8)  # what the decoder made of É
@@ -94,7 +86,7 @@ def test_latin1_read_as_utf8_is_rejected_and_reads_whole_with_its_encoding(spark
 
 
 def test_the_new_reasons_explain_themselves():
-    source = make_config(Path("/tmp/unused"), source={"path": "x.csv", "columns": RETAIL_COLUMNS}).source
+    source = retail_config(Path("/tmp/unused"), "x.csv").source
     text = ingest.describe_reason("invalid_encoding", 2, "CAF\ufffd", source)
     assert text == (
         "invalid_encoding: 2 lines, e.g. 'CAF\ufffd' (bytes that are not UTF-8; a Latin-1 export needs "

@@ -16,7 +16,8 @@ from segspark.contracts.schemas import TABLE_NAMES, TABLE_SPECS
 from segspark.errors import ConfigError
 from segspark.pipeline import run_stages
 from segspark.platform import catalog, lakehouse, publication
-from tests.conftest import retail_config
+from tests.helpers.config import retail_config
+from tests.helpers.runs import cli_environment
 
 CHANGE_FEED_TABLES = ("customer_segments", "segment_profiles", "campaign_audiences")
 
@@ -157,17 +158,14 @@ def test_maintain_compacts_publishes_and_keeps_every_row(spark, profiled, tmp_pa
 def test_registered_tables_are_found_by_a_new_session_on_the_same_metastore(profiled, tmp_path):
     """``segspark maintain --catalog-db`` in one process; a plain PySpark session in another, given only the
     metastore settings, answers SQL on the tables by name."""
-    import os
     import subprocess
     import sys
-
-    from tests.conftest import ROOT
 
     source, _ = profiled
     lake = tmp_path / "lake"
     for table in ("customer_segments", "campaign_audiences"):
         shutil.copytree(local_path(source.table_path(table)), lake / table)
-    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYTHONPATH=str(ROOT))
+    env = cli_environment()
     done = subprocess.run(
         [sys.executable, "-m", "segspark.cli", "maintain", "--lakehouse", str(lake), "--catalog-db", "segmentation"],
         env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path,

@@ -18,11 +18,9 @@ from segspark.errors import ConfigError
 from segspark.pipeline import run_stages
 from segspark.platform import progress
 from segspark.platform.lakehouse import check_lakehouse, table_exists
-from tests.conftest import ROOT
+from tests.helpers.config import RETAIL_LAYOUT, ROOT, retail_config
+from tests.helpers.data import write_csv
 
-LAYOUT = ROOT / "conf" / "layouts" / "online_retail.yaml"
-
-HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
 LINES = [
     "536365,85123A,WHITE HANGING HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom",
     "536366,22633,HAND WARMER,6,2010-12-02 08:28:00,1.85,17851,United Kingdom",
@@ -73,12 +71,11 @@ def test_config_resolves_lakehouse_and_input_once(monkeypatch, tmp_path):
 @pytest.mark.slow
 def test_relative_lakehouse_lands_where_the_user_ran(spark, monkeypatch, tmp_path):
     """The JVM's working directory is not the user's: a relative lakehouse must mean the user's folder."""
-    (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "day.csv").write_text("\n".join([HEADER, *LINES]) + "\n")
+    write_csv(tmp_path / "in", LINES, name="day.csv")
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
-    config = load_config([LAYOUT], env=None, flags={"lakehouse": "lh", "source": {"path": "../in"}})
+    config = retail_config("lh", "../in")
     run_stages(spark, config, ["ingest", "features"], run_id="rel")
     for table in ("transactions_clean", "transactions_rejected", "customer_features", "pipeline_runs"):
         assert (work / "lh" / table / "_delta_log").is_dir(), table
@@ -150,7 +147,7 @@ def test_run_from_a_fresh_shell_prints_segments_and_keeps_its_folder_clean(tmp_p
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "segspark.cli", "run", "--config", str(LAYOUT), "--input", "tx",
+        [sys.executable, "-m", "segspark.cli", "run", "--config", str(RETAIL_LAYOUT), "--input", "tx",
          "--lakehouse", "lh", "--set", "model.k_max=3", "--set", "model.restarts=1",
          "--set", "model.stability_runs=0"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,

@@ -11,7 +11,7 @@ from segspark import cli
 from segspark.config.paths import absolute_uri
 from segspark.config.settings import REPO_CONF_DIR, Config, load_config, parse_override, read_yaml, validate
 from segspark.errors import ConfigError
-from tests.conftest import ROOT
+from tests.helpers.config import ROOT
 
 
 def test_base_yaml_states_exactly_the_model_defaults():

@@ -21,8 +21,8 @@ import pytest
 
 from segspark.platform import lakehouse
 from segspark.platform.session import cached_delta_jars
-from tests.conftest import ROOT
-from tests.servers import connect_server
+from tests.helpers.config import ROOT
+from tests.helpers.servers import connect_server
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from segspark.contracts.schemas import CUSTOMER_SEGMENTS
 from segspark.errors import ConfigError, InputError
 from segspark.platform import lakehouse, publication
 from segspark.stages.export.stage import ExportResult, order_columns, run_export, validate_where, with_export_layout
-from tests.conftest import make_config
+from tests.helpers.config import make_config
 
 COLUMNS = ["as_of_date", "customer_id", "segment_id", "distance_to_centroid", "Segment_Name", "recency_days"]
 

@@ -24,8 +24,7 @@ from segspark.stages.features import stage as features
 from segspark.stages.features.stage import build_customer_features, quintile_score, rfm_segment
 from segspark.stages.ingest import stage as ingest
 from segspark.stages.train import stage as train
-from tests.conftest import REAL_DATA, make_config, requires_real_data
-from tests.test_ingest import retail_config
+from tests.helpers.config import REAL_DATA, make_config, requires_real_data, retail_config
 
 UTC = dt.UTC
 UK = "United Kingdom"
@@ -533,7 +532,7 @@ def test_missing_clean_table_is_an_error(spark, tmp_path):
 @pytest.mark.real_data
 @requires_real_data
 def test_online_retail_features(spark, tmp_path):
-    config = retail_config(tmp_path / "lh", REAL_DATA, timestamp_formats=["yyyy-MM-dd HH:mm:ss"])
+    config = retail_config(tmp_path / "lh", REAL_DATA, source={"timestamp_formats": ["yyyy-MM-dd HH:mm:ss"]})
     ingest.run_ingest(spark, config, "real")
     counts = features.run_features(spark, config, "real-features")
     assert counts.customers == {AS_OF: 4_338}

@@ -16,44 +16,9 @@ from segspark.platform import lakehouse
 from segspark.platform.compat import DELTA_VERSION
 from segspark.platform.stage_log import StageRun
 from segspark.stages.ingest import stage as ingest
-from tests.conftest import REAL_DATA, make_config, requires_real_data
-
-HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
-RETAIL_COLUMNS = {
-    "customer_id": "CustomerID",
-    "invoice_ts": "InvoiceDate",
-    "quantity": "Quantity",
-    "price": "UnitPrice",
-    "invoice_id": "InvoiceNo",
-    "product_id": "StockCode",
-    "description": "Description",
-    "country": "Country",
-}
-
-# One line per case; the comment is the expected outcome.
-LINES = [
-    "536365,85123A,WHITE HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom",  # clean
-    "536365,85123A,WHITE HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom",  # duplicate
-    "536365,85123A,WHITE HEART,6,2010-12-01 08:26:00,2.55,17850.0,United Kingdom",  # duplicate
-    "536366,22633,HAND WARMER,6,2010-12-01 08:28:00,1.85,,United Kingdom",  # missing_customer_id (null)
-    "536366,22633,HAND WARMER,6,2010-12-01 08:28:00,1.85,NaN,United Kingdom",  # missing_customer_id (NaN)
-    "536366,22633,HAND WARMER,6,not a date,0,   ,United Kingdom",  # missing_customer_id (blank wins)
-    "536366,22633,HAND WARMER,6,2010-12-01 08:28:00,1.85,,United Kingdom",  # missing_customer_id (copy)
-    "536367,22633,HAND WARMER,6,not a date,1.85,13047.0,United Kingdom",  # invalid_timestamp
-    "536367,22634,X,0,2010-12-01 08:34:00,1.85,13047.0,France",  # invalid_quantity (zero)
-    "536367,22635,X,abc,2010-12-01 08:34:00,abc,13047.0,France",  # invalid_quantity (before price)
-    "536367,22636,X,,2010-12-01 08:34:00,1.85,13047.0,France",  # invalid_quantity (null)
-    "536367,22637,X,2.5,2010-12-01 08:34:00,1.85,13047.0,France",  # invalid_quantity (fraction)
-    "536367,22638,X,2,2010-12-01 08:34:00,0,13047.0,France",  # invalid_price (zero)
-    "536367,22639,X,2,2010-12-01 08:34:00,-1.5,13047.0,France",  # invalid_price (negative)
-    "536367,22640,X,2,2010-12-01 08:34:00,,13047.0,France",  # invalid_price (null)
-    "536367,22641,X,2,2010-12-01 08:34:00,£3,13047.0,France",  # invalid_price (unparseable)
-    "C536379,D,Discount,-1,2010-12-01 09:41:00,27.50,14527.0,United Kingdom",  # clean return (prefix)
-    "536380,22961,JAM,-3,2010-12-01 09:45:00,1.45, 007 ,United Kingdom",  # clean return (qty), id 007
-    '536381,22962,"JAM, LARGE",4.0,2010-12-01 09:45,1.455,12583,France',  # clean, other format, 4.0
-    '536381,22962,"JAM, LARGE",4,2010-12-01 09:45,1.455,12583,France',  # clean: not an exact copy
-    "C536382,22963,MUG,3,2010-12-02,0.85,12583,",  # clean return (prefix, positive qty), bare date
-]
+from tests.helpers.config import REAL_DATA, make_config, requires_real_data, retail_config
+from tests.helpers.data import LINES, write_csv
+from tests.helpers.data import RETAIL_HEADER as HEADER
 
 CLEAN_DDL = (
     "invoice_id string, customer_id string, product_id string, description string, quantity int, "
@@ -90,20 +55,6 @@ EXPECTED_REASONS = {
     "invalid_quantity": 4,
     "invalid_price": 4,
 }
-
-
-def write_csv(folder, lines, name="part-0.csv", header=HEADER):
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
-    return folder
-
-
-def retail_config(lakehouse_dir, input_path, **source):
-    return make_config(
-        lakehouse_dir,
-        source={"path": str(input_path), "format": "csv", "columns": RETAIL_COLUMNS,
-                "timestamp_formats": ["yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd HH:mm"], **source},
-    )
 
 
 def clean_rows(spark, config):
@@ -375,6 +326,9 @@ def test_zero_byte_csv_is_reported_as_empty(spark, tmp_path):
 
 # --- unusable output: no clean line, or too many rejects ---
 
+# The timestamp formats the reason texts below name (the layout's own list has a third, M/d/yyyy H:mm).
+TWO_FORMATS = {"timestamp_formats": ["yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd HH:mm"]}
+
 NOTHING_CLEAN = [
     "536365,85123A,WHITE HEART,6,01.12.2010 08:26,2.55,17850.0,United Kingdom",  # invalid_timestamp
     "536366,22633,HAND WARMER,6,01.12.2010 08:28,1.85,17850.0,United Kingdom",  # invalid_timestamp
@@ -394,7 +348,7 @@ MOSTLY_REJECTED = [
 
 
 def test_nothing_clean_fails_after_writing_and_recording_both_tables(spark, tmp_path):
-    config = retail_config(tmp_path / "lh", write_csv(tmp_path / "in", NOTHING_CLEAN))
+    config = retail_config(tmp_path / "lh", write_csv(tmp_path / "in", NOTHING_CLEAN), source=TWO_FORMATS)
     stage = StageRun(spark, config, "run-eu", "ingest")
     with pytest.raises(RejectThresholdError) as raised, stage:
         ingest.run_ingest(spark, config, "run-eu", stage)
@@ -429,7 +383,7 @@ def test_nothing_clean_fails_after_writing_and_recording_both_tables(spark, tmp_
 
 @pytest.mark.slow
 def test_too_many_rejects_name_the_reasons_largest_first_then_in_check_order(spark, tmp_path):
-    config = retail_config(tmp_path / "lh", write_csv(tmp_path / "in", MOSTLY_REJECTED))
+    config = retail_config(tmp_path / "lh", write_csv(tmp_path / "in", MOSTLY_REJECTED), source=TWO_FORMATS)
     with pytest.raises(RejectThresholdError) as raised:
         ingest.run_ingest(spark, config, "r")
     assert str(raised.value) == (
@@ -492,7 +446,7 @@ def test_tables_are_readable_by_the_deltalake_package(spark, ingested):
 @pytest.mark.real_data
 @requires_real_data
 def test_online_retail_counts(spark, tmp_path):
-    config = retail_config(tmp_path / "lh", REAL_DATA, timestamp_formats=["yyyy-MM-dd HH:mm:ss"])
+    config = retail_config(tmp_path / "lh", REAL_DATA, source={"timestamp_formats": ["yyyy-MM-dd HH:mm:ss"]})
     counts = ingest.run_ingest(spark, config, "real")
     assert counts.rows_in == 541_909
     assert counts.rows_clean == 401_564
@@ -523,7 +477,7 @@ def test_gzipped_csv_glob_and_catalog_table_sources(spark, tmp_path):
 
     raw = spark.read.option("header", "true").csv(str(folder / "day-*.csv.gz"))
     raw.write.format("delta").saveAsTable("raw_retail_lines")
-    table_config = retail_config(tmp_path / "lh2", "raw_retail_lines", format="table")
+    table_config = retail_config(tmp_path / "lh2", "raw_retail_lines", source={"format": "table"})
     assert ingest.run_ingest(spark, table_config, "tbl").rows_clean == 6
     spark.sql("DROP TABLE raw_retail_lines")
 

@@ -14,7 +14,7 @@ import pytest
 from segspark.config.settings import SourceSettings
 from segspark.errors import ConfigError, InputPathError
 from segspark.stages.ingest import preflight as inputs
-from tests.conftest import ROOT
+from tests.helpers.config import ROOT
 
 CSV = "InvoiceNo,CustomerID\n1,17850\n"
 

@@ -13,7 +13,8 @@ from segspark import cli
 from segspark.config.settings import ConfigError, PrivacySettings
 from segspark.platform import lakehouse, privacy
 from segspark.stages.ingest import stage as ingest
-from tests.test_ingest import LINES, retail_config, write_csv
+from tests.helpers.config import retail_config
+from tests.helpers.data import LINES, write_csv
 
 KEY = "k" * 24 + "-segspark-test-key-0123456789"  # 53 bytes
 ENV = "SEGSPARK_TEST_ID_KEY"

@@ -26,7 +26,7 @@ from segspark.stages.profile.segment_stats import (
     window_revenue,
 )
 from segspark.stages.profile.stage import run_profile
-from tests.conftest import FAST_MODEL, retail_config
+from tests.helpers.config import FAST_MODEL, retail_config
 
 COLUMNS = ["recency_days", "frequency", "monetary", "tenure_days"]
 D = dt.date

@@ -21,7 +21,7 @@ from segspark.contracts.schemas import CUSTOMER_FEATURES, TRANSACTIONS_CLEAN, Ta
 from segspark.errors import InputError
 from segspark.platform import lakehouse, publication
 from segspark.platform.lock import LOCK_NAME, STALE_SECONDS, LakehouseBusyError, LakehouseLock
-from tests.conftest import make_config
+from tests.helpers.config import make_config
 
 
 def _value(data_type: T.DataType, tag: str):

@@ -21,24 +21,12 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from segspark.config.settings import load_config
 from segspark.contracts.schemas import PUBLISHED_TABLES
 from segspark.platform import lakehouse, publication
-from tests.conftest import ROOT
+from tests.helpers.config import retail_config
+from tests.helpers.runs import QUICK_RUN_SETTINGS, cli_environment, comparable
 
 pytestmark = pytest.mark.slow
-
-LAYOUT = ROOT / "conf" / "layouts" / "online_retail.yaml"
-# Small and quick: about 110 customers, K 2..4, one stability run.
-SETTINGS = [
-    "model.k_min=2",
-    "model.k_max=4",
-    "model.restarts=2",
-    "model.stability_runs=1",
-    "spark.master=local[2]",
-    # The report publishes no table (it writes files); test_cli runs it end to end.
-    "report.enabled=false",
-]
 
 # (command, log line to wait for, seconds after it). A kill that comes after the command ended is not counted.
 KILL_POINTS = [
@@ -63,18 +51,13 @@ def command(args: list[str], lake: Path, data: Path) -> list[str]:
     argv = [sys.executable, "-m", "segspark.cli", *args, "--lakehouse", str(lake)]
     if args[0] in ("run", "ingest"):
         argv += ["--layout", "online_retail", "--input", str(data)]
-    for setting in SETTINGS:
+    for setting in QUICK_RUN_SETTINGS:
         argv += ["--set", setting]
     return argv
 
 
-def environment() -> dict[str, str]:
-    env = dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYTHONPATH=str(ROOT))
-    return env
-
-
 def run_to_end(args: list[str], lake: Path, data: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run(command(args, lake, data), env=environment(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command(args, lake, data), env=cli_environment(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -86,7 +69,7 @@ def run_and_kill(args: list[str], lake: Path, data: Path, marker: str, delay: fl
     """
     proc = subprocess.Popen(
         command(args, lake, data),
-        env=environment(),
+        env=cli_environment(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -122,16 +105,12 @@ def run_and_kill(args: list[str], lake: Path, data: Path, marker: str, delay: fl
     return killed and seen.is_set(), "".join(lines)
 
 
-def config_for(lake: Path):
-    return load_config([LAYOUT], env=None, flags={"lakehouse": str(lake)})
-
-
 def check_published_run_is_consistent(spark, lake: Path) -> None:
     """What every reader sees: each stage's tables come from one published run, and they agree.
 
     Each table is read once, aggregated to a few rows.
     """
-    config = config_for(lake)
+    config = retail_config(lake)
     ingest = publication.last_publication(spark, config, "ingest")
     if ingest is not None:
         lines = (
@@ -187,21 +166,12 @@ def check_published_run_is_consistent(spark, lake: Path) -> None:
 
 def check_latest_versions_are_published(spark, lake: Path) -> None:
     """After a later command's repair, a BI tool reading each table's latest version sees the published set."""
-    config = config_for(lake)
+    config = retail_config(lake)
     published = publication.published_versions(spark, config)
     for table in PUBLISHED_TABLES:
         current = lakehouse.current_version(spark, config.table_path(table))
         if current is not None:
             assert current == published.get(table, 0), table
-
-
-def comparable(spark, lake: Path, table: str):
-    """A published table without the columns that name the run or its time."""
-    df = publication.read_published(spark, config_for(lake), table)
-    drop = [
-        c for c in ("run_id", "ingested_at", "model_version", "created_at", "previous_model_version") if c in df.columns
-    ]
-    return df.drop(*drop)
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +184,7 @@ def busy_then_clean(spark, small_input, tmp_path_factory):
     lake = tmp_path_factory.mktemp("busy") / "lake"
     first = subprocess.Popen(
         command(["run"], lake, small_input),
-        env=environment(),
+        env=cli_environment(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -227,7 +197,7 @@ def busy_then_clean(spark, small_input, tmp_path_factory):
         assert lock.exists(), "the first run never took the lakehouse"
         holder = re.search(r'"run_id": "([^"]+)"', lock.read_text()).group(1)
         second = subprocess.run(
-            command(["features"], lake, small_input), env=environment(), capture_output=True, text=True, timeout=300
+            command(["features"], lake, small_input), env=cli_environment(), capture_output=True, text=True, timeout=300
         )
         _, err = first.communicate(timeout=600)
         assert first.returncode == 0, err[-3000:]
@@ -261,7 +231,7 @@ def test_killed_runs_leave_one_consistent_published_run_and_a_rerun_equals_a_cle
         assert "Traceback" not in output, output[-3000:]
         check_published_run_is_consistent(spark, lake)
         if i % 2 == 1:  # every other time, repair here; otherwise the next command repairs
-            publication.repair(spark, config_for(lake), f"check-{i}")
+            publication.repair(spark, retail_config(lake), f"check-{i}")
             check_latest_versions_are_published(spark, lake)
     assert len(landed) >= 12, landed
 
@@ -280,10 +250,10 @@ def test_killed_runs_leave_one_consistent_published_run_and_a_rerun_equals_a_cle
     keep = ["segment_id", "customers", "k", "algorithm"]
     run_id = re.search(r"run (\S+) finished", rerun.stdout).group(1)
     assert_df_equality(
-        publication.read_published(spark, config_for(lake), "segment_centroids")
+        publication.read_published(spark, retail_config(lake), "segment_centroids")
         .filter(F.col("run_id") == run_id)
         .select(*keep),
-        publication.read_published(spark, config_for(clean_lake), "segment_centroids").select(*keep),
+        publication.read_published(spark, retail_config(clean_lake), "segment_centroids").select(*keep),
         ignore_row_order=True,
         ignore_nullable=True,
     )

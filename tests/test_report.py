@@ -20,7 +20,7 @@ from segspark.stages.report.analysis import agreement, compare_algorithms, match
 from segspark.stages.report.data import DataQuality, ReportData, Target
 from segspark.stages.report.html import SECTIONS, VERDICTS, render
 from segspark.stages.report.stage import migration_matrix, run_report, top_effects
-from tests.conftest import FAST_MODEL, retail_config
+from tests.helpers.config import FAST_MODEL, retail_config
 
 
 class Page(HTMLParser):

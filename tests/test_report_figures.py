@@ -1,10 +1,17 @@
-"""The report's figures (segspark.stages.report.figures): colours, layout facts and awkward inputs. No Spark."""
+"""The report's figures (segspark.stages.report.figures): colours, layout facts, awkward inputs, and every figure
+function of the report package rendered in parallel exactly as serially. No Spark."""
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import inspect
+import io
+import pkgutil
+import random
+import typing
 import warnings
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -12,9 +19,11 @@ import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.image import imread
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
+from segspark.stages import report
 from segspark.stages.report import figures as F
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -439,10 +448,111 @@ def test_migration_matrix_title_counts_and_row_shares():
     assert ax.images[0].cmap.name.startswith("cividis")
 
 
+# -- every figure function: no pyplot, and parallel renders equal serial ones pixel for pixel -------------------------
+
+
+def _returns_figure(function: Callable) -> bool:
+    try:
+        return typing.get_type_hints(function).get("return") is Figure
+    except NameError:  # an annotation only a type checker resolves: read it as written
+        return str(inspect.signature(function).return_annotation).rsplit(".", 1)[-1] == "Figure"
+
+
+def _figure_functions() -> dict[str, Callable[..., Figure]]:
+    """'module.function' -> function, for every public function of a module of segspark.stages.report (defined
+    there, not re-exported) annotated as returning a matplotlib Figure."""
+    found = {}
+    for info in pkgutil.iter_modules(report.__path__):
+        module = importlib.import_module(f"{report.__name__}.{info.name}")
+        for name, function in inspect.getmembers(module, inspect.isfunction):
+            if function.__module__ == module.__name__ and not name.startswith("_") and _returns_figure(function):
+                found[f"{info.name}.{name}"] = function
+    return found
+
+
+# Small explicit inputs, built afresh at each call (no shared random state, so every render of one sample is the
+# same picture): 12 customers in 3 segments on two principal components.
+POINTS = np.array([[1.2, 0.4], [0.9, 0.8], [1.5, 0.1], [1.1, 0.6], [-1.0, 0.3], [-1.3, 0.1], [-0.8, 0.5],
+                   [-1.1, -0.2], [0.2, -1.2], [-0.1, -0.9], [0.4, -1.4], [0.0, -1.0]])
+POINT_SEGMENTS = np.array([1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3])
+
+
+def _sample_effects() -> tuple[pd.DataFrame, pd.DataFrame]:
+    effects = pd.DataFrame([[-1.2, 1.5], [0.3, np.nan], [0.9, -0.7]], index=list(LABELS.values()),
+                           columns=["recency_days", "frequency"])
+    return effects, effects.map(lambda v: "n/a" if np.isnan(v) else f"{v:+.1f} sd")
+
+
+def _sample_distributions() -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    raw = pd.DataFrame({"monetary": [12.5, 40.0, 95.0, 310.0, 18.0, np.nan, 1250.0, 64.0, 7.5, 220.0],
+                        "frequency": [1.0, 2.0, 2.0, 5.0, 1.0, 3.0, 14.0, 4.0, 1.0, 6.0]})
+    transformed = pd.DataFrame({"monetary": [-1.1, -0.3, 0.2, 0.9, -0.8, 0.0, 1.9, -0.1, -1.5, 0.7],
+                                "frequency": [-0.8, -0.5, -0.5, 0.3, -0.8, -0.2, 2.6, 0.0, -0.8, 0.6]})
+    return raw, transformed, ["monetary"]
+
+
+SAMPLES: dict[str, Callable[[], tuple]] = {
+    "figures.segment_sizes": lambda: (_segments(), COLOURS, LABELS),
+    "figures.wssse_by_k": lambda: (_selection(),),
+    "figures.silhouette_by_k": lambda: (_selection(),),
+    "figures.stability_by_k": lambda: (_selection(),),
+    "figures.silhouette_plot": lambda: (np.array([0.62, 0.48, 0.1, 0.71, 0.33, -0.05, 0.55, 0.2, 0.41]),
+                                        np.array([1, 1, 1, 2, 2, 2, 3, 3, 3]), COLOURS, LABELS, 0.37),
+    "figures.pca_scatter": lambda: (POINTS.copy(), POINT_SEGMENTS.copy(),
+                                    np.array([[1.18, 0.48], [-1.05, 0.18], [0.13, -1.13]]), np.array(IDS),
+                                    (0.52, 0.31), COLOURS, LABELS),
+    "figures.profile_heatmap": _sample_effects,
+    "figures.top_features": lambda: ({1: [("monetary", 1.4), ("recency_days", -0.8)], 2: [],
+                                      3: [("frequency", 0.6)]}, COLOURS, LABELS),
+    "figures.algorithm_comparison": lambda: (
+        POINTS.copy(), {"kmeans": POINT_SEGMENTS - 1, "dbscan": np.array([0, 0, 0, 0, 1, 1, 1, -1, 2, 2, -1, 2])},
+        {"kmeans": 0.41, "dbscan": None}),
+    "data_figures.feature_distributions": _sample_distributions,
+    "data_figures.correlation_matrix": lambda: (
+        pd.DataFrame([[1.0, -0.4], [-0.4, 1.0]], index=["monetary", "frequency"], columns=["monetary", "frequency"]),),
+    "data_figures.rfm_grid": lambda: (_rfm(),),
+    "data_figures.rejects_by_reason": lambda: (
+        pd.DataFrame({"reason": ["invalid_price", "missing_customer_id"], "lines": [12345, 98]}),),
+    "data_figures.sizes_over_time": lambda: (_sizes(), COLOURS, LABELS),
+    "data_figures.migration_matrix": lambda: (_migration(), "2024-01-31", "2024-02-29"),
+    "style.new_figure": lambda: (7.0, 3.0),
+}
+
+
+def _render(key: str, functions: dict[str, Callable[..., Figure]]) -> bytes:
+    return F.png_bytes(functions[key](*SAMPLES[key]()))
+
+
+def _pixels(png: bytes) -> np.ndarray:
+    return imread(io.BytesIO(png), format="png")
+
+
+def test_every_public_figure_function_has_a_sample():
+    """A new figure function in any module of the report package fails here until it is given a sample input."""
+    functions = _figure_functions()
+    assert {"figures", "data_figures"} <= {key.split(".")[0] for key in functions}
+    missing = sorted(set(functions) - set(SAMPLES))
+    unknown = sorted(set(SAMPLES) - set(functions))
+    assert not missing, f"figure functions without a sample input in SAMPLES: {missing}"
+    assert not unknown, f"samples for no public figure function: {unknown}"
+
+
 def test_no_pyplot_and_thread_safe():
-    imports = [line for line in inspect.getsource(F).splitlines() if line.startswith(("import ", "from "))]
-    assert imports and not [line for line in imports if "pyplot" in line]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        outputs = list(pool.map(lambda name: F.png_bytes(CASES[name]()),
-                                ["profile_heatmap", "rfm_grid", "silhouette_plot", "wssse_by_k"] * 2))
+    """Every figure function, built and rendered on 8 threads at once (in a shuffled order), gives the PNG its
+    serial render gives, byte for byte: no figure shares state with another (pyplot, rcParams, caches)."""
+    functions = _figure_functions()
+    for module in {inspect.getmodule(function) for function in functions.values()} | {F}:
+        imports = [line for line in inspect.getsource(module).splitlines() if line.startswith(("import ", "from "))]
+        assert imports and not [line for line in imports if "pyplot" in line], module.__name__
+    keys = sorted(SAMPLES)
+    serial = {key: _render(key, functions) for key in keys}
+    jobs = list(keys)
+    random.Random(23).shuffle(jobs)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outputs = list(pool.map(lambda key: _render(key, functions), jobs))
     assert all(o.startswith(PNG) for o in outputs)
+    for key, parallel in zip(jobs, outputs, strict=True):
+        if parallel != serial[key]:
+            a, b = _pixels(serial[key]), _pixels(parallel)
+            differing = int(np.any(a != b, axis=-1).sum()) if a.shape == b.shape else f"shape {a.shape} vs {b.shape}"
+            raise AssertionError(f"{key}: the parallel render differs from the serial one ({differing} pixels)")

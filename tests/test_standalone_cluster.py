@@ -25,8 +25,9 @@ from pyspark.sql import types as T
 from segspark import __version__
 from segspark.contracts.schemas import PUBLISHED_TABLES
 from segspark.platform.session import cached_delta_jars
-from tests.conftest import ROOT
-from tests.servers import (
+from tests.helpers.config import ROOT
+from tests.helpers.runs import QUICK_RUN_SETTINGS, cli_environment, comparable
+from tests.helpers.servers import (
     SPARK_HOME,
     bare_python,
     executor_processes,
@@ -35,13 +36,11 @@ from tests.servers import (
     spark_env,
     standalone_cluster,
 )
-from tests.test_reliability import SETTINGS as LOCAL_SETTINGS
-from tests.test_reliability import comparable
 
 pytestmark = pytest.mark.slow
 
 #: The model settings of the kill harness (small and quick), without its local master and report switch.
-MODEL_SETTINGS = [s for s in LOCAL_SETTINGS if s.startswith("model.")]
+MODEL_SETTINGS = [s for s in QUICK_RUN_SETTINGS if s.startswith("model.")]
 #: Executors that fit the test's workers (1 core each); spark-submit's values win over conf/cluster.yaml's.
 EXECUTOR_CONF = {
     "spark.executor.cores": "1",
@@ -80,7 +79,7 @@ def local_run(small_input, tmp_path_factory) -> Path:
             "--lakehouse", str(lake), "--set", "report.enabled=false"]
     for setting in MODEL_SETTINGS:
         argv += ["--set", setting]
-    done = subprocess.run(argv, env=dict(os.environ, SPARK_LOCAL_IP="127.0.0.1", PYTHONPATH=str(ROOT)),
+    done = subprocess.run(argv, env=cli_environment(),
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return lake

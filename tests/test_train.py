@@ -3,7 +3,6 @@ saved models, stable segment ids and errors."""
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import shutil
 import subprocess
@@ -49,7 +48,8 @@ from segspark.stages.train.training_data import (
     training_input,
 )
 from segspark.synthetic import generate
-from tests.conftest import FAST_MODEL, ROOT, copy_features, retail_config
+from tests.helpers.config import FAST_MODEL, ROOT, retail_config
+from tests.helpers.data import copy_features, read_truth, write_csv
 
 
 def segments_of(spark, config, model_version: str):
@@ -83,8 +83,7 @@ def test_seven_planted_types_with_a_small_distinct_group_give_k7(spark, tmp_path
     result = run_train(spark, config, "ext-train")
     assert result.chosen.k == 7, result.chosen.reason
     assert "a distinct group, kept although under 2%" in result.chosen.reason
-    with truth_csv.open(newline="") as handle:
-        truth = {row["customer_id"]: row["behaviour_type"] for row in csv.DictReader(handle)}
+    truth = read_truth(truth_csv)
     names = ["recency_days", "frequency", "monetary", "avg_basket_value", "tenure_days"]
     features = {
         r["customer_id"]: [float(r[n]) for n in names]
@@ -625,11 +624,6 @@ def test_a_failed_write_leaves_no_partial_segment_tables(spark, planted, tmp_pat
 WHOLESALE_HEADER = "Channel,Region,Fresh,Milk"
 
 
-def write_csv(path: Path, header: str, rows) -> Path:
-    path.write_text(header + "\n" + "".join(",".join(str(v) for v in row) + "\n" for row in rows))
-    return path
-
-
 def scan_layout(spark, folder: Path) -> dict[str, list[int]]:
     """File name -> the partitions reading it, as Spark lays out the scan with the session's current settings."""
     rows = (
@@ -648,12 +642,11 @@ def test_attribute_table_without_id_is_numbered_in_file_order(spark, tmp_path):
     """Two files, one split into several partitions and the other packed after its last split: ids follow the
     files by path, then the rows of each file, whatever the split size."""
     folder = tmp_path / "wholesale"
-    folder.mkdir()
     # "a.csv" sorts first by path, but it is the smaller file, so Spark reads it after the splits of b.csv.
     a_rows = [(1, 1, 900_000 + i, i) for i in range(5)]
     b_rows = [(2, 3, 1_000 + i, 50 + i) for i in range(200)]
-    write_csv(folder / "b.csv", WHOLESALE_HEADER, b_rows)
-    write_csv(folder / "a.csv", WHOLESALE_HEADER, a_rows)
+    write_csv(folder, b_rows, header=WHOLESALE_HEADER, name="b.csv")
+    write_csv(folder, a_rows, header=WHOLESALE_HEADER, name="a.csv")
     settings = ModelSettings(
         input="attributes",
         attributes={"path": str(folder), "format": "csv", "customer_id": None},
@@ -692,7 +685,8 @@ def test_attribute_only_mode_without_id_column_segments_and_says_so(spark, tmp_p
     rng = np.random.default_rng(3)
     rows = [(1, 3, int(rng.normal(20_000, 500)), int(rng.normal(2_000, 100))) for _ in range(20)]
     rows += [(2, 3, int(rng.normal(3_000, 500)), int(rng.normal(15_000, 100))) for _ in range(20)]
-    table = write_csv(tmp_path / "wholesale.csv", WHOLESALE_HEADER, rows)
+    table = tmp_path / "wholesale.csv"
+    write_csv(tmp_path, rows, header=WHOLESALE_HEADER, name=table.name)
     config = attribute_config(
         tmp_path / "lake", table, attributes={"path": str(table), "format": "csv", "customer_id": None},
         numeric_features=["Fresh", "Milk"], k_min=2, k_max=2, restarts=1, stability_runs=0,

@@ -1,4 +1,4 @@
-"""Tests for segspark/synthetic.py (numpy + pyarrow only, no Spark)."""
+"""Tests for segspark/synthetic.py, the Online Retail-like data generator (numpy + pyarrow only, no Spark)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ END = START + dt.timedelta(days=DAYS)
 
 
 from segspark import synthetic as gen  # noqa: E402
+from tests.helpers.data import read_truth  # noqa: E402
 
 
 def _read_csv_parts(folder: Path) -> tuple[list[str], list[list[str]]]:
@@ -47,20 +48,13 @@ def _data_bytes(folder: Path) -> bytes:
     return b"".join(out)
 
 
-def _read_truth(path: Path) -> dict[str, str]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        assert reader.fieldnames == ["customer_id", "behaviour_type"]
-        return {row["customer_id"]: row["behaviour_type"] for row in reader}
-
-
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     """One 20,000-row CSV run shared by the read-only tests."""
     base = tmp_path_factory.mktemp("gen")
     summary = gen.generate(base / "tx", rows=20_000, seed=7, chunk_rows=6_000)
     header, rows = _read_csv_parts(base / "tx")
-    return summary, header, rows, _read_truth(Path(summary["truth_path"]))
+    return summary, header, rows, read_truth(Path(summary["truth_path"]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,7 +266,7 @@ def test_extended_mix_plants_seven_types_with_their_shares_and_behaviours(tmp_pa
     summary = gen.generate(tmp_path / "tx", rows=100_000, seed=3, mix="extended")
     assert summary["mix"] == "extended" and summary["customers"] == 1_111
     _, rows = _read_csv_parts(tmp_path / "tx")
-    truth = _read_truth(Path(summary["truth_path"]))
+    truth = read_truth(Path(summary["truth_path"]))
     counts = Counter(truth.values())
     assert set(counts) == set(gen.MIXES["extended"])
     for name, share in gen.MIXES["extended"].items():
