@@ -6,7 +6,7 @@ types and carry these comments into the Delta table, so BI tools see documented 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame
@@ -75,7 +75,23 @@ class TableSpec:
 
     @property
     def columns(self) -> list[str]:
+        """The table's column names, in schema order."""
         return [f.name for f in self.schema.fields]
+
+    def row(self, values: Mapping[str, object]) -> tuple[object, ...]:
+        """A row in this table's column order from ``values`` by column name, for rows built on the driver.
+
+        Raises
+        ------
+        SchemaError
+            ``values`` lacks a column of the table or names one it does not have.
+        """
+        names = self.columns
+        missing = [c for c in names if c not in values]
+        unknown = sorted(set(values) - set(names))
+        if missing or unknown:
+            raise SchemaError(f"a row of a table with columns {names} lacks {missing} and has unknown {unknown}")
+        return tuple(values[c] for c in names)
 
 
 #: Delta's change data feed: downstream jobs read what each run inserted, replaced or deleted
@@ -241,6 +257,7 @@ CUSTOMER_FEATURES = TableSpec(
 SEGMENT_ID = "segment_id"
 SEGMENT_NAME = "segment_name"
 MODEL_VERSION = "model_version"
+CREATED_AT = "created_at"
 
 #: The columns naming one candidate of one train run's sweep (model_selection and sweep_segments).
 _CANDIDATE_KEY = [

@@ -14,6 +14,7 @@ from pyspark.sql import functions as F
 
 from segspark.config.settings import Config
 from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_ID, CUSTOMER_SEGMENTS, MODEL_VERSION, RUN_ID, SEGMENT_NAME
+from segspark.contracts.stamp import RunStamp
 from segspark.errors import InputError, SchemaError
 from segspark.platform import lakehouse, publication
 from segspark.segmentation.model import assign_segments, quote
@@ -43,21 +44,19 @@ def scoring_input(spark: SparkSession, config: Config, columns: list[str]) -> tu
     return snapshot_df.select(CUSTOMER_ID, *[quote(c) for c in columns]), as_of
 
 
-def write_segments(
-    model: PipelineModel, customers_df: DataFrame, as_of: dt.date, model_version: str, run_id: str, config: Config
-) -> int:
-    """Score the training customers with the assembled model into their customer_segments partition."""
+def write_segments(model: PipelineModel, customers_df: DataFrame, stamp: RunStamp, config: Config) -> int:
+    """Score one snapshot's customers with ``model`` into their customer_segments partition (``stamp.as_of``).
+
+    Returns the rows Delta recorded for the write, for the caller to reconcile with its customer count.
+    """
     segments_df = (
-        assign_segments(model, customers_df)
-        .withColumn(AS_OF_DATE, F.lit(as_of))
-        .withColumn(MODEL_VERSION, F.lit(model_version))
-        .withColumn(RUN_ID, F.lit(run_id))
+        stamp.on(assign_segments(model, customers_df), AS_OF_DATE, MODEL_VERSION, RUN_ID)
         .withColumn(SEGMENT_NAME, F.lit(None).cast("string"))  # named by segspark profile
     )
     result = lakehouse.write_table(
         segments_df,
         config.table_path("customer_segments"),
         CUSTOMER_SEGMENTS,
-        replace_where=lakehouse.dates_predicate(AS_OF_DATE, [as_of]),
+        replace_where=lakehouse.dates_predicate(AS_OF_DATE, [stamp.as_of]),
     )
     return result.rows_written

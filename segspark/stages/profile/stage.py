@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -35,6 +35,7 @@ from segspark.contracts.schemas import (
     CAMPAIGN_AUDIENCES,
     CAMPAIGN_RESULTS,
     CORE_COLUMNS,
+    CREATED_AT,
     CUSTOMER_ID,
     CUSTOMER_SEGMENTS,
     MODEL_VERSION,
@@ -46,6 +47,7 @@ from segspark.contracts.schemas import (
     SEGMENT_TOP_PRODUCTS,
     TableSpec,
 )
+from segspark.contracts.stamp import RunStamp
 from segspark.errors import InputError, ReconciliationError
 from segspark.maths import naming
 from segspark.platform import lakehouse, progress, publication
@@ -56,6 +58,33 @@ from segspark.stages.profile import segment_stats as profiles
 log = logging.getLogger("segspark")
 
 _NUMERIC = (T.IntegerType, T.LongType, T.DoubleType, T.DecimalType, T.FloatType, T.ShortType)
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """What the profile decided for one snapshot: each segment's figures, name and action, and their context."""
+
+    figures: profiles.ProfileFigures
+    names: dict[int, str]
+    actions: dict[int, naming.Action]
+    #: The profiled feature columns (core RFM first, then the model's other numeric features).
+    columns: list[str]
+    #: The model's structure verdict (strong, moderate, weak), None when model_selection has none.
+    structure: str | None
+    #: The snapshot before this one in customer_features, None for the first.
+    previous_as_of: dt.date | None
+
+
+@dataclass(frozen=True)
+class ProfileFrames:
+    """The frames the profile's tables are written from."""
+
+    #: This snapshot's customer_segments rows.
+    segments_df: DataFrame
+    #: Each member's features and window revenue (cached by the stage).
+    members_df: DataFrame
+    #: The published transactions_clean.
+    lines_df: DataFrame
 
 
 @dataclass(frozen=True)
@@ -119,17 +148,11 @@ def _write(spec: TableSpec, df: DataFrame, config: Config, table: str, as_of: dt
     return result.version
 
 
-def profile_records(
-    figures: profiles.ProfileFigures,
-    names: dict[int, str],
-    actions: dict[int, naming.Action],
-    config: Config,
-    columns: list[str],
-    structure: str | None,
-    previous_as_of: dt.date | None,
-) -> list[dict]:
-    """One dict per segment in the segment_profiles schema (without the written-by columns)."""
+def profile_records(plan: SegmentPlan, config: Config) -> list[dict]:
+    """One dict per segment in the segment_profiles schema (without the stamp's columns)."""
     settings = config.profile
+    figures, names, actions = plan.figures, plan.names, plan.actions
+    structure, previous_as_of = plan.structure, plan.previous_as_of
     population = figures.population
     records = []
     for p in figures.segments:
@@ -239,22 +262,9 @@ def run_profile(spark: SparkSession, config: Config, run_id: str, stage=None) ->
             actions = naming.segment_actions(
                 figures.segments, figures.population, settings.actions, settings.level_threshold, settings.lookback_days
             )
-            result = _write_tables(
-                spark,
-                config,
-                run_id,
-                as_of,
-                model_version,
-                segments_df,
-                members_df,
-                lines_df,
-                figures,
-                names,
-                actions,
-                columns,
-                structure,
-                previous_as_of,
-            )
+            plan = SegmentPlan(figures, names, actions, columns, structure, previous_as_of)
+            frames = ProfileFrames(segments_df, members_df, lines_df)
+            result = _write_tables(spark, config, RunStamp(run_id, as_of, model_version), plan, frames)
     finally:
         members_df.unpersist()
     for p in sorted(figures.segments, key=lambda p: actions[p.segment_id].priority):
@@ -268,139 +278,144 @@ def run_profile(spark: SparkSession, config: Config, run_id: str, stage=None) ->
 
 
 def _write_tables(
-    spark: SparkSession,
-    config: Config,
-    run_id: str,
-    as_of: dt.date,
-    model_version: str,
-    segments_df: DataFrame,
-    members_df: DataFrame,
-    lines_df: DataFrame,
-    figures: profiles.ProfileFigures,
-    names: dict[int, str],
-    actions: dict[int, naming.Action],
-    columns: list[str],
-    structure: str | None,
-    previous_as_of: dt.date | None,
+    spark: SparkSession, config: Config, stamp: RunStamp, plan: SegmentPlan, frames: ProfileFrames
 ) -> ProfileResult:
-    settings = config.profile
-    publication.ensure_log(spark, config, run_id)
-    written_by = {MODEL_VERSION: model_version, RUN_ID: run_id}
-    now = F.current_timestamp()
-    versions: dict[str, int] = {}
+    """Write every profile table for ``stamp.as_of``, in this order, then publish them together.
 
-    records = profile_records(figures, names, actions, config, columns, structure, previous_as_of)
-    record_schema = T.StructType(
-        [f for f in SEGMENT_PROFILES.schema.fields if f.name not in (*written_by, "created_at")]
-    )
-    profiles_df = (
-        spark.createDataFrame([{**r, AS_OF_DATE: as_of} for r in records], schema=record_schema)
-        .withColumn(MODEL_VERSION, F.lit(model_version))
-        .withColumn(RUN_ID, F.lit(run_id))
-        .withColumn("created_at", now)
-    )
-    progress.step("writing segment_profiles")
-    versions["segment_profiles"] = _write(SEGMENT_PROFILES, profiles_df, config, "segment_profiles", as_of)
-
+    segment_profiles, customer_segments (named), campaign_audiences (reconciled with the population), the
+    top products and cross-sell rules (when the source has products), and campaign_results of the previous
+    snapshot's audience (when there is one).
+    """
+    publication.ensure_log(spark, config, stamp.run_id)
     segment_facts_df = spark.createDataFrame(
-        [(s, names[s], actions[s].play, actions[s].priority) for s in sorted(names)],
+        [(s, plan.names[s], plan.actions[s].play, plan.actions[s].priority) for s in sorted(plan.names)],
         schema=f"{SEGMENT_ID} int, {SEGMENT_NAME} string, play string, priority int",
     )
-    named_df = segments_df.drop(SEGMENT_NAME).join(F.broadcast(segment_facts_df), on=SEGMENT_ID, how="inner")
-    progress.step("naming customer_segments")
-    versions["customer_segments"] = _write(CUSTOMER_SEGMENTS, named_df, config, "customer_segments", as_of)
-
-    key = campaigns.campaign_key(config.campaign.name, as_of, config.seed)
-    audience_df = campaigns.with_control_group(
-        members_df.join(F.broadcast(segment_facts_df), on=SEGMENT_ID, how="inner"), config.campaign.holdout_share, key
-    ).select(
-        F.lit(as_of).alias(AS_OF_DATE),
-        "*",
-        F.lit(key).alias("campaign"),
-        F.lit(model_version).alias(MODEL_VERSION),
-        F.lit(run_id).alias(RUN_ID),
-        now.alias("created_at"),
-    )
-    progress.step("writing campaign_audiences")
-    versions["campaign_audiences"] = _write(CAMPAIGN_AUDIENCES, audience_df, config, "campaign_audiences", as_of)
-    audience_rows = (
-        lakehouse.read_table(spark, config.table_path("campaign_audiences"), version=versions["campaign_audiences"])
-        .filter(F.col(AS_OF_DATE) == F.lit(as_of))
-        .count()
-    )
-    if audience_rows != figures.population.customers:
-        raise ReconciliationError(
-            f"campaign_audiences wrote {audience_rows:,} rows for {figures.population.customers:,} customers"
-        )
-
-    if config.source.columns.product_id is None:
-        log.info("profile: the source has no product column: segment_top_products and segment_cross_sell skipped")
-    else:
-        window_start = as_of - dt.timedelta(days=settings.lookback_days)
-        window_df = lines_df.filter(
-            (F.col("invoice_date") >= F.lit(window_start)) & (F.col("invoice_date") < F.lit(as_of))
-        )
-        if settings.non_products:  # fees and services: spend shares and baskets are of products
-            window_df = window_df.filter(~F.col("product_id").isin(settings.non_products))
-        labelled = F.broadcast(segment_facts_df.select(SEGMENT_ID, SEGMENT_NAME))
-        members = members_df.select(CUSTOMER_ID, SEGMENT_ID)
-        progress.step("writing segment_top_products")
-        top_df = baskets.top_products(window_df, members, settings.top_products).join(
-            labelled, on=SEGMENT_ID, how="inner"
-        )
-        versions["segment_top_products"] = _write(
-            SEGMENT_TOP_PRODUCTS, _stamped(top_df, as_of, written_by), config, "segment_top_products", as_of
-        )
-        progress.step("mining cross-sell rules (FP-Growth per segment)")
-        cross = settings.cross_sell
-        rules_df = baskets.cross_sell_rules(
-            window_df, members, cross.min_support, cross.min_confidence, cross.top_n
-        ).join(labelled, on=SEGMENT_ID, how="inner")
-        versions["segment_cross_sell"] = _write(
-            SEGMENT_CROSS_SELL, _stamped(rules_df, as_of, written_by), config, "segment_cross_sell", as_of
-        )
-
-    measured = None
-    if publication.is_published(spark, config, "campaign_audiences"):
-        earlier_df = publication.read_published(spark, config, "campaign_audiences")
-        measured = campaigns.previous_snapshot(earlier_df, as_of)
-    if measured is not None:
-        progress.step(f"measuring the campaign of {measured} at {as_of}")
-        earlier_audience_df = earlier_df.filter(F.col(AS_OF_DATE) == F.lit(measured))
-        first = earlier_audience_df.select("campaign", MODEL_VERSION).first()  # one row
-        outcome_df = campaigns.campaign_outcomes(earlier_audience_df, lines_df, measured, as_of).select(
-            F.lit(measured).alias(AS_OF_DATE),
-            F.lit(as_of).alias("next_as_of_date"),
-            F.lit(first["campaign"]).alias("campaign"),
-            "*",
-            F.lit(first[MODEL_VERSION]).alias(MODEL_VERSION),
-            F.lit(run_id).alias(RUN_ID),
-            now.alias("created_at"),
-        )
-        versions["campaign_results"] = _write(CAMPAIGN_RESULTS, outcome_df, config, "campaign_results", measured)
-
+    versions = {"segment_profiles": _write_profiles(spark, config, stamp, plan)}
+    versions |= _write_segments_and_audience(spark, config, stamp, plan, frames, segment_facts_df)
+    versions |= _write_baskets(config, stamp, frames, segment_facts_df)
+    measured, results_version = _write_campaign_results(spark, config, stamp, frames.lines_df)
+    if results_version is not None:
+        versions["campaign_results"] = results_version
+    population = plan.figures.population
     publication.publish(
         spark,
         config,
-        run_id,
+        stamp.run_id,
         "profile",
         versions,
-        model_version=model_version,
-        counts={"customers": figures.population.customers, "segments": len(figures.segments)},
+        model_version=stamp.model_version,
+        counts={"customers": population.customers, "segments": len(plan.figures.segments)},
     )
     return ProfileResult(
-        as_of_date=as_of,
-        model_version=model_version,
-        segments={s: (names[s], actions[s].play, actions[s].priority) for s in sorted(names)},
-        customers=figures.population.customers,
+        as_of_date=stamp.as_of,
+        model_version=stamp.model_version,
+        segments={s: (plan.names[s], plan.actions[s].play, plan.actions[s].priority) for s in sorted(plan.names)},
+        customers=population.customers,
         campaign_results_for=measured,
     )
 
 
-def _stamped(df: DataFrame, as_of: dt.date, written_by: dict[str, str]) -> DataFrame:
-    return (
-        df.withColumn(AS_OF_DATE, F.lit(as_of))
-        .withColumn(MODEL_VERSION, F.lit(written_by[MODEL_VERSION]))
-        .withColumn(RUN_ID, F.lit(written_by[RUN_ID]))
-        .withColumn("created_at", F.current_timestamp())
+def _write_profiles(spark: SparkSession, config: Config, stamp: RunStamp, plan: SegmentPlan) -> int:
+    """segment_profiles: one row per segment (:func:`profile_records`) with the stamp."""
+    stamped = (MODEL_VERSION, RUN_ID, CREATED_AT)
+    record_schema = T.StructType([f for f in SEGMENT_PROFILES.schema.fields if f.name not in stamped])
+    records = [{**r, AS_OF_DATE: stamp.as_of} for r in profile_records(plan, config)]
+    profiles_df = stamp.on(spark.createDataFrame(records, schema=record_schema), *stamped)
+    progress.step("writing segment_profiles")
+    return _write(SEGMENT_PROFILES, profiles_df, config, "segment_profiles", stamp.as_of)
+
+
+def _write_segments_and_audience(
+    spark: SparkSession,
+    config: Config,
+    stamp: RunStamp,
+    plan: SegmentPlan,
+    frames: ProfileFrames,
+    segment_facts_df: DataFrame,
+) -> dict[str, int]:
+    """customer_segments with each segment's name, and campaign_audiences with its seeded control group."""
+    versions = {}
+    named_df = frames.segments_df.drop(SEGMENT_NAME).join(F.broadcast(segment_facts_df), on=SEGMENT_ID, how="inner")
+    progress.step("naming customer_segments")
+    versions["customer_segments"] = _write(CUSTOMER_SEGMENTS, named_df, config, "customer_segments", stamp.as_of)
+
+    key = campaigns.campaign_key(config.campaign.name, stamp.as_of, config.seed)
+    members_df = frames.members_df.join(F.broadcast(segment_facts_df), on=SEGMENT_ID, how="inner")
+    audience_df = stamp.on(
+        campaigns.with_control_group(members_df, config.campaign.holdout_share, key).withColumn(
+            "campaign", F.lit(key)
+        )
     )
+    progress.step("writing campaign_audiences")
+    version = _write(CAMPAIGN_AUDIENCES, audience_df, config, "campaign_audiences", stamp.as_of)
+    versions["campaign_audiences"] = version
+    audience_rows = (
+        lakehouse.read_table(spark, config.table_path("campaign_audiences"), version=version)
+        .filter(F.col(AS_OF_DATE) == F.lit(stamp.as_of))
+        .count()
+    )
+    customers = plan.figures.population.customers
+    if audience_rows != customers:
+        raise ReconciliationError(f"campaign_audiences wrote {audience_rows:,} rows for {customers:,} customers")
+    return versions
+
+
+def _write_baskets(
+    config: Config, stamp: RunStamp, frames: ProfileFrames, segment_facts_df: DataFrame
+) -> dict[str, int]:
+    """segment_top_products and segment_cross_sell from the lookback window's lines (none without products)."""
+    settings = config.profile
+    if config.source.columns.product_id is None:
+        log.info("profile: the source has no product column: segment_top_products and segment_cross_sell skipped")
+        return {}
+    window_start = stamp.as_of - dt.timedelta(days=settings.lookback_days)
+    window_df = frames.lines_df.filter(
+        (F.col("invoice_date") >= F.lit(window_start)) & (F.col("invoice_date") < F.lit(stamp.as_of))
+    )
+    if settings.non_products:  # fees and services: spend shares and baskets are of products
+        window_df = window_df.filter(~F.col("product_id").isin(settings.non_products))
+    labelled = F.broadcast(segment_facts_df.select(SEGMENT_ID, SEGMENT_NAME))
+    members = frames.members_df.select(CUSTOMER_ID, SEGMENT_ID)
+    versions = {}
+    progress.step("writing segment_top_products")
+    top_df = baskets.top_products(window_df, members, settings.top_products).join(labelled, on=SEGMENT_ID, how="inner")
+    versions["segment_top_products"] = _write(
+        SEGMENT_TOP_PRODUCTS, stamp.on(top_df), config, "segment_top_products", stamp.as_of
+    )
+    progress.step("mining cross-sell rules (FP-Growth per segment)")
+    cross = settings.cross_sell
+    rules_df = baskets.cross_sell_rules(window_df, members, cross.min_support, cross.min_confidence, cross.top_n).join(
+        labelled, on=SEGMENT_ID, how="inner"
+    )
+    versions["segment_cross_sell"] = _write(
+        SEGMENT_CROSS_SELL, stamp.on(rules_df), config, "segment_cross_sell", stamp.as_of
+    )
+    return versions
+
+
+def _write_campaign_results(
+    spark: SparkSession, config: Config, stamp: RunStamp, lines_df: DataFrame
+) -> tuple[dt.date | None, int | None]:
+    """campaign_results of the latest published audience before this snapshot, measured at this snapshot.
+
+    The rows belong to the measured snapshot and to the model that chose its audience: the stamp's snapshot
+    and model are that audience's. Returns the measured snapshot and the version written (None, None if none).
+    """
+    if not publication.is_published(spark, config, "campaign_audiences"):
+        return None, None
+    earlier_df = publication.read_published(spark, config, "campaign_audiences")
+    measured = campaigns.previous_snapshot(earlier_df, stamp.as_of)
+    if measured is None:
+        return None, None
+    progress.step(f"measuring the campaign of {measured} at {stamp.as_of}")
+    earlier_audience_df = earlier_df.filter(F.col(AS_OF_DATE) == F.lit(measured))
+    first = earlier_audience_df.select("campaign", MODEL_VERSION).first()  # one row
+    results_stamp = replace(stamp, as_of=measured, model_version=first[MODEL_VERSION])
+    outcomes_df = campaigns.campaign_outcomes(earlier_audience_df, lines_df, measured, stamp.as_of)
+    outcome_df = results_stamp.on(
+        outcomes_df.withColumns({"next_as_of_date": F.lit(stamp.as_of), "campaign": F.lit(first["campaign"])})
+    )
+    return measured, _write(CAMPAIGN_RESULTS, outcome_df, config, "campaign_results", measured)
+
+

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 
 from segspark.config.settings import Config
 from segspark.contracts.schemas import AS_OF_DATE, MODEL_VERSION, RUN_ID
+from segspark.contracts.stamp import RunStamp
 from segspark.errors import InputError, ReconciliationError
 from segspark.platform import lakehouse, progress, publication
 from segspark.segmentation.model import load_model
@@ -94,7 +95,7 @@ def run_score(spark: SparkSession, config: Config, run_id: str, stage=None) -> S
         run_id,
         failed="score failed: customer_segments restored to its published version",
     ):
-        written = write_segments(model, customers_df, as_of, model_version, run_id, config)
+        written = write_segments(model, customers_df, RunStamp(run_id, as_of, model_version), config)
         if written != customers:
             raise ReconciliationError(f"customer_segments wrote {written:,} rows for {customers:,} customers")
         version = lakehouse.current_version(spark, path)

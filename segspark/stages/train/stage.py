@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 
 from segspark.config.settings import Config, ModelSettings
 from segspark.contracts.schemas import CUSTOMER_ID
+from segspark.contracts.stamp import RunStamp
 from segspark.errors import ReconciliationError
 from segspark.maths.evaluation import Candidate, choose
 from segspark.maths.local_fits import Evaluated, SweepData
@@ -58,6 +59,7 @@ from segspark.segmentation.sampling import SWEEP_SAMPLE, hash_sample
 from segspark.segmentation.scoring import write_segments
 from segspark.stages.train.sweep import run_sweep
 from segspark.stages.train.tables import (
+    SweepSize,
     number_segments,
     previous_model,
     segment_table,
@@ -233,7 +235,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
         model = assemble_model(prep, final, mapping)
         model_path = config.model_path(model_version)
 
-        now = dt.datetime.now(dt.UTC)
+        stamp = RunStamp(run_id, as_of, model_version)
         # The model and the four tables change together or not at all: on any failure each table goes back
         # to its version before and the model folder is removed.
         tables = ["customer_segments", "segment_centroids", "model_selection", "sweep_segments"]
@@ -248,38 +250,16 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
         ):
             save_model(model, model_path)
             progress.step("writing customer_segments, segment_centroids, model_selection and sweep_segments")
-            written = write_segments(model, customers_df, as_of, model_version, run_id, config)
+            written = write_segments(model, customers_df, stamp, config)
             if written != n:
                 raise ReconciliationError(f"customer_segments wrote {written:,} rows for {n:,} customers")
+            previous_version = previous.model_version if previous is not None else None
             write_centroids(
-                spark,
-                config,
-                segments,
-                ids,
-                distances,
-                prep,
-                chosen,
-                as_of,
-                model_version,
-                run_id,
-                now,
-                previous.model_version if previous is not None else None,
-                settings.features,
+                spark, config, stamp, segments, ids, distances, prep, chosen, previous_version, settings.features
             )
-            write_selection(
-                spark,
-                config,
-                results,
-                decided,
-                n,
-                evaluated_n,
-                len(data.silhouette_rows),
-                as_of,
-                model_version,
-                run_id,
-                now,
-            )
-            write_sweep_segments(spark, config, decided, evaluated_n, as_of, model_version, run_id, now, settings)
+            size = SweepSize(customers=n, evaluated=evaluated_n, silhouette_sample=len(data.silhouette_rows))
+            write_selection(spark, config, stamp, results, decided, size)
+            write_sweep_segments(spark, config, stamp, decided, evaluated_n, settings)
             # The stage holds the lakehouse (segspark.platform.lock), so each table's latest version is this run's.
             publication.publish(
                 spark,

@@ -3,7 +3,6 @@ model_selection and sweep_segments."""
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import math
 from dataclasses import dataclass, replace
@@ -23,6 +22,7 @@ from segspark.contracts.schemas import (
     SEGMENT_ID,
     SWEEP_SEGMENTS,
 )
+from segspark.contracts.stamp import RunStamp
 from segspark.maths.evaluation import Candidate, small_segments
 from segspark.maths.local_fits import Evaluated
 from segspark.platform import lakehouse, publication
@@ -123,43 +123,40 @@ def segment_table(final: Transformer, vectors_df: DataFrame, prep: Preprocessing
 def write_centroids(
     spark: SparkSession,
     config: Config,
+    stamp: RunStamp,
     segments: SegmentTable,
     ids: list[int],
     distances: list[float | None],
     prep: Preprocessing,
     chosen: Candidate,
-    as_of: dt.date,
-    model_version: str,
-    run_id: str,
-    now: dt.datetime,
     previous_version: str | None,
     feature_columns: list[str],
 ) -> None:
-    """Append one segment_centroids row per segment of the new model (K rows)."""
+    """Append one segment_centroids row per segment of the new model (K rows).
+
+    ``ids`` and ``distances`` are the stable segment id of each cluster and its centre's distance to the
+    matched centre of ``previous_version`` (None where nothing matched, see :func:`number_segments`).
+    """
     total = float(segments.counts.sum())
     rows = []
     for i, segment_id in enumerate(ids):
         standardised = segments.standardised[i]
         original = to_original_units(prep, standardised)
-        rows.append(
-            (
-                model_version,
-                segment_id,
-                chosen.algorithm,
-                chosen.k,
-                as_of,
-                int(segments.counts[i]),
-                float(segments.counts[i] / total),
-                {s: float(v) for s, v in zip(prep.slot_names, standardised, strict=True)},
-                {s: float(v) for s, v in zip(prep.slot_names, original, strict=True)},
-                list(feature_columns),
-                previous_version if distances[i] is not None else None,
-                distances[i],
-                run_id,
-                now,
-            )
-        )
-    rows.sort(key=lambda r: r[1])
+        values = {
+            **stamp.values(),
+            SEGMENT_ID: segment_id,
+            "algorithm": chosen.algorithm,
+            "k": chosen.k,
+            "customers": int(segments.counts[i]),
+            "share": float(segments.counts[i] / total),
+            "centroid_standardised": {s: float(v) for s, v in zip(prep.slot_names, standardised, strict=True)},
+            "centroid_original": {s: float(v) for s, v in zip(prep.slot_names, original, strict=True)},
+            "feature_columns": list(feature_columns),
+            "previous_model_version": previous_version if distances[i] is not None else None,
+            "previous_centroid_distance": distances[i],
+        }
+        rows.append(SEGMENT_CENTROIDS.row(values))
+    rows.sort(key=lambda r: r[SEGMENT_CENTROIDS.columns.index(SEGMENT_ID)])
     df = spark.createDataFrame(rows, SEGMENT_CENTROIDS.schema)
     lakehouse.write_table(df, config.table_path("segment_centroids"), SEGMENT_CENTROIDS, mode="append")
 
@@ -168,52 +165,52 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+@dataclass(frozen=True)
+class SweepSize:
+    """How many customers the sweep saw: all of the snapshot, those evaluated, the silhouette sample."""
+
+    customers: int
+    evaluated: int
+    silhouette_sample: int
+
+
 def write_selection(
     spark: SparkSession,
     config: Config,
+    stamp: RunStamp,
     results: list[Evaluated],
     decided: list[Candidate],
-    n: int,
-    evaluated_n: int,
-    sample_n: int,
-    as_of: dt.date,
-    model_version: str,
-    run_id: str,
-    now: dt.datetime,
+    size: SweepSize,
 ) -> None:
-    """Append the sweep's rows and decision record to model_selection."""
+    """Append the sweep's rows and decision record to model_selection (one row per algorithm and K)."""
     rows = []
     for r, c in zip(results, decided, strict=True):
-        rows.append(
-            (
-                run_id,
-                model_version,
-                as_of,
-                c.algorithm,
-                c.k,
-                n,
-                evaluated_n,
-                float(r.wssse),
-                _finite(r.mllib_silhouette),
-                _finite(c.silhouette),
-                sample_n,
-                _finite(c.reference_silhouette),
-                _finite(r.davies_bouldin),
-                _finite(r.calinski_harabasz),
-                c.segments_found,
-                c.smallest_share,
-                _finite(c.stability),
-                r.iterations,
-                r.converged,
-                c.is_elbow,
-                r.fit_seconds,
-                r.seconds,
-                c.structure,
-                c.is_chosen,
-                c.reason,
-                now,
-            )
-        )
+        values = {
+            **stamp.values(),
+            "algorithm": c.algorithm,
+            "k": c.k,
+            "customers": size.customers,
+            "customers_evaluated": size.evaluated,
+            "wssse": float(r.wssse),
+            "silhouette_squared_euclidean": _finite(r.mllib_silhouette),
+            "silhouette_euclidean": _finite(c.silhouette),
+            "silhouette_sample": size.silhouette_sample,
+            "reference_silhouette": _finite(c.reference_silhouette),
+            "davies_bouldin": _finite(r.davies_bouldin),
+            "calinski_harabasz": _finite(r.calinski_harabasz),
+            "segments_found": c.segments_found,
+            "smallest_segment_share": c.smallest_share,
+            "stability_ari": _finite(c.stability),
+            "iterations": r.iterations,
+            "converged": r.converged,
+            "is_elbow": c.is_elbow,
+            "fit_seconds": r.fit_seconds,
+            "seconds": r.seconds,
+            "structure": c.structure,
+            "is_chosen": c.is_chosen,
+            "reason": c.reason,
+        }
+        rows.append(MODEL_SELECTION.row(values))
     df = spark.createDataFrame(rows, MODEL_SELECTION.schema)
     lakehouse.write_table(df, config.table_path("model_selection"), MODEL_SELECTION, mode="append")
 
@@ -254,12 +251,9 @@ def with_segment_profiles(results: list[Evaluated], prep: Preprocessing) -> list
 def write_sweep_segments(
     spark: SparkSession,
     config: Config,
+    stamp: RunStamp,
     decided: list[Candidate],
     evaluated_n: int,
-    as_of: dt.date,
-    model_version: str,
-    run_id: str,
-    now: dt.datetime,
     settings: ModelSettings,
 ) -> None:
     """Append one sweep_segments row per segment of every candidate (sum of K over the sweep)."""
@@ -268,25 +262,21 @@ def write_sweep_segments(
         distinct = {seg.rank for seg in small_segments(c, settings)[0]}
         for seg in c.segments:
             small = seg.share < settings.min_segment_share
-            rows.append(
-                (
-                    run_id,
-                    model_version,
-                    as_of,
-                    c.algorithm,
-                    c.k,
-                    seg.rank,
-                    int(round(seg.share * evaluated_n)),
-                    seg.share,
-                    _finite(seg.silhouette),
-                    seg.sampled,
-                    _finite(c.silhouette),
-                    small,
-                    (not small) or seg.rank in distinct,
-                    seg.profile or None,
-                    c.is_chosen,
-                    now,
-                )
-            )
+            values = {
+                **stamp.values(),
+                "algorithm": c.algorithm,
+                "k": c.k,
+                "segment_rank": seg.rank,
+                "customers": int(round(seg.share * evaluated_n)),
+                "share": seg.share,
+                "silhouette": _finite(seg.silhouette),
+                "silhouette_customers": seg.sampled,
+                "candidate_silhouette": _finite(c.silhouette),
+                "is_small": small,
+                "is_distinct": (not small) or seg.rank in distinct,
+                "profile": seg.profile or None,
+                "is_chosen": c.is_chosen,
+            }
+            rows.append(SWEEP_SEGMENTS.row(values))
     df = spark.createDataFrame(rows, SWEEP_SEGMENTS.schema)
     lakehouse.write_table(df, config.table_path("sweep_segments"), SWEEP_SEGMENTS, mode="append")
