@@ -8,7 +8,7 @@ from segspark.config.settings import DEFAULT_ACTION_RULES, DEFAULT_NAME_RULES, l
 from segspark.errors import ConfigError
 from segspark.maths.naming import (
     FeatureStat,
-    SegmentProfile,
+    SegmentStats,
     describe_top_features,
     level,
     segment_actions,
@@ -19,7 +19,7 @@ THRESHOLD = 0.5
 CORE = ("recency_days", "frequency", "monetary", "tenure_days")
 
 #: All customers: 100 customers, revenue 10,000, 5,000 of it in the last 365 days.
-POPULATION = SegmentProfile(
+POPULATION = SegmentStats(
     segment_id=None,
     customers=100,
     revenue=10_000.0,
@@ -35,13 +35,13 @@ POPULATION = SegmentProfile(
 )
 
 
-def profile(segment_id, customers, revenue, at_stake, medians, effects) -> SegmentProfile:
+def profile(segment_id, customers, revenue, at_stake, medians, effects) -> SegmentStats:
     """A segment whose features have the given medians and effect sizes (0 for those not given)."""
     features = {
         f: FeatureStat(mean=medians.get(f, 0.0), median=medians.get(f, 0.0), effect=effects.get(f, 0.0))
         for f in POPULATION.features
     }
-    return SegmentProfile(segment_id, customers, revenue, at_stake, features)
+    return SegmentStats(segment_id, customers, revenue, at_stake, features)
 
 
 CHAMPIONS = profile(

@@ -20,9 +20,9 @@ from segspark.stages.features.stage import run_features
 from segspark.stages.profile.campaigns import campaign_outcomes, with_control_group
 from segspark.stages.profile.segment_stats import (
     dominant_rfm_segments,
-    profile_rows,
     segment_members,
-    to_profiles,
+    segment_stat_rows,
+    to_segment_stats,
     window_revenue,
 )
 from segspark.stages.profile.stage import run_profile
@@ -71,8 +71,8 @@ def test_profile_figures_by_hand(spark):
     )
     previous = spark.createDataFrame([("c1", 5), ("c2", 25)], "customer_id string, recency_days int")
     members = segment_members(segments, features_frame(spark), COLUMNS, value, previous)
-    rows = profile_rows(members, COLUMNS, ["monetary"], 10_000).collect()
-    figures = to_profiles(rows, dominant_rfm_segments(members).collect(), COLUMNS, has_previous=True)
+    rows = segment_stat_rows(members, COLUMNS, ["monetary"], 10_000).collect()
+    figures = to_segment_stats(rows, dominant_rfm_segments(members).collect(), COLUMNS, has_previous=True)
 
     one, two = figures.segments
     assert (one.segment_id, one.customers, one.revenue, one.value_at_stake) == (1, 2, 400.0, 40.0)
@@ -103,8 +103,8 @@ def test_no_previous_snapshot_leaves_the_recency_change_unknown(spark):
     segments = spark.createDataFrame([("c1", 1), ("c3", 2)], "customer_id string, segment_id int")
     value = spark.createDataFrame([], "customer_id string, value_at_stake decimal(28,4)")
     members = segment_members(segments, features_frame(spark), COLUMNS, value)
-    rows = profile_rows(members, COLUMNS, [], 10_000).collect()
-    figures = to_profiles(rows, dominant_rfm_segments(members).collect(), COLUMNS, has_previous=False)
+    rows = segment_stat_rows(members, COLUMNS, [], 10_000).collect()
+    figures = to_segment_stats(rows, dominant_rfm_segments(members).collect(), COLUMNS, has_previous=False)
     assert figures.recency == {1: None, 2: None}
     assert [p.value_at_stake for p in figures.segments] == [0.0, 0.0]  # no lines in the window: nothing at stake
 

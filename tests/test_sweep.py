@@ -23,6 +23,7 @@ from segspark.maths.local_fits import (
     contingency,
     evaluate_local,
     fit_best_local,
+    reference_points,
     segment_evidence,
     squared_euclidean_silhouette,
 )
@@ -35,7 +36,6 @@ from segspark.segmentation.model import (
     refine_centres,
 )
 from segspark.stages.train.sweep import run_sweep, sweep_locally
-from segspark.stages.train.training_data import reference_points
 
 
 def blobs(n_per: int, centres: list[list[float]], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

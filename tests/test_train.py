@@ -42,7 +42,7 @@ from segspark.stages.score.stage import run_score
 from segspark.stages.train.stage import fit_preprocessing, run_train
 from segspark.stages.train.tables import PreviousModel, number_segments
 from segspark.stages.train.training_data import (
-    profile_features,
+    check_features,
     read_attributes,
     sweep_arrays,
     training_input,
@@ -824,7 +824,7 @@ def test_winsorizing_caps_each_feature_at_its_training_percentiles(spark):
         input="attributes", attributes={"path": "unused"}, numeric_features=["x", "y"], log_features=[],
         winsorize={"lower": 0.05, "upper": 0.95},
     )
-    prep = fit_preprocessing(df, settings, profile_features(df, settings))
+    prep = fit_preprocessing(df, settings, check_features(df, settings))
     # 1..100: the 5th and 95th percentiles are 5 and 95 (percentile_approx is exact on 100 distinct values).
     assert prep.caps == {"x": (5.0, 95.0), "y": (50.0, 950.0)}
     # The scaler was fitted on the capped values (Spark's std is the sample standard deviation).

@@ -254,3 +254,10 @@ def evaluate_local(algorithm: str, k: int, data: SweepData, params: FitParams, s
         "segment_sampled": seg_sampled,
     }
     return row, kept.centres
+
+
+def reference_points(points: np.ndarray, seed: int) -> np.ndarray:
+    """A structureless reference: as many points from one Gaussian with the sample's mean and covariance."""
+    rng = np.random.default_rng(seed)
+    covariance = np.atleast_2d(np.cov(points, rowvar=False))
+    return rng.multivariate_normal(points.mean(axis=0), covariance, size=len(points), method="eigh")

@@ -49,7 +49,7 @@ class FeatureStat:
 
 
 @dataclass(frozen=True)
-class SegmentProfile:
+class SegmentStats:
     """The figures the rules read for one segment (or, with ``segment_id`` None, for all customers)."""
 
     segment_id: int | None
@@ -89,7 +89,7 @@ def _meets(wanted: str, found: str | None) -> bool:
     return wanted == found
 
 
-def matches(when: Mapping[str, str], profile: SegmentProfile, threshold: float) -> bool:
+def matches(when: Mapping[str, str], profile: SegmentStats, threshold: float) -> bool:
     """Whether every feature ``when`` names has the wanted level in ``profile``."""
     return all(
         _meets(wanted, level(profile.features[f].effect, threshold) if f in profile.features else None)
@@ -97,7 +97,7 @@ def matches(when: Mapping[str, str], profile: SegmentProfile, threshold: float) 
     )
 
 
-def ranked_features(profile: SegmentProfile) -> list[str]:
+def ranked_features(profile: SegmentStats) -> list[str]:
     """Features by |effect size|, largest first (ties by name); features without one last."""
     return sorted(
         profile.features,
@@ -121,13 +121,13 @@ def format_figure(feature: str, value: float | None) -> str:
     return f"{text} days" if feature in _DAY_FEATURES else text
 
 
-def _value_order(profiles: Sequence[SegmentProfile]) -> list[SegmentProfile]:
+def _value_order(profiles: Sequence[SegmentStats]) -> list[SegmentStats]:
     """Segments by revenue per customer, highest first (ties by segment id)."""
     return sorted(profiles, key=lambda p: (-(p.revenue / p.customers if p.customers else 0.0), p.segment_id))
 
 
 def segment_names(
-    profiles: Sequence[SegmentProfile],
+    profiles: Sequence[SegmentStats],
     rules: Sequence[NameRule],
     threshold: float,
     *,
@@ -142,7 +142,7 @@ def segment_names(
     for p in profiles:
         chosen[p.segment_id] = next(r for r in rules if matches(r.when, p, threshold))  # the last rule matches all
     names: dict[int, str] = {}
-    by_name: dict[str, list[SegmentProfile]] = {}
+    by_name: dict[str, list[SegmentStats]] = {}
     for p in sorted(profiles, key=lambda p: p.segment_id):
         by_name.setdefault(chosen[p.segment_id].name, []).append(p)
     for name, group in by_name.items():
@@ -162,7 +162,7 @@ def segment_names(
     return names
 
 
-def _qualifier(profile: SegmentProfile, rule: NameRule, threshold: float) -> str | None:
+def _qualifier(profile: SegmentStats, rule: NameRule, threshold: float) -> str | None:
     """``high weekend share``: the strongest high or low feature the rule does not name."""
     for feature in ranked_features(profile):
         found = level(profile.features[feature].effect, threshold)
@@ -172,8 +172,8 @@ def _qualifier(profile: SegmentProfile, rule: NameRule, threshold: float) -> str
 
 
 def reason(
-    profile: SegmentProfile,
-    population: SegmentProfile,
+    profile: SegmentStats,
+    population: SegmentStats,
     features: Sequence[str],
     lookback_days: int,
 ) -> str:
@@ -192,8 +192,8 @@ def reason(
 
 
 def segment_actions(
-    profiles: Sequence[SegmentProfile],
-    population: SegmentProfile,
+    profiles: Sequence[SegmentStats],
+    population: SegmentStats,
     rules: Sequence[ActionRule],
     threshold: float,
     lookback_days: int,
@@ -217,7 +217,7 @@ def segment_actions(
     }
 
 
-def describe_top_features(profile: SegmentProfile, population: SegmentProfile, count: int) -> list[str]:
+def describe_top_features(profile: SegmentStats, population: SegmentStats, count: int) -> list[str]:
     """``recency high (+1.8 sd): median 270 days against 43 days`` for the ``count`` strongest features."""
     lines = []
     for f in ranked_features(profile)[:count]:

@@ -1,8 +1,8 @@
 """Segment profiles: who each segment is, in figures, from one snapshot's members.
 
 Transforms build one row per customer of the snapshot (:func:`segment_members`); one aggregation
-(:func:`profile_rows`, a ``rollup`` so the population's figures come from the same pass) turns them into K + 1
-rows that :func:`to_profiles` reads into :class:`segspark.maths.naming.SegmentProfile` records for the rules.
+(:func:`segment_stat_rows`, a ``rollup`` so the population's figures come from the same pass) turns them into K + 1
+rows that :func:`to_segment_stats` reads into :class:`segspark.maths.naming.SegmentStats` records for the rules.
 
 Figures per segment and for all customers: customers, revenue (sum of monetary), value at stake (purchase
 revenue of the lookback window), and for every profiled column its mean, its median (``percentile_approx``:
@@ -29,7 +29,7 @@ from segspark.contracts.schemas import (
     SEGMENT_ID,
     require_columns,
 )
-from segspark.maths.naming import FeatureStat, SegmentProfile
+from segspark.maths.naming import FeatureStat, SegmentStats
 
 VALUE_AT_STAKE = "value_at_stake"
 RECENCY_ROSE = "is_recency_rose"
@@ -116,7 +116,9 @@ def model_scale(column: str, log_columns: Sequence[str]) -> Column:
     return value
 
 
-def profile_rows(members_df: DataFrame, columns: Sequence[str], log_columns: Sequence[str], accuracy: int) -> DataFrame:
+def segment_stat_rows(
+    members_df: DataFrame, columns: Sequence[str], log_columns: Sequence[str], accuracy: int
+) -> DataFrame:
     """K + 1 rows of figures: one per segment and one (``segment_id`` null) for all customers.
 
     Output columns: ``segment_id, customers, revenue, value_at_stake, customers_with_previous,
@@ -146,11 +148,11 @@ def dominant_rfm_segments(members_df: DataFrame) -> DataFrame:
 
 
 @dataclass(frozen=True)
-class ProfileFigures:
+class SnapshotStats:
     """The collected figures: a record per segment for the rules, the population's, and the extras."""
 
-    segments: list[SegmentProfile]
-    population: SegmentProfile
+    segments: list[SegmentStats]
+    population: SegmentStats
     #: segment id -> (customers with a previous snapshot, of whom recency rose); None without a previous one.
     recency: dict[int, tuple[int, int] | None]
     #: segment id -> (dominant RFM segment, its share of the segment's customers).
@@ -159,8 +161,8 @@ class ProfileFigures:
     exact: dict[int, tuple[Decimal, Decimal]]
 
 
-def to_profiles(rows: Sequence, rfm_rows: Sequence, columns: Sequence[str], has_previous: bool) -> ProfileFigures:
-    """Read the collected :func:`profile_rows` (K + 1) and :func:`dominant_rfm_segments` rows."""
+def to_segment_stats(rows: Sequence, rfm_rows: Sequence, columns: Sequence[str], has_previous: bool) -> SnapshotStats:
+    """Read the collected :func:`segment_stat_rows` (K + 1) and :func:`dominant_rfm_segments` rows."""
     total = next(r for r in rows if r[SEGMENT_ID] is None)
 
     def stats(row, with_effect: bool) -> dict[str, FeatureStat]:
@@ -173,8 +175,8 @@ def to_profiles(rows: Sequence, rfm_rows: Sequence, columns: Sequence[str], has_
             out[c] = FeatureStat(row[f"mean__{c}"], row[f"median__{c}"], effect)
         return out
 
-    def record(row, segment_id) -> SegmentProfile:
-        return SegmentProfile(
+    def record(row, segment_id) -> SegmentStats:
+        return SegmentStats(
             segment_id=segment_id,
             customers=int(row["customers"]),
             revenue=float(row["revenue"] or 0),
@@ -188,7 +190,7 @@ def to_profiles(rows: Sequence, rfm_rows: Sequence, columns: Sequence[str], has_
     for r in sorted(rfm_rows, key=lambda r: (r[SEGMENT_ID], -r["customers"], r["rfm_segment"])):
         sizes[r[SEGMENT_ID]] = sizes.get(r[SEGMENT_ID], 0) + r["customers"]
         best.setdefault(r[SEGMENT_ID], (r["rfm_segment"], r["customers"]))
-    return ProfileFigures(
+    return SnapshotStats(
         segments=[record(r, int(r[SEGMENT_ID])) for r in segment_rows],
         population=record(total, None),
         recency={

@@ -52,8 +52,7 @@ from segspark.errors import InputError, ReconciliationError
 from segspark.maths import naming
 from segspark.platform import lakehouse, progress, publication
 from segspark.segmentation.scoring import latest_snapshot
-from segspark.stages.profile import baskets, campaigns
-from segspark.stages.profile import segment_stats as profiles
+from segspark.stages.profile import baskets, campaigns, segment_stats
 
 log = logging.getLogger("segspark")
 
@@ -64,7 +63,7 @@ _NUMERIC = (T.IntegerType, T.LongType, T.DoubleType, T.DecimalType, T.FloatType,
 class SegmentPlan:
     """What the profile decided for one snapshot: each segment's figures, name and action, and their context."""
 
-    figures: profiles.ProfileFigures
+    figures: segment_stats.SnapshotStats
     names: dict[int, str]
     actions: dict[int, naming.Action]
     #: The profiled feature columns (core RFM first, then the model's other numeric features).
@@ -228,11 +227,11 @@ def run_profile(spark: SparkSession, config: Config, run_id: str, stage=None) ->
     )
     lines_df = publication.read_published(spark, config, "transactions_clean")
     progress.step(f"profiling the segments of {as_of} (model {model_version})")
-    members_df = profiles.segment_members(
+    members_df = segment_stats.segment_members(
         segments_df,
         features_df,
         columns,
-        profiles.window_revenue(lines_df, as_of, settings.lookback_days),
+        segment_stats.window_revenue(lines_df, as_of, settings.lookback_days),
         previous_df,
     ).persist(StorageLevel.MEMORY_AND_DISK)  # read by the profile, the RFM counts and the audience
     try:
@@ -242,16 +241,16 @@ def run_profile(spark: SparkSession, config: Config, run_id: str, stage=None) ->
             run_id,
             failed="profile failed: its tables restored to their published versions",
         ):
-            rows = profiles.profile_rows(
+            rows = segment_stats.segment_stat_rows(
                 members_df, columns, config.model.log_features, settings.median_accuracy
             ).collect()  # K + 1 rows
-            rfm_rows = profiles.dominant_rfm_segments(members_df).collect()  # at most K x the RFM segment names
+            rfm_rows = segment_stats.dominant_rfm_segments(members_df).collect()  # at most K x the RFM segment names
             if not [r for r in rows if r[SEGMENT_ID] is not None]:
                 raise InputError(
                     f"no customer of customer_segments {as_of} is in customer_features {as_of}: "
                     f"run 'segspark features --as-of {as_of}' and 'segspark score --as-of {as_of}'"
                 )
-            figures = profiles.to_profiles(rows, rfm_rows, columns, previous_as_of is not None)
+            figures = segment_stats.to_segment_stats(rows, rfm_rows, columns, previous_as_of is not None)
             names = naming.segment_names(
                 figures.segments,
                 settings.names,

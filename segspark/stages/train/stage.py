@@ -63,15 +63,15 @@ from segspark.stages.train.tables import (
     number_segments,
     previous_model,
     segment_table,
-    with_segment_profiles,
+    with_centre_descriptions,
     write_centroids,
     write_selection,
     write_sweep_segments,
 )
 from segspark.stages.train.training_data import (
-    FeatureProfile,
+    CheckedFeatures,
+    check_features,
     check_k_range,
-    profile_features,
     sweep_arrays,
     training_input,
     with_deterministic_layout,
@@ -84,7 +84,7 @@ log = logging.getLogger("segspark")
 # Preprocessing
 
 
-def fit_preprocessing(customers_df: DataFrame, settings: ModelSettings, profile: FeatureProfile) -> Preprocessing:
+def fit_preprocessing(customers_df: DataFrame, settings: ModelSettings, profile: CheckedFeatures) -> Preprocessing:
     """Fit stages 1-5 of the model on all training customers (with ``model.winsorize``, the caps first)."""
     caps = None
     if settings.winsorize.enabled and profile.numeric:
@@ -187,7 +187,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
     model_version = run_id
     input_df, as_of = training_input(spark, config)
     what = f"snapshot {as_of}" if settings.input == "features" else "the attribute table"
-    profile = profile_features(input_df, settings)
+    profile = check_features(input_df, settings)
     numbered = settings.input == "attributes" and settings.attributes.customer_id is None
     if numbered:
         log.info(
@@ -222,7 +222,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
             ",".join(map(str, settings.k_values())),
             ", ".join(settings.algorithms),
         )
-        results = with_segment_profiles(run_sweep(spark, data, settings, seed), prep)
+        results = with_centre_descriptions(run_sweep(spark, data, settings, seed), prep)
         decided = choose([r.candidate for r in results], settings)
         chosen = next(c for c in decided if c.is_chosen)
         best = next(r for r in results if (r.candidate.algorithm, r.candidate.k) == (chosen.algorithm, chosen.k))

@@ -219,7 +219,7 @@ def write_selection(
 _PROFILE_MIN_SD = 0.5
 
 
-def centre_profile(prep: Preprocessing, centre: np.ndarray, top: int = 3) -> str:
+def describe_centre(prep: Preprocessing, centre: np.ndarray, top: int = 3) -> str:
     """What sets a model-space centre apart, e.g. ``"monetary +3.1 sd, frequency +2.4 sd"``: the numeric features
     whose standardised value is furthest from the population mean (at least 0.5 sd), largest first. Empty with
     PCA (its axes are not features) or when nothing stands out."""
@@ -235,12 +235,12 @@ def centre_profile(prep: Preprocessing, centre: np.ndarray, top: int = 3) -> str
     return ", ".join(f"{name} {v:+.1f} sd" for _, name, v in slots[:top])
 
 
-def with_segment_profiles(results: list[Evaluated], prep: Preprocessing) -> list[Evaluated]:
-    """Each candidate's segments with :func:`centre_profile` of their centres filled in."""
+def with_centre_descriptions(results: list[Evaluated], prep: Preprocessing) -> list[Evaluated]:
+    """Each candidate's segments with :func:`describe_centre` of their centres filled in."""
     out = []
     for r in results:
         segments = tuple(
-            replace(seg, profile=centre_profile(prep, r.centres[seg.cluster])) if 0 <= seg.cluster < len(r.centres)
+            replace(seg, profile=describe_centre(prep, r.centres[seg.cluster])) if 0 <= seg.cluster < len(r.centres)
             else seg
             for seg in r.candidate.segments
         )

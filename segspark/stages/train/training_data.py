@@ -2,7 +2,7 @@
 
 - :func:`training_input`: one ``customer_features`` snapshot (joined to an attribute table when one is
   configured) or, in attribute-only mode, the attribute table at one snapshot date.
-- :func:`profile_features`: feature types and values checked in one pass; constant features left out.
+- :func:`check_features`: feature types and values checked in one pass; constant features left out.
 - :func:`with_deterministic_layout` and :func:`hash_sample`: the same rows in the same order, and the same
   samples, whatever the input's file layout or the cluster's cores.
 - :func:`sweep_arrays`: the bounded sweep sample on the driver, with its silhouette sample and reference.
@@ -25,7 +25,7 @@ from pyspark.sql import types as T
 from segspark.config.settings import AttributeSource, Config, ModelSettings
 from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_ID
 from segspark.errors import ConfigError, InputError, SchemaError
-from segspark.maths.local_fits import SweepData
+from segspark.maths.local_fits import SweepData, reference_points
 from segspark.platform import lakehouse, privacy, publication
 from segspark.platform.compat import try_cast
 from segspark.segmentation.model import FEATURES_COL, quote
@@ -264,14 +264,14 @@ def with_deterministic_layout(customers_df: DataFrame, customers: int, rows_per_
 
 
 @dataclass(frozen=True)
-class FeatureProfile:
+class CheckedFeatures:
     customers: int
     numeric: list[str]
     categorical: list[str]
     constant: list[str]
 
 
-def profile_features(customers_df: DataFrame, settings: ModelSettings) -> FeatureProfile:
+def check_features(customers_df: DataFrame, settings: ModelSettings) -> CheckedFeatures:
     """Check feature types and values in one pass; drop numeric features that do not vary.
 
     Raises SchemaError for a non-numeric type, text that is not a number, or a feature with no values.
@@ -296,7 +296,7 @@ def profile_features(customers_df: DataFrame, settings: ModelSettings) -> Featur
     row = customers_df.agg(*aggs).first()  # one row
     customers = int(row["_rows"])
     if customers == 0:
-        return FeatureProfile(0, [], [], [])
+        return CheckedFeatures(0, [], [], [])
     if customers == 1:  # before the constant check: with one customer every feature is constant
         raise InputError("there is only 1 customer to segment: segments need at least 2 customers")
     not_numbers = [f"{c} ({row[f'bad{i}']:,})" for i, c in enumerate(settings.numeric_features) if row[f"bad{i}"]]
@@ -310,7 +310,7 @@ def profile_features(customers_df: DataFrame, settings: ModelSettings) -> Featur
     numeric = [c for c in settings.numeric_features if c not in constant]
     if not numeric and not settings.categorical_features:
         raise InputError(f"every model feature is constant ({constant}): there is nothing to segment on")
-    return FeatureProfile(customers, numeric, list(settings.categorical_features), constant)
+    return CheckedFeatures(customers, numeric, list(settings.categorical_features), constant)
 
 
 def check_k_range(settings: ModelSettings, customers: int, evaluated: int, what: str) -> None:
@@ -354,10 +354,3 @@ def sweep_arrays(sweep_df: DataFrame, silhouette_sample_size: int, seed: int) ->
     if len(points) > silhouette_sample_size:
         rows = np.sort(np.argsort(pdf["_h"].to_numpy(), kind="stable")[:silhouette_sample_size])
     return pdf[CUSTOMER_ID].tolist(), SweepData(points, rows, reference_points(points[rows], seed))
-
-
-def reference_points(points: np.ndarray, seed: int) -> np.ndarray:
-    """A structureless reference: as many points from one Gaussian with the sample's mean and covariance."""
-    rng = np.random.default_rng(seed)
-    covariance = np.atleast_2d(np.cov(points, rowvar=False))
-    return rng.multivariate_normal(points.mean(axis=0), covariance, size=len(points), method="eigh")
