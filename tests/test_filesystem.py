@@ -1,0 +1,125 @@
+"""segspark.platform.filesystem: the one module that reaches the driver's JVM, and its file operations."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from segspark.platform import filesystem
+
+
+@pytest.fixture(params=["path", "uri"])
+def folder(request, tmp_path) -> tuple[Path, str]:
+    """(the local folder, how it is given: a plain path or a ``file:`` URI)."""
+    local = tmp_path / "files"
+    return local, str(local) if request.param == "path" else local.as_uri()
+
+
+def test_make_dirs_exists_and_list_names(spark, folder):
+    local, uri = folder
+    assert not filesystem.exists(spark, uri)
+    filesystem.make_dirs(spark, f"{uri}/sub/deeper")
+    filesystem.make_dirs(spark, f"{uri}/sub")  # already there: left alone
+    (local / "b.json").write_text("{}")
+    (local / "a.txt").write_text("a")
+    (local / "00000000000000000000.json").write_text("{}")
+    assert filesystem.exists(spark, uri)
+    assert filesystem.exists(spark, f"{uri}/a.txt")
+    assert (local / "sub" / "deeper").is_dir()
+    assert filesystem.list_names(spark, uri) == ["00000000000000000000.json", "a.txt", "b.json", "sub"]
+    assert filesystem.list_names(spark, uri, files_only=True) == ["00000000000000000000.json", "a.txt", "b.json"]
+    assert filesystem.list_names(spark, uri, pattern="*.json") == ["00000000000000000000.json", "b.json"]
+    assert filesystem.list_names(spark, uri, pattern="[0-9]*.json") == ["00000000000000000000.json"]
+    assert filesystem.list_names(spark, uri, pattern="*.parquet") == []
+    assert filesystem.list_names(spark, f"{uri}/sub/deeper") == []
+
+
+def test_text_and_bytes_round_trip_and_overwrite(spark, folder):
+    local, uri = folder
+    text = "café, naïve ✓\nsecond line\n"
+    assert filesystem.write_text(spark, f"{uri}/new/page.txt", text, overwrite=True)  # parents created
+    assert filesystem.read_text(spark, f"{uri}/new/page.txt") == text
+    assert (local / "new" / "page.txt").read_bytes() == text.encode("utf-8")
+    payload = bytes(range(256))
+    assert filesystem.write_bytes(spark, f"{uri}/new/page.txt", payload, overwrite=True)
+    assert (local / "new" / "page.txt").read_bytes() == payload
+    assert filesystem.write_bytes(spark, f"{uri}/empty", b"", overwrite=True)
+    assert filesystem.read_text(spark, f"{uri}/empty") == ""
+
+
+def test_an_exclusive_create_is_refused_when_the_file_exists(spark, folder):
+    local, uri = folder
+    assert filesystem.write_text(spark, f"{uri}/lock", "first", overwrite=False)
+    assert not filesystem.write_text(spark, f"{uri}/lock", "second", overwrite=False)
+    assert not filesystem.write_bytes(spark, f"{uri}/lock", b"third", overwrite=False)
+    assert (local / "lock").read_text() == "first"
+
+
+def test_rename_moves_a_file(spark, folder):
+    local, uri = folder
+    filesystem.write_text(spark, f"{uri}/before", "content", overwrite=True)
+    assert filesystem.rename(spark, f"{uri}/before", f"{uri}/after")
+    assert not (local / "before").exists()
+    assert (local / "after").read_text() == "content"
+
+
+def test_delete_a_file_and_a_folder_recursively(spark, folder):
+    local, uri = folder
+    (local / "tree" / "branch").mkdir(parents=True)
+    (local / "tree" / "branch" / "leaf.txt").write_text("leaf")
+    (local / "single.txt").write_text("one")
+    assert filesystem.delete(spark, f"{uri}/single.txt")
+    assert not (local / "single.txt").exists()
+    assert filesystem.delete(spark, f"{uri}/tree", recursive=True)
+    assert not (local / "tree").exists()
+    assert filesystem.list_names(spark, uri) == []
+
+
+def test_modification_time_and_touch(spark, folder):
+    local, uri = folder
+    local.mkdir()
+    (local / "file").write_text("x")
+    os.utime(local / "file", (1_000_000_000, 1_000_000_000))
+    assert filesystem.modification_time(spark, f"{uri}/file") == pytest.approx(1_000_000_000, abs=1)
+    before = time.time()
+    filesystem.touch(spark, f"{uri}/file")
+    assert filesystem.modification_time(spark, f"{uri}/file") == pytest.approx(before, abs=5)
+    assert (local / "file").stat().st_mtime == pytest.approx(before, abs=5)
+
+
+def test_a_missing_path(spark, folder):
+    local, uri = folder
+    missing = f"{uri}/missing"
+    assert not filesystem.exists(spark, missing)
+    assert not filesystem.delete(spark, missing)
+    assert not filesystem.delete(spark, missing, recursive=True)
+    for operation in (
+        lambda: filesystem.read_text(spark, missing),
+        lambda: filesystem.modification_time(spark, missing),
+        lambda: filesystem.touch(spark, missing),
+        lambda: filesystem.list_names(spark, missing),
+        lambda: filesystem.list_names(spark, missing, pattern="*.json"),
+    ):
+        with pytest.raises(FileNotFoundError, match="missing"):
+            operation()
+    assert not local.exists()
+
+
+def test_qualified_names_the_file_system(spark, tmp_path):
+    assert filesystem.qualified(spark, str(tmp_path / "out")) == f"file:{tmp_path}/out"
+    assert filesystem.qualified(spark, (tmp_path / "out").as_uri()) == f"file:{tmp_path}/out"
+
+
+def test_jvm_services(spark):
+    filesystem.clear_delta_log_cache(spark)
+    filesystem.require_java_class(spark, "io.delta.tables.DeltaTable")
+    with pytest.raises(LookupError, match="no.such.Klass"):
+        filesystem.require_java_class(spark, "no.such.Klass")
+    centres = np.array([[0.0, 1.0], [2.5, -3.0], [10.0, 10.0]])
+    model = filesystem.kmeans_model(spark, centres.tolist())
+    assert model is not None
+    np.testing.assert_array_equal(np.array(model.clusterCenters()), centres)
