@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segspark.platform import filesystem
+from segspark.platform import filesystem, lakehouse
+from segspark.platform.lock import _HadoopFile
 
 
 @pytest.fixture(params=["path", "uri"])
@@ -123,3 +124,42 @@ def test_jvm_services(spark):
     model = filesystem.kmeans_model(spark, centres.tolist())
     assert model is not None
     np.testing.assert_array_equal(np.array(model.clusterCenters()), centres)
+
+
+@pytest.mark.parametrize(
+    ("names", "has_commits"),
+    [
+        ([], False),
+        ([".00000000000000000000.json.crc", "_commits", "_last_checkpoint"], False),
+        (["00000000000000000000.json"], True),
+        (["00000000000000000010.checkpoint.parquet"], True),
+        (["00000000000000000010.checkpoint.0000000001.0000000002.parquet"], True),
+    ],
+)
+def test_a_table_folder_has_commits_when_its_log_holds_a_commit_or_checkpoint(spark, tmp_path, names, has_commits):
+    assert not lakehouse._has_commits(spark, str(tmp_path / "table"))  # no folder at all
+    log_dir = tmp_path / "table" / "_delta_log"
+    log_dir.mkdir(parents=True)
+    for name in names:
+        (log_dir / name).write_text("{}")
+    assert lakehouse._has_commits(spark, str(tmp_path / "table")) is has_commits
+
+
+def test_the_lock_file_of_a_lakehouse_that_is_not_a_local_folder(spark, tmp_path):
+    """The lock's Hadoop branch (HDFS, object stores), on a local folder through Hadoop's file system."""
+    uri = (tmp_path / "lake" / "_segspark_lock").as_uri()
+    lock_file = _HadoopFile(spark, uri)
+    assert lock_file.read() is None
+    assert lock_file.create_exclusive('{"run_id": "a"}')
+    assert not lock_file.create_exclusive('{"run_id": "b"}')
+    text, modified = lock_file.read()
+    assert text == '{"run_id": "a"}'
+    assert modified == pytest.approx(time.time(), abs=5)
+    os.utime(tmp_path / "lake" / "_segspark_lock", (1_000_000_000, 1_000_000_000))
+    lock_file.touch()
+    assert lock_file.read()[1] == pytest.approx(time.time(), abs=5)
+    assert lock_file.rename_to(".stale-b")
+    assert [p.name for p in (tmp_path / "lake").iterdir() if not p.name.startswith(".")] == []  # moved, deleted
+    assert lock_file.create_exclusive('{"run_id": "b"}')
+    lock_file.delete()
+    assert lock_file.read() is None
