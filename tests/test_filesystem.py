@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 
@@ -11,6 +12,26 @@ import pytest
 
 from segspark.platform import filesystem, lakehouse
 from segspark.platform.lock import _HadoopFile
+
+PACKAGE = Path(__file__).resolve().parents[1] / "segspark"
+OWNER = PACKAGE / "platform" / "filesystem.py"
+PRIVATE_HANDLES = re.compile(r"_jsc|_jvm|_gateway")
+
+
+def _handle_uses(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    where = path.relative_to(PACKAGE.parent)
+    return [f"{where}:{n}: {line.strip()}" for n, line in enumerate(lines, 1) if PRIVATE_HANDLES.search(line)]
+
+
+def test_only_the_filesystem_module_touches_the_private_jvm_handles():
+    offenders = [use for path in sorted(PACKAGE.rglob("*.py")) if path != OWNER for use in _handle_uses(path)]
+    assert offenders == [], "private JVM handles outside segspark/platform/filesystem.py:\n" + "\n".join(offenders)
+
+
+def test_the_handle_search_finds_the_owners_uses():
+    # Guards the test above: a pattern that matched nothing would pass it vacuously.
+    assert len(_handle_uses(OWNER)) >= 3
 
 
 @pytest.fixture(params=["path", "uri"])
