@@ -48,7 +48,7 @@ _NOT_FOUND = "java.io.FileNotFoundException"
 
 
 def _jvm(spark: SparkSession) -> Any:
-    """The Py4J view of the driver's JVM (``AttributeError`` or ``None`` where there is none)."""
+    """The Py4J view of a classic session's driver JVM."""
     return spark.sparkContext._jvm
 
 
