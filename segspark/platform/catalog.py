@@ -24,7 +24,7 @@ from pyspark.sql import SparkSession
 from segspark.config.settings import Config, local_path
 from segspark.contracts.schemas import TABLE_NAMES
 from segspark.errors import ConfigError
-from segspark.platform import lakehouse
+from segspark.platform import filesystem, lakehouse
 
 log = logging.getLogger("segspark")
 
@@ -82,7 +82,7 @@ def register_tables(spark: SparkSession, config: Config, database: str | None = 
         name = f"`{database}`.`{getattr(config.tables, table)}`"
         if spark.catalog.tableExists(name):
             location = _location(spark, name)
-            if location is not None and location.rstrip("/") != _qualified(spark, path).rstrip("/"):
+            if location is not None and location.rstrip("/") != filesystem.qualified(spark, path).rstrip("/"):
                 raise ConfigError(
                     f"catalog table {name} points at {location}, not at this lakehouse's {path}: "
                     f"drop it (DROP TABLE {name}) or choose another --catalog-db"
@@ -97,10 +97,3 @@ def register_tables(spark: SparkSession, config: Config, database: str | None = 
 def _location(spark: SparkSession, name: str) -> str | None:
     rows = spark.sql(f"DESCRIBE TABLE EXTENDED {name}").filter("col_name = 'Location'").collect()  # one row
     return rows[0]["data_type"] if rows else None
-
-
-def _qualified(spark: SparkSession, path: str) -> str:
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return fs.makeQualified(hadoop_path).toString()

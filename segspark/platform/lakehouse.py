@@ -21,8 +21,13 @@ from pyspark.sql import functions as F
 from segspark.config.settings import Config
 from segspark.contracts.schemas import TableSpec
 from segspark.errors import ConfigError, InputError
+from segspark.platform import filesystem
 
 log = logging.getLogger("segspark")
+
+#: Names in ``_delta_log`` that make a table: a commit (``00000000000000000000.json``) or a checkpoint (one
+#: file or several parts), as globs of :func:`segspark.platform.filesystem.list_names`.
+_COMMIT_PATTERNS = ("[0-9]*.json", "[0-9]*.checkpoint*.parquet")
 
 
 @dataclass(frozen=True)
@@ -88,20 +93,16 @@ def table_exists(spark: SparkSession, path: str) -> bool:
         return True
     if not _has_commits(spark, path):
         return False
-    spark.sparkContext._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+    filesystem.clear_delta_log_cache(spark)
     return DeltaTable.isDeltaTable(spark, path)
 
 
 def _has_commits(spark: SparkSession, path: str) -> bool:
     """Whether the table's ``_delta_log`` holds a commit or a checkpoint, read from the file system itself."""
-    jvm = spark.sparkContext._jvm
-    log_dir = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")
-    fs = log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    for pattern in ("[0-9]*.json", "[0-9]*.checkpoint*.parquet"):
-        found = fs.globStatus(jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log/{pattern}"))
-        if found is not None and len(found) > 0:
-            return True
-    return False
+    try:
+        return any(filesystem.list_names(spark, f"{path}/_delta_log", pattern=p) for p in _COMMIT_PATTERNS)
+    except FileNotFoundError:  # no log folder
+        return False
 
 
 def current_version(spark: SparkSession, path: str) -> int | None:
@@ -128,12 +129,9 @@ def _clear_unfinished_table(spark: SparkSession, path: str) -> None:
     Such a folder holds a ``_delta_log`` without any commit; Delta treats it as no table, yet refuses to create
     one there. Nothing in it was ever readable, so nothing is lost.
     """
-    jvm = spark.sparkContext._jvm
-    log_dir = jvm.org.apache.hadoop.fs.Path(f"{path}/_delta_log")
-    fs = log_dir.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
     # Only a log without any commit: a table with commits is never deleted, whatever a cache says.
-    if fs.exists(log_dir) and not _has_commits(spark, path):
-        fs.delete(jvm.org.apache.hadoop.fs.Path(path), True)
+    if filesystem.exists(spark, f"{path}/_delta_log") and not _has_commits(spark, path):
+        filesystem.delete(spark, path, recursive=True)
         log.warning("removed %s: its first commit never finished (a run was stopped while creating it)", path)
 
 
@@ -203,10 +201,7 @@ def delete_path(spark: SparkSession, path: str) -> bool:
 
     Returns whether anything was deleted.
     """
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return bool(fs.exists(hadoop_path) and fs.delete(hadoop_path, True))
+    return filesystem.exists(spark, path) and filesystem.delete(spark, path, recursive=True)
 
 
 def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:

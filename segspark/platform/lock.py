@@ -29,6 +29,7 @@ from pyspark.sql import SparkSession
 
 from segspark.config.settings import Config
 from segspark.errors import SegsparkError
+from segspark.platform import filesystem
 
 log = logging.getLogger("segspark")
 
@@ -91,48 +92,34 @@ class _LocalFile:
 
 
 class _HadoopFile:
+    """The lock file through :mod:`segspark.platform.filesystem` (Hadoop's FileSystem), for a lakehouse that is
+    not a local folder."""
+
     def __init__(self, spark: SparkSession, uri: str) -> None:
-        jvm = spark.sparkContext._jvm
-        self._jvm = jvm
-        self.path = jvm.org.apache.hadoop.fs.Path(uri)
-        self.fs = self.path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+        self._spark = spark
+        self.uri = uri
 
     def create_exclusive(self, text: str) -> bool:
-        if self.fs.exists(self.path):
-            return False
-        try:
-            stream = self.fs.create(self.path, False)
-        except Exception:  # FileAlreadyExistsException: another command won the race
-            return False
-        try:
-            stream.write(bytearray(text.encode("utf-8")))
-        finally:
-            stream.close()
-        return True
+        return filesystem.write_text(self._spark, self.uri, text, overwrite=False)
 
     def read(self) -> tuple[str, float] | None:
-        if not self.fs.exists(self.path):
+        if not filesystem.exists(self._spark, self.uri):
             return None
-        status = self.fs.getFileStatus(self.path)
-        stream = self.fs.open(self.path)
-        try:  # commons-io ships with Spark
-            text = self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-        finally:
-            stream.close()
-        return str(text), status.getModificationTime() / 1000.0
+        modified = filesystem.modification_time(self._spark, self.uri)
+        return filesystem.read_text(self._spark, self.uri), modified
 
     def touch(self) -> None:
-        self.fs.setTimes(self.path, int(time.time() * 1000), -1)
+        filesystem.touch(self._spark, self.uri)
 
     def rename_to(self, suffix: str) -> bool:
-        target = self._jvm.org.apache.hadoop.fs.Path(self.path.toString() + suffix)
-        moved = bool(self.fs.rename(self.path, target))
+        aside = self.uri + suffix
+        moved = filesystem.rename(self._spark, self.uri, aside)
         if moved:
-            self.fs.delete(target, False)
+            filesystem.delete(self._spark, aside)
         return moved
 
     def delete(self) -> None:
-        self.fs.delete(self.path, False)
+        filesystem.delete(self._spark, self.uri)
 
 
 class LakehouseLock:

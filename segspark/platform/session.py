@@ -22,6 +22,7 @@ import segspark
 from segspark import __version__
 from segspark.config.settings import SparkSettings
 from segspark.errors import ConfigError, EnvironmentProblem
+from segspark.platform import filesystem
 from segspark.platform.compat import DELTA_VERSION, delta_artifact
 
 log = logging.getLogger("segspark")
@@ -86,7 +87,7 @@ def _require_java() -> None:
 
 
 @contextlib.contextmanager
-def _jvm_output_to(log_file: Path | None):
+def _console_output_to(log_file: Path | None):
     """While the JVM is launched, point this process's stdout/stderr at ``log_file``.
 
     The JVM inherits them: Ivy's resolution report, log4j's console lines and Spark's warnings go to the
@@ -186,7 +187,7 @@ def build_spark_session(
             raise EnvironmentProblem(f"Delta jars not found in {cache_folder} and spark.resolve_delta_jars is false")
 
     try:
-        with _jvm_output_to(None if submitted else jvm_log):
+        with _console_output_to(None if submitted else jvm_log):
             session = builder.getOrCreate()
     except Exception as exc:  # the JVM failed to start: say why in one line, then what the JVM printed
         detail = _tail(jvm_log)
@@ -224,11 +225,9 @@ def _refuse_spark_connect() -> None:
 
 
 def _require_delta_classes(session: SparkSession) -> None:
-    jvm = session.sparkContext._jvm
     try:
-        loader = jvm.Thread.currentThread().getContextClassLoader()
-        jvm.Class.forName("io.delta.tables.DeltaTable", True, loader)
-    except Exception as exc:
+        filesystem.require_java_class(session, "io.delta.tables.DeltaTable")
+    except LookupError as exc:
         raise EnvironmentProblem(
             "Delta Lake classes are not on Spark's classpath; submit with "
             f"--packages {delta_artifact()} "

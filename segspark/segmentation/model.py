@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from pyspark.ml import Estimator, Pipeline, PipelineModel, Transformer
-from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, GaussianMixtureModel, KMeans, KMeansModel
+from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, GaussianMixtureModel, KMeans
 from pyspark.ml.feature import (
     PCA,
     Imputer,
@@ -43,6 +43,7 @@ from pyspark.sql import functions as F
 
 from segspark.config.settings import ModelSettings
 from segspark.contracts.schemas import SEGMENT_ID
+from segspark.platform import filesystem
 
 FEATURES_COL = "features"
 SCALED_COL = "_scaled"
@@ -228,31 +229,17 @@ def kmeans_with_centres(spark: SparkSession, centres: np.ndarray, seed: int) -> 
     is fitted to the K centres themselves (:func:`kmeans_fitted_to_centres`, a few seconds of Spark jobs). Either
     way the result is checked, not assumed.
     """
-    model = _kmeans_from_jvm(spark, centres)
+    model = _kmeans_built_from_centres(spark, centres)
     if model is None:
         model = kmeans_fitted_to_centres(spark, centres, seed)
     _check_centres(model, centres)
     return model
 
 
-def _kmeans_from_jvm(spark: SparkSession, centres: np.ndarray) -> Transformer | None:
-    try:
-        gateway = spark.sparkContext._gateway
-        jvm = spark.sparkContext._jvm
-        linalg = jvm.org.apache.spark.mllib.linalg
-        vectors = gateway.new_array(linalg.Vector, len(centres))
-        for i, centre in enumerate(centres):
-            values = gateway.new_array(jvm.double, len(centre))
-            for j, v in enumerate(centre):
-                values[j] = float(v)
-            vectors[i] = linalg.Vectors.dense(values)
-        parent = jvm.org.apache.spark.mllib.clustering.KMeansModel(vectors)
-        uid = jvm.org.apache.spark.ml.util.Identifiable.randomUID("kmeans")
-        java_model = jvm.org.apache.spark.ml.clustering.KMeansModel(uid, parent)
-    except Exception:  # no JVM gateway (Spark Connect) or MLlib's internals changed: use the public API
+def _kmeans_built_from_centres(spark: SparkSession, centres: np.ndarray) -> Transformer | None:
+    model = filesystem.kmeans_model(spark, [[float(v) for v in centre] for centre in centres])
+    if model is None:  # no driver JVM (Spark Connect) or MLlib's internals changed: use the public API
         return None
-    model = KMeansModel(java_model)
-    model._transfer_params_from_java()
     model.setFeaturesCol(FEATURES_COL).setPredictionCol(PREDICTION_COL)
     model._set(k=len(centres))
     model._transfer_params_to_java()

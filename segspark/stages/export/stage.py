@@ -33,7 +33,7 @@ from pyspark.sql import types as T
 from segspark.config.settings import Config
 from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_ID, PUBLISHED_TABLES, SEGMENT_ID
 from segspark.errors import ConfigError, InputError
-from segspark.platform import progress, publication
+from segspark.platform import filesystem, progress, publication
 from segspark.stages.export.where_clause import validate_where, where_error
 
 log = logging.getLogger("segspark")
@@ -106,25 +106,17 @@ def _read_published(spark: SparkSession, config: Config, table: str) -> tuple[st
     raise InputError(f"cannot export {table!r}: it {reason} in {config.lakehouse}; published tables: {published}")
 
 
-def _hadoop_path(spark: SparkSession, path: str):
-    """(FileSystem, qualified Path) of ``path``, as Spark's writer will resolve it."""
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return fs, fs.makeQualified(hadoop_path)
-
-
 def _check_out(spark: SparkSession, config: Config, out: str, overwrite: bool) -> str:
     """The qualified output folder; it must lie outside the lakehouse and, without ``overwrite``, not exist."""
     if not out or not out.strip():
         raise ConfigError("--out: give the folder to write, e.g. --out exports/champions")
-    fs, qualified = _hadoop_path(spark, out.strip())
-    target = qualified.toString().rstrip("/")
-    lake = _hadoop_path(spark, config.lakehouse)[1].toString().rstrip("/")
+    qualified = filesystem.qualified(spark, out.strip())  # as Spark's writer will resolve it
+    target = qualified.rstrip("/")
+    lake = filesystem.qualified(spark, config.lakehouse).rstrip("/")
     # An overwrite of the lakehouse, a folder holding it or one of its tables would delete published data.
     if target == lake or lake.startswith(target + "/") or target.startswith(lake + "/"):
         raise ConfigError(f"--out '{out}' overlaps the lakehouse {lake}: export to a folder outside it")
-    if not overwrite and fs.exists(qualified):
+    if not overwrite and filesystem.exists(spark, qualified):
         raise InputError(f"--out '{out}' already exists: pass --overwrite to replace it, or choose another path")
     return target
 
@@ -182,9 +174,8 @@ def _filtered(table_df: DataFrame, where: str, spark: SparkSession) -> DataFrame
 
 
 def _data_files(spark: SparkSession, path: str) -> tuple[str, ...]:
-    fs, qualified = _hadoop_path(spark, path)
-    names = [s.getPath().getName() for s in fs.listStatus(qualified) if s.isFile()]
-    return tuple(sorted(n for n in names if not n.startswith(("_", "."))))
+    names = filesystem.list_names(spark, filesystem.qualified(spark, path), files_only=True)
+    return tuple(n for n in names if not n.startswith(("_", ".")))
 
 
 def run_export(

@@ -29,7 +29,7 @@ from pyspark.sql import SparkSession
 from segspark.config.settings import Config, local_path
 from segspark.contracts.schemas import CORE_COLUMNS
 from segspark.maths.numbers import number
-from segspark.platform import progress
+from segspark.platform import filesystem, progress
 from segspark.stages.report import figures as fig
 from segspark.stages.report.analysis import SampleAnalysis, analyse
 from segspark.stages.report.data import ReportData, gather, resolve_target
@@ -186,7 +186,7 @@ def migration_matrix(data: ReportData, labels: dict[int, str]) -> pd.DataFrame:
 
 def write_file(spark: SparkSession, uri: str, payload: bytes) -> None:
     """Write one file whole: a local temp file renamed into place, or Hadoop's FileSystem for other URIs
-    (object stores), so the report lands wherever the lakehouse is."""
+    (object stores, through :mod:`segspark.platform.filesystem`), so the report lands wherever the lakehouse is."""
     if uri.startswith("file:") or "://" not in uri:
         path = Path(local_path(uri))
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -194,11 +194,4 @@ def write_file(spark: SparkSession, uri: str, payload: bytes) -> None:
         temporary.write_bytes(payload)
         os.replace(temporary, path)
         return
-    jvm = spark.sparkContext._jvm
-    hadoop_path = jvm.org.apache.hadoop.fs.Path(uri)
-    fs = hadoop_path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    stream = fs.create(hadoop_path, True)
-    try:
-        stream.write(bytearray(payload))
-    finally:
-        stream.close()
+    filesystem.write_bytes(spark, uri, payload, overwrite=True)
