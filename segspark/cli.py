@@ -19,6 +19,21 @@ from segspark.errors import SegsparkError
 from segspark.platform import progress
 from segspark.stages.ingest.preflight import check_ingest_input
 
+__all__ = [
+    "COMMANDS",
+    "Command",
+    "add_common_options",
+    "build_parser",
+    "config_from_args",
+    "configure_logging",
+    "default_env",
+    "execute",
+    "job_file",
+    "job_main",
+    "main",
+    "spark_log_file",
+]
+
 log = logging.getLogger("segspark")
 
 

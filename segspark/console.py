@@ -15,6 +15,8 @@ from segspark.contracts.schemas import RUN_ID, SEGMENT_ID
 from segspark.maths.numbers import number
 from segspark.platform import publication
 
+__all__ = ["format_segments", "maintain_summary", "profile_summary", "run_summary"]
+
 
 def format_segments(segments: Sequence[dict], features: Sequence[str], header: str, decision: str | None) -> str:
     """A fixed-width table: one line per segment with its customers, share and centroid in original units.

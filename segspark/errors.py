@@ -1,5 +1,16 @@
 """Named errors. The CLI maps them to exit codes: usage/configuration errors exit 2, job failures exit 1."""
 
+__all__ = [
+    "ConfigError",
+    "EnvironmentProblem",
+    "InputError",
+    "InputPathError",
+    "ReconciliationError",
+    "RejectThresholdError",
+    "SchemaError",
+    "SegsparkError",
+]
+
 
 class SegsparkError(Exception):
     """Base class for every error segspark raises on purpose."""

@@ -20,6 +20,8 @@ from segspark.stages.report.stage import run_report
 from segspark.stages.score.stage import model_snapshot, run_score
 from segspark.stages.train.stage import run_train
 
+__all__ = ["DECIDED", "STAGES", "run_stages", "segment_stage"]
+
 log = logging.getLogger("segspark")
 
 #: Stage name -> function(spark, config, run_id, stage_run). Later stages are appended in pipeline order.

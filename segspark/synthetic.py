@@ -132,6 +132,38 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+__all__ = [
+    "ALL_TYPES",
+    "BEHAVIOUR_TYPES",
+    "CANCEL_SHARE",
+    "CATALOGUE_SEED",
+    "COLUMNS",
+    "COUNTRIES",
+    "CUSTOMERS_PER_BLOCK",
+    "DUPLICATE_SHARE",
+    "EMPTY_DESCRIPTION_SHARE",
+    "FALLBACK_FIRST_INVOICE_NO",
+    "FIRST_CUSTOMER_ID",
+    "FIRST_INVOICE_NO",
+    "FORMATS",
+    "GUEST_LINES_PER_INVOICE",
+    "GUEST_SHARE",
+    "LINES_PER_CUSTOMER",
+    "MAX_DAYS",
+    "MAX_ROWS",
+    "MIN_CHUNK_ROWS",
+    "MIN_CUSTOMERS",
+    "MIN_DAYS",
+    "MIN_ROWS",
+    "MIXES",
+    "N_PRODUCTS",
+    "TYPE_SHARES",
+    "ZERO_PRICE_SHARE",
+    "GeneratorArgumentError",
+    "generate",
+    "main",
+]
+
 COLUMNS = (
     "InvoiceNo",
     "StockCode",

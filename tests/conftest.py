@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from segspark.config.settings import SparkSettings, local_path
+from segspark.config.paths import local_path
+from segspark.config.settings import SparkSettings
 from segspark.platform.session import build_spark_session
 from segspark.stages.features.stage import run_features
 from segspark.stages.ingest.stage import run_ingest

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from segspark import cli
-from segspark.config.settings import ConfigError, load_config
+from segspark.config.settings import load_config
+from segspark.errors import ConfigError
 from segspark.platform.lakehouse import check_lakehouse
 from segspark.stages.ingest import stage as ingest
 from tests.helpers.config import ROOT, make_config, retail_config

@@ -11,7 +11,7 @@ from chispa import assert_df_equality
 from deltalake import DeltaTable as RustDeltaTable
 from pyspark.sql.pandas.types import to_arrow_type
 
-from segspark.config.settings import local_path
+from segspark.config.paths import local_path
 from segspark.contracts.schemas import TABLE_NAMES, TABLE_SPECS
 from segspark.errors import ConfigError
 from segspark.pipeline import run_stages

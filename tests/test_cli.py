@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from segspark.config.settings import absolute_uri, load_config, local_path
+from segspark.config.paths import absolute_uri, local_path
+from segspark.config.settings import load_config
 from segspark.console import format_segments
 from segspark.errors import ConfigError
 from segspark.pipeline import run_stages

@@ -14,7 +14,8 @@ from pyspark.sql import types as T
 from segspark.contracts.schemas import CUSTOMER_SEGMENTS
 from segspark.errors import ConfigError, InputError
 from segspark.platform import lakehouse, publication
-from segspark.stages.export.stage import ExportResult, order_columns, run_export, validate_where, with_export_layout
+from segspark.stages.export.stage import ExportResult, order_columns, run_export, with_export_layout
+from segspark.stages.export.where_clause import validate_where
 from tests.helpers.config import make_config
 
 COLUMNS = ["as_of_date", "customer_id", "segment_id", "distance_to_centroid", "Segment_Name", "recency_days"]

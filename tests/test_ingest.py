@@ -10,7 +10,7 @@ import pytest
 from chispa import assert_column_equality, assert_df_equality
 from pyspark.sql import functions as F
 
-from segspark.config.settings import local_path
+from segspark.config.paths import local_path
 from segspark.errors import InputError, InputPathError, ReconciliationError, RejectThresholdError, SchemaError
 from segspark.platform import lakehouse
 from segspark.platform.compat import DELTA_VERSION

@@ -111,3 +111,29 @@ def test_the_pure_layers_import_no_spark(layer):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert result.stdout.strip() == "", f"segspark.{layer} loads {result.stdout.strip()}"
+
+
+def test_a_module_others_import_from_names_its_public_surface_in_all():
+    modules = {_name(p): p for p in _modules()}
+    wrong = []
+    for path in _modules():
+        importer = _name(path)
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules):
+                continue
+            if node.module == importer or modules[node.module].name == "__init__.py":
+                continue
+            exported = _all_of(modules[node.module])
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in modules:
+                    continue  # a submodule
+                if exported is None or alias.name not in exported:
+                    wrong.append(f"{importer} imports {alias.name} from {node.module}, whose __all__ lacks it")
+    assert not wrong, "\n".join(sorted(set(wrong)))
+
+
+def _all_of(path: Path) -> set[str] | None:
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return {ast.literal_eval(e) for e in node.value.elts}  # type: ignore[attr-defined]
+    return None

@@ -10,7 +10,8 @@ import pytest
 from chispa import assert_df_equality
 
 from segspark import cli
-from segspark.config.settings import ConfigError, PrivacySettings
+from segspark.config.settings import PrivacySettings
+from segspark.errors import ConfigError
 from segspark.platform import lakehouse, privacy
 from segspark.stages.ingest import stage as ingest
 from tests.helpers.config import retail_config

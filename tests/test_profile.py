@@ -12,7 +12,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from segspark.config.settings import local_path
+from segspark.config.paths import local_path
 from segspark.errors import InputError
 from segspark.pipeline import run_stages
 from segspark.platform import publication

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from segspark.config.settings import ReportSettings, local_path
+from segspark.config.paths import local_path
+from segspark.config.settings import ReportSettings
 from segspark.errors import ConfigError
 from segspark.platform import publication
 from segspark.stages.report.analysis import agreement, compare_algorithms, matched_labels, project

@@ -22,7 +22,8 @@ from pyspark.sql.types import _parse_datatype_string
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
-from segspark.config.settings import ModelSettings, load_config, local_path
+from segspark.config.paths import local_path
+from segspark.config.settings import ModelSettings, load_config
 from segspark.errors import ConfigError, InputError, SchemaError
 from segspark.maths.evaluation import euclidean_silhouette
 from segspark.platform import lakehouse, publication

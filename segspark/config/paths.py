@@ -11,6 +11,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from pathlib import Path
 
+__all__ = ["absolute_uri", "default_fs_is_local", "local_path"]
+
 #: ``s3a://bucket``, ``abfss://c@a.dfs.core.windows.net``, ``gs://b``, ``hdfs://nn/x``, ``file:/x``: a URI scheme.
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:")
 

@@ -35,6 +35,46 @@ from pydantic import (
 from segspark.config.paths import absolute_uri, default_fs_is_local, local_path
 from segspark.errors import ConfigError
 
+__all__ = [
+    "ALGORITHMS",
+    "DEFAULT_ACTION_RULES",
+    "DEFAULT_MODEL_FEATURES",
+    "DEFAULT_NAME_RULES",
+    "DEFAULT_RFM_RULES",
+    "LAYOUTS_SUBDIR",
+    "REPO_CONF_DIR",
+    "ActionRule",
+    "AttributeSource",
+    "CampaignSettings",
+    "CatalogSettings",
+    "Config",
+    "CrossSellSettings",
+    "FeatureSettings",
+    "IngestSettings",
+    "Level",
+    "MaintainSettings",
+    "ModelSettings",
+    "NameRule",
+    "PcaSettings",
+    "Play",
+    "PrivacySettings",
+    "ProfileSettings",
+    "RejectReason",
+    "ReportSettings",
+    "RfmRule",
+    "RunSettings",
+    "ScoreSettings",
+    "SourceColumns",
+    "SourceSettings",
+    "SparkSettings",
+    "TableNames",
+    "WinsorizeSettings",
+    "load_config",
+    "parse_override",
+    "read_yaml",
+    "validate",
+]
+
 #: Where the repository's ``conf/`` folder is when segspark runs from a checkout (editable install).
 REPO_CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 #: Sub-folder of the conf folder holding source layouts (``--layout NAME``); the YAML files directly in the

@@ -14,6 +14,22 @@ import numpy as np
 
 from segspark.config.settings import ModelSettings
 
+__all__ = [
+    "MIN_SAMPLED_FOR_SILHOUETTE",
+    "Candidate",
+    "ClusterStats",
+    "SegmentEvidence",
+    "adjusted_rand_index",
+    "calinski_harabasz",
+    "choose",
+    "davies_bouldin",
+    "elbow_knee",
+    "euclidean_silhouette",
+    "silhouette_samples",
+    "small_segments",
+    "structure_of",
+]
+
 #: Slack for comparing a difference of two scores with a threshold (0.60 - 0.50 < 0.10 in floating point).
 _EPSILON = 1e-9
 #: Rows of the silhouette sample compared at once: bounds driver memory to chunk x n distances.

@@ -26,6 +26,23 @@ from segspark.maths.evaluation import (
     silhouette_samples,
 )
 
+__all__ = [
+    "CHEAP_START_BUDGET",
+    "MAX_CHEAP_RESTARTS",
+    "Evaluated",
+    "FitParams",
+    "LocalFit",
+    "SweepData",
+    "cluster_stats",
+    "contingency",
+    "evaluate_local",
+    "fit_best_local",
+    "fit_local",
+    "reference_points",
+    "segment_evidence",
+    "squared_euclidean_silhouette",
+]
+
 #: k-means starts per fit on small data (see :meth:`FitParams.restarts_for`).
 MAX_CHEAP_RESTARTS = 20
 #: Points x clusters x starts below which extra k-means starts are considered free.

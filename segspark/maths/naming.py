@@ -34,6 +34,21 @@ from dataclasses import dataclass
 from segspark.config.settings import ActionRule, NameRule
 from segspark.maths.numbers import number, percent
 
+__all__ = [
+    "Action",
+    "FeatureStat",
+    "SegmentStats",
+    "describe_top_features",
+    "feature_label",
+    "format_figure",
+    "level",
+    "matches",
+    "ranked_features",
+    "reason",
+    "segment_actions",
+    "segment_names",
+]
+
 #: Features whose figures are days.
 _DAY_FEATURES = frozenset({"recency_days", "tenure_days", "avg_days_between_purchases", "std_days_between_purchases"})
 #: Shares, written as percentages.

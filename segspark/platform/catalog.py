@@ -21,7 +21,8 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from segspark.config.settings import Config, local_path
+from segspark.config.paths import local_path
+from segspark.config.settings import Config
 from segspark.contracts.schemas import TABLE_NAMES
 from segspark.errors import ConfigError
 from segspark.platform import filesystem, lakehouse

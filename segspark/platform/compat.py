@@ -11,6 +11,8 @@ import pyspark
 from pyspark.sql import Column
 from pyspark.sql import types as T
 
+__all__ = ["DELTA_VERSION", "SPARK_LINE", "delta_artifact", "scala_binary_version", "try_cast"]
+
 #: ``(major, minor)`` of the PySpark this process runs.
 SPARK_LINE: tuple[int, int] = tuple(int(p) for p in pyspark.__version__.split(".")[:2])  # type: ignore[assignment]
 DELTA_VERSION = importlib.metadata.version("delta-spark")

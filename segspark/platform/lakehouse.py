@@ -23,6 +23,21 @@ from segspark.contracts.schemas import TableSpec
 from segspark.errors import ConfigError, InputError
 from segspark.platform import filesystem
 
+__all__ = [
+    "WriteResult",
+    "check_lakehouse",
+    "conform",
+    "create_table",
+    "current_version",
+    "dates_predicate",
+    "delete_path",
+    "read_input",
+    "read_table",
+    "restore",
+    "table_exists",
+    "write_table",
+]
+
 log = logging.getLogger("segspark")
 
 #: Names in ``_delta_log`` that make a table: a commit (``00000000000000000000.json``) or a checkpoint (one

@@ -31,6 +31,8 @@ from segspark.config.settings import Config
 from segspark.errors import SegsparkError
 from segspark.platform import filesystem
 
+__all__ = ["HEARTBEAT_SECONDS", "LOCK_NAME", "STALE_SECONDS", "LakehouseBusyError", "LakehouseLock"]
+
 log = logging.getLogger("segspark")
 
 LOCK_NAME = "_segspark_lock"

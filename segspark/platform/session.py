@@ -25,6 +25,16 @@ from segspark.errors import ConfigError, EnvironmentProblem
 from segspark.platform import filesystem
 from segspark.platform.compat import DELTA_VERSION, delta_artifact
 
+__all__ = [
+    "BASE_CONF",
+    "MANIFEST",
+    "build_spark_session",
+    "cached_delta_jars",
+    "delta_cache_dir",
+    "running_under_spark_submit",
+    "versions",
+]
+
 log = logging.getLogger("segspark")
 
 

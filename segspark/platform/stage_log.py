@@ -16,6 +16,8 @@ from segspark.maths.numbers import number
 from segspark.platform.lakehouse import write_table
 from segspark.platform.session import versions
 
+__all__ = ["StageRun", "new_run_id"]
+
 log = logging.getLogger("segspark")
 
 

@@ -45,6 +45,45 @@ from segspark.config.settings import ModelSettings
 from segspark.contracts.schemas import SEGMENT_ID
 from segspark.platform import filesystem
 
+__all__ = [
+    "FEATURES_COL",
+    "MISSING_CATEGORY",
+    "NUMERIC_COL",
+    "PREDICTION_COL",
+    "SCALED_COL",
+    "UNSEEN_CATEGORY",
+    "Preprocessing",
+    "assemble_model",
+    "assign_segments",
+    "capping_stage",
+    "cluster_centers",
+    "clustering_estimator",
+    "clustering_stage",
+    "describe_slots",
+    "distance_to",
+    "euclidean_distance",
+    "fit_best",
+    "fit_caps",
+    "fit_pca",
+    "imputing_stages",
+    "kmeans_fitted_to_centres",
+    "kmeans_with_centres",
+    "load_model",
+    "model_numeric_features",
+    "nearest_centre",
+    "objective",
+    "preprocessing_pipeline",
+    "quote",
+    "refine_centres",
+    "save_model",
+    "segment_id_stage",
+    "signed_log_sql",
+    "squared_distance",
+    "standardised_offset",
+    "to_original_units",
+    "to_standardised",
+]
+
 FEATURES_COL = "features"
 SCALED_COL = "_scaled"
 #: The assembled vector of the numeric features (imputed, and capped when configured), before scaling.

@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from segspark.config.settings import local_path
+from segspark.config.paths import local_path
 
 __all__ = ["LINES", "RETAIL_HEADER", "copy_features", "read_truth", "write_csv"]
 

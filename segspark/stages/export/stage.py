@@ -36,6 +36,18 @@ from segspark.errors import ConfigError, InputError
 from segspark.platform import filesystem, progress, publication
 from segspark.stages.export.where_clause import validate_where, where_error
 
+__all__ = [
+    "ARRAY_SEPARATOR",
+    "FORMATS",
+    "KEY_COLUMNS",
+    "SINGLE_FILE_MAX_ROWS",
+    "ExportResult",
+    "csv_column",
+    "order_columns",
+    "run_export",
+    "with_export_layout",
+]
+
 log = logging.getLogger("segspark")
 
 #: Formats ``--format`` takes.

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 from segspark.errors import ConfigError
 
+__all__ = ["validate_where", "where_error"]
+
 #: Keywords the clause may use (case-insensitive), rendered upper-case.
 _KEYWORDS = frozenset({"AND", "OR", "NOT", "IN", "BETWEEN", "IS", "NULL", "LIKE", "TRUE", "FALSE"})
 #: Words that start a query: a subquery, never a column.

@@ -40,6 +40,25 @@ from segspark.contracts.schemas import (
 from segspark.errors import InputError, ReconciliationError
 from segspark.platform import lakehouse, progress, publication
 
+__all__ = [
+    "FEATURE_INPUT_COLUMNS",
+    "MONEY",
+    "FeatureCounts",
+    "aggregate_customers",
+    "aggregate_invoices",
+    "build_customer_features",
+    "customer_aggregates",
+    "default_as_of_date",
+    "quintile_score",
+    "rfm_segment",
+    "run_features",
+    "scored_features",
+    "snapshot_counts",
+    "with_derived_features",
+    "with_rfm_scores",
+    "with_snapshot_dates",
+]
+
 log = logging.getLogger("segspark")
 
 #: Columns of transactions_clean the feature stage reads.

@@ -25,6 +25,19 @@ from segspark.config.paths import default_fs_is_local
 from segspark.config.settings import Config, SourceSettings
 from segspark.errors import ConfigError, InputPathError
 
+__all__ = [
+    "ZIP_MAGIC",
+    "check_ingest_input",
+    "check_local_input",
+    "expand_braces",
+    "is_hidden",
+    "is_zip",
+    "local_path",
+    "matched_files",
+    "require_path",
+    "uri_scheme",
+]
+
 #: First bytes of a zip archive (and of .xlsx workbooks, which are zip archives).
 ZIP_MAGIC = b"PK\x03\x04"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")

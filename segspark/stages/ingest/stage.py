@@ -62,6 +62,43 @@ from segspark.platform import lakehouse, privacy, progress, publication
 from segspark.platform.compat import try_cast
 from segspark.stages.ingest.preflight import require_path
 
+__all__ = [
+    "BROADCAST_REPEATS",
+    "COPIES",
+    "EXAMPLE_CHARS",
+    "FINGERPRINT",
+    "NUMBER_PATTERN",
+    "REPLACEMENT_CHARACTER",
+    "IngestCounts",
+    "check_reject_share",
+    "check_source_columns",
+    "count_identical_rows",
+    "describe_reason",
+    "distinct_rows",
+    "normalized_customer_id",
+    "parsed_decimal",
+    "parsed_number",
+    "parsed_quantity",
+    "parsed_timestamp",
+    "private_columns",
+    "read_source",
+    "reason_columns",
+    "reconcile",
+    "reject_example_text",
+    "repeated_fingerprints",
+    "row_fingerprint",
+    "run_ingest",
+    "select_clean",
+    "select_rejected",
+    "source_column",
+    "undecodable_text",
+    "utc_timestamp_literal",
+    "with_canonical_columns",
+    "with_reject_reason",
+    "with_text_columns",
+    "written_counts",
+]
+
 log = logging.getLogger("segspark")
 
 #: A decimal number as text: sign, digits, optional fraction and exponent. Anything else is unparseable.

@@ -29,6 +29,8 @@ from segspark.config.settings import Config
 from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_ID, PUBLISHED_TABLES, TABLE_NAMES, TABLE_SPECS
 from segspark.platform import lakehouse, progress, publication
 
+__all__ = ["TableMaintenance", "compact_table", "files_per_snapshot", "run_maintain", "vacuum_table"]
+
 log = logging.getLogger("segspark")
 
 

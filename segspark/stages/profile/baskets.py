@@ -51,6 +51,29 @@ from segspark.contracts.schemas import (
     require_columns,
 )
 
+__all__ = [
+    "ANTECEDENT",
+    "ANTECEDENT_DESCRIPTIONS",
+    "BUYERS",
+    "CONFIDENCE",
+    "CONSEQUENT",
+    "CONSEQUENT_DESCRIPTION",
+    "CROSS_SELL_RULES_SCHEMA",
+    "ITEMS",
+    "LIFT",
+    "LIFT_DECIMALS",
+    "POPULATION_SPEND_SHARE",
+    "RANK",
+    "RULE_BASKETS",
+    "SEGMENT_BASKETS",
+    "SPEND",
+    "SPEND_SHARE",
+    "SUPPORT",
+    "TOP_PRODUCTS_SCHEMA",
+    "cross_sell_rules",
+    "top_products",
+]
+
 RANK = "rank"
 SPEND = "spend"
 SPEND_SHARE = "spend_share"

@@ -26,6 +26,8 @@ from segspark.contracts.schemas import (
     require_columns,
 )
 
+__all__ = ["IS_CONTROL", "campaign_key", "campaign_outcomes", "holdout_rank", "previous_snapshot", "with_control_group"]
+
 IS_CONTROL = "is_control"
 
 

@@ -31,6 +31,19 @@ from segspark.contracts.schemas import (
 )
 from segspark.maths.naming import FeatureStat, SegmentStats
 
+__all__ = [
+    "HAS_PREVIOUS",
+    "RECENCY_ROSE",
+    "VALUE_AT_STAKE",
+    "SnapshotStats",
+    "dominant_rfm_segments",
+    "model_scale",
+    "segment_members",
+    "segment_stat_rows",
+    "to_segment_stats",
+    "window_revenue",
+]
+
 VALUE_AT_STAKE = "value_at_stake"
 RECENCY_ROSE = "is_recency_rose"
 HAS_PREVIOUS = "has_previous"

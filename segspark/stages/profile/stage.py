@@ -54,6 +54,8 @@ from segspark.platform import lakehouse, progress, publication
 from segspark.segmentation.scoring import latest_snapshot
 from segspark.stages.profile import baskets, campaigns, segment_stats
 
+__all__ = ["ProfileFrames", "ProfileResult", "SegmentPlan", "profile_records", "profiled_columns", "run_profile"]
+
 log = logging.getLogger("segspark")
 
 _NUMERIC = (T.IntegerType, T.LongType, T.DoubleType, T.DecimalType, T.FloatType, T.ShortType)

@@ -17,6 +17,20 @@ from segspark.config.settings import ModelSettings, ReportSettings
 from segspark.maths.evaluation import adjusted_rand_index, silhouette_samples
 from segspark.maths.local_fits import FitParams, fit_best_local
 
+__all__ = [
+    "DBSCAN_EPS_PERCENTILE",
+    "SWEEP_ALGORITHMS",
+    "AlgorithmResult",
+    "Projection",
+    "SampleAnalysis",
+    "agreement",
+    "analyse",
+    "compare_algorithms",
+    "correlation",
+    "matched_labels",
+    "project",
+]
+
 #: Algorithms the sweep can choose from: refitted on the sample at the chosen K.
 SWEEP_ALGORITHMS = ("kmeans", "bisecting_kmeans", "gaussian_mixture")
 #: The DBSCAN radius, when not configured: this percentile of the distance to the min_samples-th neighbour.

@@ -46,6 +46,8 @@ from segspark.segmentation.model import (
 from segspark.segmentation.sampling import SILHOUETTE_SAMPLE, sample_key
 from segspark.segmentation.scoring import scoring_input
 
+__all__ = ["STANDARDISED_COL", "DataQuality", "ReportData", "Sample", "Target", "gather", "resolve_target"]
+
 log = logging.getLogger("segspark")
 
 #: The model's numeric slots before any PCA: log (for model.log_features), imputed, capped, divided by the std.

@@ -28,6 +28,15 @@ from segspark.stages.report.style import (
     suptitle,
 )
 
+__all__ = [
+    "correlation_matrix",
+    "feature_distributions",
+    "migration_matrix",
+    "rejects_by_reason",
+    "rfm_grid",
+    "sizes_over_time",
+]
+
 
 def feature_distributions(raw: pd.DataFrame, transformed: pd.DataFrame, log_features: Collection[str]) -> Figure:
     """One row per model feature: histogram of the raw values and of the values the model sees.

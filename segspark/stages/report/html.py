@@ -15,6 +15,8 @@ import pandas as pd
 
 from segspark.maths.numbers import number, percent
 
+__all__ = ["ALGORITHM_NAMES", "SECTIONS", "VERDICTS", "render", "segment_label"]
+
 #: Section ids and titles, in page order; tests and the table of contents use them.
 SECTIONS = (
     ("summary", "Summary"),

@@ -26,7 +26,8 @@ from pathlib import Path
 import pandas as pd
 from pyspark.sql import SparkSession
 
-from segspark.config.settings import Config, local_path
+from segspark.config.paths import local_path
+from segspark.config.settings import Config
 from segspark.contracts.schemas import CORE_COLUMNS
 from segspark.maths.numbers import number
 from segspark.platform import filesystem, progress
@@ -34,6 +35,17 @@ from segspark.stages.report import figures as fig
 from segspark.stages.report.analysis import SampleAnalysis, analyse
 from segspark.stages.report.data import ReportData, gather, resolve_target
 from segspark.stages.report.html import render, segment_label
+
+__all__ = [
+    "ReportResult",
+    "draw_figures",
+    "migration_matrix",
+    "profile_matrix",
+    "report_folder",
+    "run_report",
+    "top_effects",
+    "write_file",
+]
 
 log = logging.getLogger("segspark")
 # matplotlib logs a warning while it builds its font cache on a new machine; without a handler Python would

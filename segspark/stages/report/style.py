@@ -21,6 +21,36 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 
+__all__ = [
+    "ALGORITHMS",
+    "DPI",
+    "INK",
+    "LABEL_PT",
+    "NOISE_GREY",
+    "PALETTE",
+    "SMALL_PT",
+    "TICK_PT",
+    "algorithm_style",
+    "as_xy",
+    "colour_of",
+    "column_inches",
+    "dress",
+    "finite_max",
+    "flags",
+    "heatmap",
+    "label_of",
+    "new_figure",
+    "note",
+    "numbers",
+    "ordered_algorithms",
+    "png_bytes",
+    "point_style",
+    "rotate_xticks",
+    "segment_colours",
+    "suptitle",
+    "wrap",
+]
+
 #: Okabe-Ito without black (its yellow last: the faintest on white), then Paul Tol's muted extras; segments beyond
 #: its length cycle.
 PALETTE: tuple[str, ...] = (

@@ -25,6 +25,8 @@ from segspark.platform import lakehouse, progress, publication
 from segspark.segmentation.model import load_model
 from segspark.segmentation.scoring import scoring_input, write_segments
 
+__all__ = ["ScoreResult", "chosen_model", "model_snapshot", "run_score"]
+
 log = logging.getLogger("segspark")
 
 

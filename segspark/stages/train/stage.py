@@ -77,6 +77,8 @@ from segspark.stages.train.training_data import (
     with_deterministic_layout,
 )
 
+__all__ = ["TrainResult", "final_model", "fit_preprocessing", "model_space", "run_train"]
+
 log = logging.getLogger("segspark")
 
 

@@ -33,6 +33,8 @@ from segspark.maths.local_fits import Evaluated, FitParams, SweepData, evaluate_
 from segspark.maths.numbers import number
 from segspark.platform import progress
 
+__all__ = ["run_sweep", "sweep_locally"]
+
 log = logging.getLogger("segspark")
 
 

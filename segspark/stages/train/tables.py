@@ -35,6 +35,20 @@ from segspark.segmentation.model import (
     to_standardised,
 )
 
+__all__ = [
+    "PreviousModel",
+    "SegmentTable",
+    "SweepSize",
+    "describe_centre",
+    "number_segments",
+    "previous_model",
+    "segment_table",
+    "with_centre_descriptions",
+    "write_centroids",
+    "write_selection",
+    "write_sweep_segments",
+]
+
 log = logging.getLogger("segspark")
 
 

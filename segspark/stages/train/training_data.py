@@ -32,6 +32,22 @@ from segspark.segmentation.model import FEATURES_COL, quote
 from segspark.segmentation.sampling import SILHOUETTE_SAMPLE, sample_key
 from segspark.segmentation.scoring import latest_snapshot
 
+__all__ = [
+    "CheckedFeatures",
+    "as_of_value",
+    "attributes_as_of",
+    "check_attribute_keys",
+    "check_features",
+    "check_k_range",
+    "customer_attributes",
+    "read_attribute_table",
+    "read_attributes",
+    "sweep_arrays",
+    "training_input",
+    "with_deterministic_layout",
+    "with_file_order_ids",
+]
+
 log = logging.getLogger("segspark")
 
 _NUMBER_TYPES = (T.NumericType, T.BooleanType, T.StringType)
