@@ -28,9 +28,11 @@ from segspark.errors import ConfigError
 if TYPE_CHECKING:
     from pyspark.sql._typing import UserDefinedFunctionLike
 
-#: ``pandas_udf(returnType)`` as a decorator of a type-hinted Series -> Series function. pyspark's stubs model
-#: only the older form that also passes a ``functionType``, so the form Spark documents since 3.0 is cast here.
-_SeriesUdf = Callable[[Callable[[pd.Series], pd.Series]], "UserDefinedFunctionLike"]
+#: ``pandas_udf(returnType)``, the decorator of a type-hinted Series -> Series function that Spark documents since
+#: 3.0. pyspark's stubs model only the older form that also passes a ``functionType``, hence the cast.
+_series_udf = cast(
+    Callable[[T.DataType], Callable[[Callable[[pd.Series], pd.Series]], "UserDefinedFunctionLike"]], pandas_udf
+)
 
 #: Shortest key accepted: HMAC-SHA-256 keys shorter than the 32-byte digest weaken it.
 MIN_KEY_BYTES = 32
@@ -70,7 +72,7 @@ def pseudonymised(ids: Column, key: bytes | None) -> Column:
 
     # A Python UDF on purpose: Spark has no keyed hash, and one built from sha2 would put the key in the plan
     # (see the module docstring). Vectorised: each Arrow batch hashes its distinct ids once.
-    @cast(Callable[[T.DataType], _SeriesUdf], pandas_udf)(T.StringType())
+    @_series_udf(T.StringType())
     def segspark_pseudonym(batch: pd.Series) -> pd.Series:
         distinct = batch.dropna().unique()
         mapping = {value: pseudonym(value, key) for value in distinct}

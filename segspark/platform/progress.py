@@ -23,8 +23,9 @@ from pyspark.sql import SparkSession
 log = logging.getLogger("segspark")
 
 
-
 class _State(TypedDict):
+    """What the progress line shows: the stage, its current step, and when the stage started (monotonic s)."""
+
     stage: str
     step: str
     started: float
