@@ -5,6 +5,7 @@ __all__ = [
     "EnvironmentProblem",
     "InputError",
     "InputPathError",
+    "InternalError",
     "ReconciliationError",
     "RejectThresholdError",
     "SchemaError",
@@ -62,5 +63,14 @@ class ReconciliationError(SegsparkError):
 
 class EnvironmentProblem(SegsparkError):
     """The runtime lacks something segspark needs (Java, Delta jars)."""
+
+    exit_code = 1
+
+
+class InternalError(SegsparkError):
+    """A guarantee segspark relies on did not hold (an aggregation or a Delta table's history gave no row).
+
+    A bug, or a lakehouse changed under segspark's feet; the message says what was expected.
+    """
 
     exit_code = 1

@@ -126,11 +126,14 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Any, TypedDict
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
+
+# pyarrow ships no type information, and pyproject's list of untyped libraries does not name it.
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 __all__ = [
     "ALL_TYPES",
@@ -159,6 +162,7 @@ __all__ = [
     "N_PRODUCTS",
     "TYPE_SHARES",
     "ZERO_PRICE_SHARE",
+    "GenerationSummary",
     "GeneratorArgumentError",
     "generate",
     "main",
@@ -602,12 +606,10 @@ class _Block:
         is_post = product == _POST
         qty[is_post] = rng.integers(1, 4, int(is_post.sum()))
         price[is_post] = rng.choice([1800, 2800, 4000], int(is_post.sum()))
-        for code, median, n_special in ((_MANUAL, 250.0, None), (_DOT, 15000.0, None), (_BANK, None, 1500)):
+        for code, median in ((_MANUAL, 250.0), (_DOT, 15000.0)):
             mask = product == code
-            if n_special is not None:
-                price[mask] = n_special
-            else:
-                price[mask] = np.maximum(1, np.rint(np.exp(rng.normal(np.log(median), 0.8, int(mask.sum())))))
+            price[mask] = np.maximum(1, np.rint(np.exp(rng.normal(np.log(median), 0.8, int(mask.sum())))))
+        price[product == _BANK] = 1500  # bank charges: one fixed price (no draw, so the stream above is unchanged)
 
         zero = rng.choice(n_identified, int(plan.zero_prices[b]), replace=False)
         price[zero] = 0
@@ -725,7 +727,8 @@ class _PartWriter:
         self.out_dir, self.fmt, self.chunk_rows = out_dir, fmt, chunk_rows
         self.files: list[Path] = []
         self.rows = 0
-        self._handle = None
+        #: The open part: a binary file (CSV) or a pyarrow ParquetWriter; pyarrow ships no types, so Any.
+        self._handle: Any = None
         self._in_part = 0
 
     def _roll(self) -> None:
@@ -773,6 +776,22 @@ class _PartWriter:
 # ---------------------------------------------------------------------------------------------
 
 
+class GenerationSummary(TypedDict):
+    """What :func:`generate` wrote (a plain dict at run time); the keys are described in its Returns section."""
+
+    rows: int
+    customers: int
+    files: list[str]
+    truth_path: str
+    out_dir: str
+    format: str
+    mix: str
+    seed: int
+    start: str
+    end: str
+    seconds: float
+
+
 def _check_int(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise GeneratorArgumentError(f"{name}: expected an integer, got {value!r}")
@@ -781,7 +800,18 @@ def _check_int(name: str, value: object, low: int, high: int) -> int:
     return int(value)
 
 
-def _validate(out_dir, rows, seed, fmt, chunk_rows, start, days, truth_path, mix):
+def _validate(
+    out_dir: str | Path,
+    rows: int,
+    seed: int,
+    fmt: str,
+    chunk_rows: int,
+    start: str | dt.date,
+    days: int,
+    truth_path: str | Path | None,
+    mix: str,
+) -> tuple[Path, int, int, str, int, dt.date, int, Path]:
+    """The arguments of :func:`generate` checked and normalised (resolved paths, ints, a date), in order."""
     if mix not in MIXES:
         raise GeneratorArgumentError(f"--mix: must be one of {', '.join(MIXES)}, got {mix!r}")
     rows = _check_int("--rows", rows, MIN_ROWS, MAX_ROWS)
@@ -832,7 +862,7 @@ def generate(
     days: int = 374,
     truth_path: str | Path | None = None,
     mix: str = "standard",
-) -> dict:
+) -> GenerationSummary:
     """Write synthetic Online Retail transactions and the customers' planted behaviour types.
 
     Parameters
@@ -861,8 +891,8 @@ def generate(
 
     Returns
     -------
-    dict
-        ``rows`` (lines written), ``customers`` (customers with an id), ``files`` (part file paths,
+    GenerationSummary
+        A dict: ``rows`` (lines written), ``customers`` (customers with an id), ``files`` (part file paths,
         in order), ``truth_path``, ``out_dir``, ``format``, ``seed``, ``start``, ``end`` (exclusive
         end date) and ``seconds``.
 

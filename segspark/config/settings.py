@@ -18,7 +18,7 @@ import json
 import re
 import zoneinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, get_args
 
 import yaml
 from pydantic import (
@@ -31,6 +31,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from segspark.config.paths import absolute_uri, default_fs_is_local, local_path
 from segspark.errors import ConfigError
@@ -44,6 +45,7 @@ __all__ = [
     "LAYOUTS_SUBDIR",
     "REPO_CONF_DIR",
     "ActionRule",
+    "Algorithm",
     "AttributeSource",
     "CampaignSettings",
     "CatalogSettings",
@@ -203,6 +205,9 @@ RejectReason = Literal[
 ]
 
 
+_TOLERATED_BY_DEFAULT: tuple[RejectReason, ...] = ("duplicate", "missing_customer_id")
+
+
 class IngestSettings(_Section):
     """When ingest calls its output unusable and fails (after writing both tables, so rejects can be read)."""
 
@@ -211,7 +216,7 @@ class IngestSettings(_Section):
     #: ``1.0`` turns the share check off. Whatever this is, ingest fails when no line is clean.
     max_reject_share: float = Field(default=0.5, ge=0, le=1)
     #: Reasons that do not count towards ``max_reject_share``: ordinary in real data (guest checkouts, resends).
-    tolerated_reject_reasons: list[RejectReason] = Field(default_factory=lambda: ["duplicate", "missing_customer_id"])
+    tolerated_reject_reasons: list[RejectReason] = Field(default_factory=lambda: list(_TOLERATED_BY_DEFAULT))
     #: Lines timestamped after this moment (UTC) are rejected as ``future_timestamp``: a wrong clock or a
     #: mistyped year would otherwise move the default snapshot date and every recency with it. ``null``: the
     #: moment the ingest run starts (then a re-run gives the same tables as long as no line lies between the
@@ -293,7 +298,9 @@ class FeatureSettings(_Section):
 
 #: Customer features that separate behaviour well after a log transform: the default model inputs.
 DEFAULT_MODEL_FEATURES = ("recency_days", "frequency", "monetary", "avg_basket_value", "tenure_days")
-ALGORITHMS = ("kmeans", "bisecting_kmeans", "gaussian_mixture")
+#: Clustering algorithms ``model.algorithms`` may list.
+Algorithm = Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"]
+ALGORITHMS: tuple[Algorithm, ...] = get_args(Algorithm)
 
 
 class AttributeSource(_Section):
@@ -333,6 +340,7 @@ class PcaSettings(_Section):
 
     @property
     def enabled(self) -> bool:
+        """Whether PCA runs (``components`` or ``variance`` is set)."""
         return self.components is not None or self.variance is not None
 
 
@@ -352,7 +360,11 @@ class WinsorizeSettings(_Section):
 
     @property
     def enabled(self) -> bool:
+        """Whether features are capped (``lower`` and ``upper`` are set; they are set together or not at all)."""
         return self.lower is not None
+
+
+_DEFAULT_ALGORITHMS: tuple[Algorithm, ...] = ("kmeans",)
 
 
 class ModelSettings(_Section):
@@ -371,9 +383,7 @@ class ModelSettings(_Section):
     pca: PcaSettings = Field(default_factory=PcaSettings)
     winsorize: WinsorizeSettings = Field(default_factory=WinsorizeSettings)
     #: Algorithms swept over K; the chosen (algorithm, K) comes from all of them. First listed wins ties.
-    algorithms: list[Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"]] = Field(
-        default_factory=lambda: ["kmeans"]
-    )
+    algorithms: list[Algorithm] = Field(default_factory=lambda: list(_DEFAULT_ALGORITHMS))
     k_min: int = Field(default=2, ge=2)
     k_max: int = Field(default=10, ge=2)
     #: Use this K instead of the automatic choice (it is evaluated too, even outside k_min..k_max).
@@ -445,6 +455,7 @@ class ModelSettings(_Section):
 
     @property
     def features(self) -> list[str]:
+        """Every model feature: the numeric ones, then the categorical ones."""
         return self.numeric_features + self.categorical_features
 
     def k_values(self) -> list[int]:
@@ -483,11 +494,11 @@ class ActionRule(_Section):
     when: dict[str, Level] = Field(default_factory=dict)
 
 
-def _name_rules(*rules: tuple[str, dict[str, str]]) -> tuple[NameRule, ...]:
+def _name_rules(*rules: tuple[str, dict[str, Level]]) -> tuple[NameRule, ...]:
     return tuple(NameRule(name=name, when=when) for name, when in rules)
 
 
-def _action_rules(*rules: tuple[str, dict[str, str]]) -> tuple[ActionRule, ...]:
+def _action_rules(*rules: tuple[Play, dict[str, Level]]) -> tuple[ActionRule, ...]:
     return tuple(ActionRule(play=play, when=when) for play, when in rules)
 
 
@@ -517,7 +528,10 @@ DEFAULT_ACTION_RULES = _action_rules(
 )
 
 
-def _ends_with_catch_all(rules: tuple, what: str) -> tuple:
+_Rule = TypeVar("_Rule", NameRule, ActionRule)
+
+
+def _ends_with_catch_all(rules: tuple[_Rule, ...], what: str) -> tuple[_Rule, ...]:
     if not rules or rules[-1].when:
         raise ValueError(f"the last {what} rule must have an empty 'when' ({{}}) so every segment gets one")
     return rules
@@ -835,7 +849,7 @@ def parse_override(text: str) -> dict[str, Any]:
     return nested
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails) -> str:
     key = ".".join(str(p) for p in error["loc"]) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"unknown config key '{key}'"

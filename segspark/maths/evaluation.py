@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
+from numpy.typing import NDArray
 
 from segspark.config.settings import ModelSettings
 
@@ -87,13 +88,13 @@ def adjusted_rand_index(contingency: np.ndarray) -> float:
     table = np.asarray(contingency, dtype=float)
     n = table.sum()
 
-    def pairs(x: np.ndarray | float) -> np.ndarray | float:
+    def pairs(x: NDArray[np.float64]) -> NDArray[np.float64]:
         return x * (x - 1) / 2.0
 
     sum_cells = pairs(table).sum()
     sum_rows = pairs(table.sum(axis=1)).sum()
     sum_cols = pairs(table.sum(axis=0)).sum()
-    total = pairs(n)
+    total = n * (n - 1) / 2.0  # pairs of all n points
     expected = sum_rows * sum_cols / total if total else 0.0
     maximum = (sum_rows + sum_cols) / 2.0
     if maximum == expected:  # both labelings trivial (one cluster, or all singletons)
@@ -188,7 +189,8 @@ def small_segments(
     candidate's overall silhouette and at least ``min_silhouette``: its members sit closer to each other than to
     any other segment, as well as the typical customer does. Any other small segment is a fragment.
     """
-    distinct, fragments = [], []
+    distinct: list[SegmentEvidence] = []
+    fragments: list[SegmentEvidence] = []
     for seg in c.segments:
         if seg.share >= settings.min_segment_share:
             continue
@@ -287,9 +289,9 @@ def choose(candidates: list[Candidate], settings: ModelSettings) -> list[Candida
     """
     if not candidates:
         raise ValueError("no candidates to choose from")
-    order = {a: i for i, a in enumerate(settings.algorithms)}
+    order: dict[str, int] = {a: i for i, a in enumerate(settings.algorithms)}
 
-    def tiebreak(c: Candidate) -> tuple:
+    def tiebreak(c: Candidate) -> tuple[float, int, int]:
         return (-_sil(c), c.k, order.get(c.algorithm, len(order)))
 
     def size_ok(c: Candidate) -> bool:

@@ -60,6 +60,7 @@ class FitParams:
 
     @classmethod
     def of(cls, settings: ModelSettings) -> FitParams:
+        """The fit parameters ``settings`` (``model.*``) ask for."""
         return cls(settings.restarts, settings.stability_runs, settings.max_iter, settings.tol)
 
     def restarts_for(self, algorithm: str, n: int, k: int) -> int:
@@ -92,6 +93,8 @@ class SweepData:
 
 @dataclass(frozen=True)
 class LocalFit:
+    """One local fit: each point's cluster index, the cluster centres (K x d), its objective and iterations."""
+
     labels: np.ndarray
     centres: np.ndarray
     objective: float  # lower is better: WSSSE, or -log-likelihood for a Gaussian mixture
@@ -220,7 +223,9 @@ def segment_evidence(
     return (counts / counts.sum()).tolist(), means.tolist(), sampled.astype(int).tolist()
 
 
-def evaluate_local(algorithm: str, k: int, data: SweepData, params: FitParams, seed: int) -> tuple[dict, np.ndarray]:
+def evaluate_local(
+    algorithm: str, k: int, data: SweepData, params: FitParams, seed: int
+) -> tuple[dict[str, object], np.ndarray]:
     """Everything model_selection records about one candidate, and the kept fit's centres.
 
     The main fit (``restarts`` seeded fits) and each stability repeat (``restarts`` more each) are all fits of
@@ -252,7 +257,7 @@ def evaluate_local(algorithm: str, k: int, data: SweepData, params: FitParams, s
         if others
         else None
     )
-    row = {
+    row: dict[str, object] = {
         "wssse": wssse,
         "mllib_silhouette": squared_euclidean_silhouette(points, kept.labels),
         "silhouette": None if scores is None else float(scores.mean()),

@@ -59,6 +59,8 @@ def session_conf(config: Config) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Registration:
+    """What :func:`register_tables` did: the database it registered in and the tables it registered there."""
+
     database: str
     #: Qualified names registered (or already registered at the same location), in pipeline order.
     tables: list[str]

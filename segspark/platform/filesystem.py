@@ -260,6 +260,8 @@ def kmeans_model(spark: SparkSession, centres: Sequence[Sequence[float]]) -> KMe
     try:
         jvm = _jvm(spark)
         gateway = spark.sparkContext._gateway
+        if gateway is None:  # no py4j gateway: as unreachable as a missing JVM
+            return None
         linalg = jvm.org.apache.spark.mllib.linalg
         vectors = gateway.new_array(linalg.Vector, len(centres))
         for i, centre in enumerate(centres):

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from segspark.config.settings import Config
 from segspark.contracts.schemas import TableSpec
-from segspark.errors import ConfigError, InputError
+from segspark.errors import ConfigError, InputError, InternalError
 from segspark.platform import filesystem
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "current_version",
     "dates_predicate",
     "delete_path",
+    "one_row",
     "read_input",
     "read_table",
     "restore",
@@ -120,12 +121,29 @@ def _has_commits(spark: SparkSession, path: str) -> bool:
         return False
 
 
+def one_row(df: DataFrame, what: str) -> Row:
+    """The first row of ``df``, a frame known to hold one: a global aggregation, a table's latest commit.
+
+    An action (``first()``): call it only where the stage means to run one, on a frame of one row.
+
+    Raises
+    ------
+    InternalError
+        ``df`` holds no row after all; ``what`` (``"the latest commit of <path>"``) says which row was expected.
+    """
+    row = df.first()
+    if row is None:
+        raise InternalError(f"expected one row, found none: {what}")
+    return row
+
+
 def current_version(spark: SparkSession, path: str) -> int | None:
     """Latest committed version of the Delta table at ``path``, or None when there is no table."""
     if not table_exists(spark, path):
         return None
     # history(1) is one row: the latest commit.
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+    history_df = DeltaTable.forPath(spark, path).history(1).select("version")
+    return int(one_row(history_df, f"the latest commit of {path}")[0])
 
 
 def conform(df: DataFrame, spec: TableSpec) -> DataFrame:
@@ -193,7 +211,10 @@ def write_table(
     elif spec.added_columns:  # a table written before these columns existed gains them (nullable) on this write
         writer = writer.option("mergeSchema", "true")
     writer.save(path)
-    last = DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics").first()
+    last = one_row(
+        DeltaTable.forPath(spark, path).history(1).select("version", "operationMetrics"),
+        f"the commit just written to {path}",
+    )
     metrics = last["operationMetrics"] or {}
     return WriteResult(path=path, version=int(last["version"]), rows_written=int(metrics.get("numOutputRows", 0)))
 

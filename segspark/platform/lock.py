@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 from pathlib import Path
+from types import TracebackType
 
 from pyspark.sql import SparkSession
 
@@ -151,11 +152,22 @@ class LakehouseLock:
         self.acquire()
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.release()
-        return False
 
     def acquire(self) -> None:
+        """Take the lock and start refreshing it; a stale lock (its holder gone) is taken over with a warning.
+
+        Raises
+        ------
+        LakehouseBusyError
+            When another command holds the lock and may still be running, or took it between our two tries.
+        """
         if not self._file.create_exclusive(self._text):
             found = self._file.read()
             if found is not None:
@@ -178,7 +190,7 @@ class LakehouseLock:
         self._beat = threading.Thread(target=self._heartbeat, name="segspark-lock", daemon=True)
         self._beat.start()
 
-    def _gone(self, holder: dict, modified: float) -> str | None:
+    def _gone(self, holder: dict[str, object], modified: float) -> str | None:
         """Why the holder is no longer running, or None when it may be."""
         pid = holder.get("pid")
         if holder.get("host") == socket.gethostname() and isinstance(pid, int) and not _pid_alive(pid):
@@ -201,6 +213,8 @@ class LakehouseLock:
         return found is not None and _parse(found[0]).get("run_id") == self.run_id
 
     def release(self) -> None:
+        """Stop refreshing and delete the lock file if it still names this run; never raises (a lock left
+        behind is taken over by the next command)."""
         self._stop.set()
         if self._beat is not None:
             self._beat.join(timeout=5)
@@ -211,7 +225,7 @@ class LakehouseLock:
             log.debug("could not release the lakehouse lock", exc_info=True)
 
 
-def _parse(text: str) -> dict:
+def _parse(text: str) -> dict[str, object]:
     try:
         value = json.loads(text)
     except ValueError:

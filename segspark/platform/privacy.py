@@ -12,14 +12,27 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 import pandas as pd
 from pyspark.sql import Column
-from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+# pandas_udf's own module: pyspark.sql.functions re-exports it only implicitly, which strict mypy does not follow.
+from pyspark.sql.pandas.functions import pandas_udf
 
 from segspark.config.settings import PrivacySettings
 from segspark.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql._typing import UserDefinedFunctionLike
+
+#: ``pandas_udf(returnType)``, the decorator of a type-hinted Series -> Series function that Spark documents since
+#: 3.0. pyspark's stubs model only the older form that also passes a ``functionType``, hence the cast.
+_series_udf = cast(
+    Callable[[T.DataType], Callable[[Callable[[pd.Series], pd.Series]], "UserDefinedFunctionLike"]], pandas_udf
+)
 
 #: Shortest key accepted: HMAC-SHA-256 keys shorter than the 32-byte digest weaken it.
 MIN_KEY_BYTES = 32
@@ -59,7 +72,7 @@ def pseudonymised(ids: Column, key: bytes | None) -> Column:
 
     # A Python UDF on purpose: Spark has no keyed hash, and one built from sha2 would put the key in the plan
     # (see the module docstring). Vectorised: each Arrow batch hashes its distinct ids once.
-    @F.pandas_udf(T.StringType())
+    @_series_udf(T.StringType())
     def segspark_pseudonym(batch: pd.Series) -> pd.Series:
         distinct = batch.dropna().unique()
         mapping = {value: pseudonym(value, key) for value in distinct}

@@ -15,14 +15,24 @@ import logging
 import sys
 import threading
 import time
-from typing import TextIO
+from types import TracebackType
+from typing import TextIO, TypedDict
 
 from pyspark.sql import SparkSession
 
 log = logging.getLogger("segspark")
 
+
+class _State(TypedDict):
+    """What the progress line shows: the stage, its current step, and when the stage started (monotonic s)."""
+
+    stage: str
+    step: str
+    started: float
+
+
 _lock = threading.Lock()
-_state = {"stage": "", "step": "", "started": time.monotonic()}
+_state: _State = {"stage": "", "step": "", "started": time.monotonic()}
 
 
 _active: ProgressReporter | None = None
@@ -38,7 +48,7 @@ def clear_line() -> None:
 def start_stage(name: str) -> None:
     """A pipeline stage begins: the elapsed clock restarts."""
     with _lock:
-        _state.update(stage=name, step="", started=time.monotonic())
+        _state["stage"], _state["step"], _state["started"] = name, "", time.monotonic()
 
 
 def step(text: str, *, logged: bool = True) -> None:
@@ -110,15 +120,19 @@ class ProgressReporter:
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         global _active
         self._stop.set()
         self._thread.join(timeout=5)
         self.clear()
         _active = None
         with _lock:
-            _state.update(stage="", step="")
-        return False
+            _state["stage"], _state["step"] = "", ""
 
     def clear(self) -> None:
         """Erase the in-place line (before other output is written to the terminal)."""

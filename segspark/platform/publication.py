@@ -22,6 +22,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
@@ -29,7 +30,7 @@ from pyspark.sql import functions as F
 
 from segspark.config.settings import Config
 from segspark.contracts.schemas import PUBLISHED_RUNS, PUBLISHED_TABLES, RUN_ID
-from segspark.errors import InputError
+from segspark.errors import InputError, InternalError
 from segspark.platform import lakehouse
 
 log = logging.getLogger("segspark")
@@ -100,7 +101,7 @@ def ensure_log(spark: SparkSession, config: Config, run_id: str) -> None:
 
 #: Log path -> ((the log's Delta version, its commit time), published versions at it): the log is read once
 #: per new commit (the commit time tells a log deleted and written anew from the one read before).
-_versions_cache: dict[str, tuple[tuple, dict[str, int]]] = {}
+_versions_cache: dict[str, tuple[tuple[int, dt.datetime], dict[str, int]]] = {}
 
 
 def published_versions(spark: SparkSession, config: Config) -> dict[str, int]:
@@ -112,7 +113,9 @@ def published_versions(spark: SparkSession, config: Config) -> dict[str, int]:
     path = _log_path(config)
     if not lakehouse.table_exists(spark, path):
         return {}
-    last = DeltaTable.forPath(spark, path).history(1).select("version", "timestamp").first()
+    last = lakehouse.one_row(
+        DeltaTable.forPath(spark, path).history(1).select("version", "timestamp"), f"the latest commit of {path}"
+    )
     key = (int(last["version"]), last["timestamp"])
     cached = _versions_cache.get(path)
     if cached is not None and cached[0] == key:
@@ -128,7 +131,7 @@ def published_versions(spark: SparkSession, config: Config) -> dict[str, int]:
     return dict(versions)
 
 
-def last_publication(spark: SparkSession, config: Config, stage: str) -> dict | None:
+def last_publication(spark: SparkSession, config: Config, stage: str) -> dict[str, Any] | None:
     """The latest ``run`` row of ``stage`` as a dict, or None when the stage never published."""
     path = _log_path(config)
     if not lakehouse.table_exists(spark, path):
@@ -173,6 +176,7 @@ def read_published(spark: SparkSession, config: Config, table: str) -> DataFrame
 
 
 def is_published(spark: SparkSession, config: Config, table: str) -> bool:
+    """Whether ``table`` has a version readers may use (:func:`published_version` is not None)."""
     return published_version(spark, config, table) is not None
 
 
@@ -251,7 +255,10 @@ def repair(spark: SparkSession, config: Config, run_id: str) -> dict[str, tuple[
             continue
         lakehouse.restore(spark, path, target)
         rolled[table] = (current, target)
-        new_versions[table] = lakehouse.current_version(spark, path)
+        restored = lakehouse.current_version(spark, path)
+        if restored is None:  # the table was there a moment ago; restoring never deletes it
+            raise InternalError(f"{table} ({path}) has no Delta version after its restore to v{target}")
+        new_versions[table] = restored
     if rolled:
         _append(spark, config, run_id, "repair", "repair", new_versions)
         log.warning(

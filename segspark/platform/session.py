@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
@@ -97,7 +98,7 @@ def _require_java() -> None:
 
 
 @contextlib.contextmanager
-def _console_output_to(log_file: Path | None):
+def _console_output_to(log_file: Path | None) -> Iterator[None]:
     """While the JVM is launched, point this process's stdout/stderr at ``log_file``.
 
     The JVM inherits them: Ivy's resolution report, log4j's console lines and Spark's warnings go to the

@@ -7,6 +7,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from pyspark.sql import SparkSession
 
@@ -47,7 +48,12 @@ class StageRun:
     def __enter__(self) -> StageRun:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         seconds = time.perf_counter() - self._t0
         status = "succeeded" if exc is None else "failed"
         message = None if exc is None else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -69,7 +75,6 @@ class StageRun:
             number(self.rows_out, 0, missing="-"),
             seconds,
         )
-        return False
 
     def _record(self, status: str, seconds: float, message: str | None) -> None:
         ended = dt.datetime.now(dt.UTC)

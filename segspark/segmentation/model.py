@@ -21,10 +21,18 @@ with :func:`load_model` to score any frame holding the feature columns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
-from pyspark.ml import Estimator, Pipeline, PipelineModel, Transformer
-from pyspark.ml.clustering import BisectingKMeans, GaussianMixture, GaussianMixtureModel, KMeans
+from pyspark.ml import Pipeline, PipelineModel, Transformer
+from pyspark.ml.clustering import (
+    BisectingKMeans,
+    BisectingKMeansModel,
+    GaussianMixture,
+    GaussianMixtureModel,
+    KMeans,
+    KMeansModel,
+)
 from pyspark.ml.feature import (
     PCA,
     Imputer,
@@ -37,13 +45,19 @@ from pyspark.ml.feature import (
 )
 from pyspark.ml.functions import vector_to_array
 from pyspark.ml.linalg import Vectors
+from pyspark.ml.param.shared import HasInputCols
 from pyspark.ml.stat import Summarizer
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segspark.config.settings import ModelSettings
 from segspark.contracts.schemas import SEGMENT_ID
+from segspark.errors import InternalError
 from segspark.platform import filesystem
+from segspark.platform.lakehouse import one_row
+
+if TYPE_CHECKING:
+    from pyspark.ml._typing import PipelineStage
 
 __all__ = [
     "FEATURES_COL",
@@ -142,16 +156,19 @@ def fit_caps(
 ) -> dict[str, tuple[float, float]]:
     """Each numeric feature's ``lower`` and ``upper`` percentiles over the training customers (one aggregation;
     ``percentile_approx`` with accuracy 10,000, exact for up to 10,000 distinct values)."""
-    row = imputed_df.agg(
-        *[
-            F.percentile_approx(F.col(quote(_imp(c))), [lower, upper], 10_000).alias(str(i))
-            for i, c in enumerate(numeric)
-        ]
-    ).first()  # one row
+    row = one_row(
+        imputed_df.agg(
+            *[
+                F.percentile_approx(F.col(quote(_imp(c))), [lower, upper], 10_000).alias(str(i))
+                for i, c in enumerate(numeric)
+            ]
+        ),
+        "the winsorize percentiles (a global aggregation)",
+    )
     return {c: (float(row[str(i)][0]), float(row[str(i)][1])) for i, c in enumerate(numeric)}
 
 
-def imputing_stages(settings: ModelSettings, numeric: list[str], categorical: list[str]) -> list:
+def imputing_stages(settings: ModelSettings, numeric: list[str], categorical: list[str]) -> list[PipelineStage]:
     """Stages 1-2: the cast/log/category SQLTransformer and the Imputer (unfitted)."""
     exprs = []
     for name in numeric:
@@ -162,7 +179,7 @@ def imputing_stages(settings: ModelSettings, numeric: list[str], categorical: li
         exprs.append(f"{value} AS {quote(_num(name))}")
     for name in categorical:
         exprs.append(f"COALESCE(CAST({quote(name)} AS STRING), '{MISSING_CATEGORY}') AS {quote(_cat(name))}")
-    stages: list = [SQLTransformer(statement=f"SELECT *, {', '.join(exprs)} FROM __THIS__")]
+    stages: list[PipelineStage] = [SQLTransformer(statement=f"SELECT *, {', '.join(exprs)} FROM __THIS__")]
     if numeric:
         stages.append(
             Imputer(inputCols=[_num(c) for c in numeric], outputCols=[_imp(c) for c in numeric], strategy="median")
@@ -216,16 +233,33 @@ def fit_pca(scaled_df: DataFrame, settings: ModelSettings, dimensions: int) -> t
     if settings.pca.components is not None:
         k = min(settings.pca.components, dimensions)
         return PCA(k=k, inputCol=SCALED_COL, outputCol=FEATURES_COL).fit(scaled_df), k
+    variance = settings.pca.variance
+    if variance is None:  # callers fit PCA only when it is enabled: components or variance is set
+        raise InternalError("fit_pca was called with PCA off (neither pca.components nor pca.variance is set)")
     full = PCA(k=dimensions, inputCol=SCALED_COL, outputCol=FEATURES_COL).fit(scaled_df)
     explained = np.cumsum(full.explainedVariance.toArray())
-    k = int(np.searchsorted(explained, settings.pca.variance - 1e-12) + 1)
+    k = int(np.searchsorted(explained, variance - 1e-12) + 1)
     k = min(max(k, 1), dimensions)
     return PCA(k=k, inputCol=SCALED_COL, outputCol=FEATURES_COL).fit(scaled_df), k
 
 
-def clustering_estimator(algorithm: str, k: int, seed: int, settings: ModelSettings) -> Estimator:
+class _CommonParams(TypedDict):
+    """The parameters every clustering estimator is given, as keyword arguments."""
+
+    featuresCol: str
+    predictionCol: str
+    k: int
+    seed: int
+    maxIter: int
+
+
+def clustering_estimator(
+    algorithm: str, k: int, seed: int, settings: ModelSettings
+) -> KMeans | BisectingKMeans | GaussianMixture:
     """The MLlib estimator for one candidate, reading ``features`` and writing ``prediction``."""
-    common = dict(featuresCol=FEATURES_COL, predictionCol=PREDICTION_COL, k=k, seed=seed, maxIter=settings.max_iter)
+    common = _CommonParams(
+        featuresCol=FEATURES_COL, predictionCol=PREDICTION_COL, k=k, seed=seed, maxIter=settings.max_iter
+    )
     if algorithm == "kmeans":
         return KMeans(initMode="k-means||", tol=settings.tol, **common)
     if algorithm == "bisecting_kmeans":
@@ -235,18 +269,38 @@ def clustering_estimator(algorithm: str, k: int, seed: int, settings: ModelSetti
     raise ValueError(f"unknown algorithm {algorithm!r}")
 
 
+def _not_clustering(model: Transformer) -> InternalError:
+    return InternalError(f"{type(model).__name__} is not a KMeans, BisectingKMeans or GaussianMixture model")
+
+
 def cluster_centers(model: Transformer) -> np.ndarray:
-    """Centres of a fitted clustering model by MLlib cluster index (GaussianMixture: component means)."""
+    """Centres of a fitted clustering model by MLlib cluster index (GaussianMixture: component means).
+
+    Raises
+    ------
+    InternalError
+        ``model`` is not a fitted KMeans, BisectingKMeans or GaussianMixture model.
+    """
     if isinstance(model, GaussianMixtureModel):
         return np.array([g.mean.toArray() for g in model.gaussians])
-    return np.array([np.asarray(c) for c in model.clusterCenters()])
+    if isinstance(model, KMeansModel | BisectingKMeansModel):
+        return np.array([np.asarray(c) for c in model.clusterCenters()])
+    raise _not_clustering(model)
 
 
 def objective(model: Transformer) -> float:
-    """What the fit minimised, lower is better: WSSSE (KMeans, BisectingKMeans) or -log-likelihood (GMM)."""
+    """What the fit minimised, lower is better: WSSSE (KMeans, BisectingKMeans) or -log-likelihood (GMM).
+
+    Raises
+    ------
+    InternalError
+        ``model`` is not a fitted KMeans, BisectingKMeans or GaussianMixture model.
+    """
     if isinstance(model, GaussianMixtureModel):
         return -float(model.summary.logLikelihood)
-    return float(model.summary.trainingCost)
+    if isinstance(model, KMeansModel | BisectingKMeansModel):
+        return float(model.summary.trainingCost)
+    raise _not_clustering(model)
 
 
 def fit_best(algorithm: str, k: int, df: DataFrame, settings: ModelSettings, seed: int) -> Transformer:
@@ -408,7 +462,7 @@ def standardised_offset(prep: Preprocessing) -> np.ndarray:
 
 def to_original_units(prep: Preprocessing, standardised: np.ndarray) -> np.ndarray:
     """Undo standardisation (and the log transform) slot by slot; one-hot slots become shares."""
-    values = prep.scaler_mean + prep.scaler_std * standardised
+    values: np.ndarray = prep.scaler_mean + prep.scaler_std * standardised
     out = values.copy()
     for i, (_, logged) in enumerate(prep.slot_sources):
         if logged:
@@ -455,10 +509,12 @@ def assign_segments(model: PipelineModel, customers_df: DataFrame) -> DataFrame:
 
 
 def save_model(model: PipelineModel, path: str) -> None:
+    """Save ``model`` under ``path`` (``<lakehouse>/models/<model_version>``), replacing what is there."""
     model.write().overwrite().save(path)
 
 
 def load_model(path: str) -> PipelineModel:
+    """The segmentation model :func:`save_model` saved under ``path``."""
     return PipelineModel.load(path)
 
 
@@ -470,6 +526,8 @@ def model_numeric_features(model: PipelineModel) -> list[str]:
     """
     for stage in model.stages:
         if stage.hasParam("outputCol") and stage.getOrDefault("outputCol") == NUMERIC_COL:
+            if not isinstance(stage, HasInputCols):  # segspark builds that stage as a VectorAssembler
+                raise InternalError(f"the model's {NUMERIC_COL} stage ({type(stage).__name__}) has no inputCols")
             return [_feature_of(c) for c in stage.getInputCols()]
     return []
 

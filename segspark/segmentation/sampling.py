@@ -6,6 +6,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from segspark.contracts.schemas import CUSTOMER_ID
+from segspark.platform.lakehouse import one_row
 
 __all__ = ["SILHOUETTE_SAMPLE", "SWEEP_SAMPLE", "hash_sample", "sample_key"]
 
@@ -21,7 +22,9 @@ def hash_sample(df: DataFrame, size: int, seed: int, salt: str) -> DataFrame:
     Keeps the input's partitioning and order (a filter), so the sample stays deterministically laid out.
     """
     key = sample_key(seed, salt)
-    threshold = df.select(key.alias("_h")).orderBy("_h").limit(size).agg(F.max("_h")).first()[0]
+    # A global aggregation: one row, whose max is null when ``df`` is empty (then nothing passes the filter).
+    smallest_df = df.select(key.alias("_h")).orderBy("_h").limit(size)
+    threshold = one_row(smallest_df.agg(F.max("_h")), "the sample's largest hash")[0]
     return df.filter(key <= F.lit(threshold))
 
 

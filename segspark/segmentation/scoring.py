@@ -23,8 +23,10 @@ __all__ = ["latest_snapshot", "scoring_input", "write_segments"]
 
 
 def latest_snapshot(features_df: DataFrame) -> dt.date | None:
-    """The latest as_of_date in customer_features (answered from partition values)."""
-    return features_df.agg(F.max(AS_OF_DATE)).first()[0]
+    """The latest as_of_date in customer_features (answered from partition values); None when it is empty."""
+    latest_df = features_df.agg(F.max(AS_OF_DATE))
+    latest: dt.date | None = lakehouse.one_row(latest_df, "the latest as_of_date (an aggregation)")[0]
+    return latest
 
 
 def scoring_input(spark: SparkSession, config: Config, columns: list[str]) -> tuple[DataFrame, dt.date]:
