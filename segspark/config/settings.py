@@ -1,5 +1,8 @@
 """Typed, layered configuration.
 
+Each config key's meaning is written in one place, ``conf/base.yaml``, beside its default; this module holds
+the keys' types, defaults and validation (and says why where the code needs it).
+
 Layers, later wins: the model's defaults (which ``conf/base.yaml`` states in full), ``conf/base.yaml``,
 ``conf/<env>.yaml`` (an environment overlay), ``conf/layouts/<name>.yaml`` (a source layout, ``--layout``), each
 ``--config FILE`` in order, each ``--set dotted.key=value``, then the explicit CLI
@@ -108,15 +111,15 @@ class _Section(BaseModel):
 
 
 class SparkSettings(_Section):
-    """How the SparkSession is built. Under spark-submit, whatever the submitter set wins."""
+    """How the SparkSession is built.
+
+    Each key's meaning: conf/base.yaml, section ``spark``.
+    """
 
     master: str = "local[*]"
     app_name: str = "segspark"
-    #: Folder where Delta's jars are resolved once and reused (Ivy cache); ``~`` is expanded.
     jars_cache_dir: str = "~/.cache/segspark/ivy"
-    #: Resolve Delta's jars from the package repository when they are not in ``jars_cache_dir``.
     resolve_delta_jars: bool = True
-    #: Extra ``spark.*`` settings; applied only where the submitter has not set the key.
     conf: dict[str, str] = Field(default_factory=dict)
     log_level: str = "WARN"
 
@@ -124,7 +127,10 @@ class SparkSettings(_Section):
 
 
 class SourceColumns(_Section):
-    """Source column name for each canonical column; ``null`` means the source has no such column."""
+    """Source column name for each canonical column.
+
+    Each key's meaning: conf/base.yaml, section ``source.columns``.
+    """
 
     customer_id: str = "customer_id"
     invoice_ts: str = "invoice_ts"
@@ -137,23 +143,20 @@ class SourceColumns(_Section):
 
 
 class SourceSettings(_Section):
-    """Where the raw transactions are and how their layout maps onto the canonical columns."""
+    """Where the raw transactions are and how their layout maps onto the canonical columns.
+
+    Each key's meaning: conf/base.yaml, section ``source``.
+    """
 
     format: Literal["csv", "parquet", "delta", "table"] = "csv"
-    #: A file, folder or glob (csv/parquet/delta) or a catalog table name (table). ``--input`` sets it.
     path: str | None = None
     columns: SourceColumns = Field(default_factory=SourceColumns)
-    #: Options handed to Spark's CSV reader. Every column is read as text; no schema inference.
     csv_options: dict[str, str] = Field(
         default_factory=lambda: {"header": "true", "encoding": "UTF-8", "multiLine": "false"}
     )
-    #: Spark datetime patterns tried in order on text timestamps; a bare date is also accepted.
     timestamp_formats: list[str] = Field(default_factory=lambda: ["yyyy-MM-dd HH:mm:ss", "yyyy-MM-dd HH:mm"])
-    #: Time zone the source's local timestamps are written in; stored timestamps are UTC.
     timezone: str = "UTC"
-    #: ``unit``: the price column is a unit price. ``line_total``: it is quantity x unit price.
     price_kind: Literal["unit", "line_total"] = "unit"
-    #: Invoice ids starting with this text are returns/cancellations.
     returns_prefix: str | None = "C"
 
     _text_values = field_validator("csv_options", mode="before")(lambda value: _as_text_map(value))
@@ -209,18 +212,13 @@ _TOLERATED_BY_DEFAULT: tuple[RejectReason, ...] = ("duplicate", "missing_custome
 
 
 class IngestSettings(_Section):
-    """When ingest calls its output unusable and fails (after writing both tables, so rejects can be read)."""
+    """When ingest calls its output unusable and fails.
 
-    #: Fail when the lines rejected for reasons outside ``tolerated_reject_reasons`` are more than this share
-    #: of all input lines (``rows_in``: every source line, duplicates and tolerated rejects included).
-    #: ``1.0`` turns the share check off. Whatever this is, ingest fails when no line is clean.
+    Each key's meaning: conf/base.yaml, section ``ingest``.
+    """
+
     max_reject_share: float = Field(default=0.5, ge=0, le=1)
-    #: Reasons that do not count towards ``max_reject_share``: ordinary in real data (guest checkouts, resends).
     tolerated_reject_reasons: list[RejectReason] = Field(default_factory=lambda: list(_TOLERATED_BY_DEFAULT))
-    #: Lines timestamped after this moment (UTC) are rejected as ``future_timestamp``: a wrong clock or a
-    #: mistyped year would otherwise move the default snapshot date and every recency with it. ``null``: the
-    #: moment the ingest run starts (then a re-run gives the same tables as long as no line lies between the
-    #: two runs' start times; set a fixed value when that matters).
     latest_timestamp: dt.datetime | None = None
 
     @field_validator("latest_timestamp")
@@ -232,12 +230,10 @@ class IngestSettings(_Section):
 
 
 class RfmRule(_Section):
-    """One cell range of the RFM grid: customers whose scores fall in both ranges get ``segment``."""
+    """One rule of ``features.rfm_segments``: a cell range of the RFM grid and the segment it names."""
 
     segment: str
-    #: Inclusive range of r_score.
     r: tuple[int, int]
-    #: Inclusive range of fm_score (half-up mean of f_score and m_score).
     fm: tuple[int, int]
 
     @model_validator(mode="after")
@@ -252,7 +248,7 @@ def _rule(segment: str, r: tuple[int, int], fm: tuple[int, int]) -> RfmRule:
     return RfmRule(segment=segment, r=r, fm=fm)
 
 
-#: The standard named RFM segments on the (r_score, fm_score) grid; the first matching rule wins.
+#: The default of ``features.rfm_segments``, the standard named RFM segments (conf/base.yaml states the same list).
 DEFAULT_RFM_RULES = (
     _rule("Champions", (4, 5), (4, 5)),
     _rule("Loyal Customers", (3, 3), (4, 5)),
@@ -273,13 +269,13 @@ DEFAULT_RFM_RULES = (
 
 
 class FeatureSettings(_Section):
-    """How customer features are computed."""
+    """How customer features are computed.
 
-    #: ``recent_spend_share`` is the share of spend in this many days before as_of_date.
+    Each key's meaning: conf/base.yaml, section ``features``.
+    """
+
     recent_window_days: int = Field(default=90, ge=1)
-    #: An invoice at or after this hour (UTC) counts as an evening purchase.
     evening_start_hour: int = Field(default=18, ge=0, le=23)
-    #: Ordered rules naming RFM segments; they must cover every (r_score, fm_score) pair from 1 to 5.
     rfm_segments: tuple[RfmRule, ...] = DEFAULT_RFM_RULES
 
     @field_validator("rfm_segments")
@@ -296,7 +292,7 @@ class FeatureSettings(_Section):
         return rules
 
 
-#: Customer features that separate behaviour well after a log transform: the default model inputs.
+#: The default of both ``model.numeric_features`` and ``model.log_features`` (why these: conf/base.yaml).
 DEFAULT_MODEL_FEATURES = ("recency_days", "frequency", "monetary", "avg_basket_value", "tenure_days")
 #: Clustering algorithms ``model.algorithms`` may list.
 Algorithm = Literal["kmeans", "bisecting_kmeans", "gaussian_mixture"]
@@ -304,18 +300,15 @@ ALGORITHMS: tuple[Algorithm, ...] = get_args(Algorithm)
 
 
 class AttributeSource(_Section):
-    """A customer-level table (one row per customer) whose columns can be model features."""
+    """A customer-level table whose columns can be model features.
+
+    Each key's meaning: conf/base.yaml, section ``model.attributes``.
+    """
 
     format: Literal["delta", "parquet", "csv", "table"] = "delta"
-    #: Folder, file or glob (delta/parquet/csv) or a catalog table name (table); null for none.
     path: str | None = None
-    #: The attribute table's customer id column; it is joined to ``customer_id``. ``null`` (attribute-only mode
-    #: only): the table has no id column, and each row's number in file order (1, 2, ... as text) is its id.
     customer_id: str | None = "customer_id"
-    #: Date column giving the table's snapshot date (attribute-only mode); a table without it needs ``--as-of``.
-    #: With several dates in it, ``--as-of`` picks the rows of one. ``null``: the table has no date column.
     as_of_column: str | None = "as_of_date"
-    #: Options handed to Spark's CSV reader (every column read as text, then cast where numeric).
     csv_options: dict[str, str] = Field(default_factory=lambda: {"header": "true", "encoding": "UTF-8"})
 
     _text_values = field_validator("csv_options", mode="before")(lambda value: _as_text_map(value))
@@ -327,7 +320,10 @@ class AttributeSource(_Section):
 
 
 class PcaSettings(_Section):
-    """Optional PCA after standardisation: set ``components`` or ``variance`` (share of variance kept), not both."""
+    """Optional PCA after standardisation.
+
+    Each key's meaning: conf/base.yaml, section ``model.pca``.
+    """
 
     components: int | None = Field(default=None, ge=1)
     variance: float | None = Field(default=None, gt=0, le=1)
@@ -345,9 +341,10 @@ class PcaSettings(_Section):
 
 
 class WinsorizeSettings(_Section):
-    """Optional cap of each numeric model feature at percentiles of the training customers (after the log
-    transform and imputation, before scaling): values below ``lower`` / above ``upper`` become those
-    percentiles. Both null (the default) = off."""
+    """Optional cap of each numeric model feature at percentiles.
+
+    Each key's meaning: conf/base.yaml, section ``model.winsorize``.
+    """
 
     lower: float | None = Field(default=None, ge=0, lt=0.5)
     upper: float | None = Field(default=None, gt=0.5, le=1)
@@ -368,63 +365,36 @@ _DEFAULT_ALGORITHMS: tuple[Algorithm, ...] = ("kmeans",)
 
 
 class ModelSettings(_Section):
-    """The segmentation model: its features, the K sweep and the rule that chooses K."""
+    """The segmentation model: its features, the K sweep and the rule that chooses K.
 
-    #: ``features``: one customer_features snapshot (plus attribute columns if ``attributes.path`` is set).
-    #: ``attributes``: the attribute table alone (customers without transactions).
+    Each key's meaning: conf/base.yaml, section ``model``.
+    """
+
     input: Literal["features", "attributes"] = "features"
     attributes: AttributeSource = Field(default_factory=AttributeSource)
-    #: Numeric model features: customer_features or attribute columns.
     numeric_features: list[str] = Field(default_factory=lambda: list(DEFAULT_MODEL_FEATURES))
-    #: Categorical model features, one-hot encoded (null and unseen values get their own slot).
     categorical_features: list[str] = Field(default_factory=list)
-    #: Numeric features replaced by sign(x) * ln(1 + |x|) before imputation and scaling (for skewed ones).
     log_features: list[str] = Field(default_factory=lambda: list(DEFAULT_MODEL_FEATURES))
     pca: PcaSettings = Field(default_factory=PcaSettings)
     winsorize: WinsorizeSettings = Field(default_factory=WinsorizeSettings)
-    #: Algorithms swept over K; the chosen (algorithm, K) comes from all of them. First listed wins ties.
     algorithms: list[Algorithm] = Field(default_factory=lambda: list(_DEFAULT_ALGORITHMS))
     k_min: int = Field(default=2, ge=2)
     k_max: int = Field(default=10, ge=2)
-    #: Use this K instead of the automatic choice (it is evaluated too, even outside k_min..k_max).
     force_k: int | None = Field(default=None, ge=2)
     max_iter: int = Field(default=100, ge=1)
-    #: Convergence tolerance (k-means: total squared centre movement relative to the mean feature variance;
-    #: GaussianMixture: log-likelihood change).
     tol: float = Field(default=1e-4, gt=0)
-    #: Customers are hash-partitioned into ceil(customers / rows_per_partition) sorted partitions before
-    #: the MLlib steps (preprocessing, final BisectingKMeans/GaussianMixture fits, Lloyd refinement), so results
-    #: do not depend on the input's file layout or the cluster's cores. (The sweep's sample is ordered by id.)
     rows_per_partition: int = Field(default=50_000, ge=100)
-    #: The sweep fits and evaluates candidates on at most this many customers (a seeded sample, collected
-    #: to the driver and broadcast to one Spark task per candidate); the chosen K is refined on all customers.
     sample_size: int = Field(default=100_000, ge=100)
-    #: Customers in the seeded sample for the Euclidean silhouette (computed in each candidate's task).
     silhouette_sample_size: int = Field(default=3_000, ge=50, le=20_000)
-    #: Fits per model, each from another seed; the lowest WSSSE (GMM: highest likelihood) is kept, like
-    #: scikit-learn's n_init. More restarts cost time but avoid poor local optima.
     restarts: int = Field(default=5, ge=1)
-    #: Independent repeats of the whole fit (each ``restarts`` fits on fresh seeds); stability is the mean
-    #: adjusted Rand index of their assignments against the kept fit's. 0 skips stability.
     stability_runs: int = Field(default=2, ge=0)
-    #: A segment under this share of customers must be a distinct group (below) for its K to be chosen.
     min_segment_share: float = Field(default=0.02, ge=0, lt=1)
-    #: A small segment is a distinct group, not a fragment, when it holds at least this share of customers and
-    #: its own mean silhouette is at least the candidate's overall silhouette and ``min_silhouette``.
     min_distinct_segment_share: float = Field(default=0.005, ge=0, lt=1)
-    #: Mean adjusted Rand index below this means unstable assignments (weak structure).
     min_stability: float = Field(default=0.8, ge=-1, le=1)
-    #: Sampled Euclidean silhouette below this means weak structure (Kaufman & Rousseeuw: <= 0.25 is
-    #: no substantial structure).
     min_silhouette: float = Field(default=0.25, ge=-1, le=1)
-    #: Silhouette at or above this is reported as strong structure.
     strong_silhouette: float = Field(default=0.5, ge=-1, le=1)
-    #: The silhouette must beat that of a structureless reference (one Gaussian with the sample's mean and
-    #: covariance, clustered the same way) by at least this much, or the structure is weak.
     min_silhouette_gain: float = Field(default=0.10, ge=0, le=2)
-    #: Candidates within this much of the best silhouette count as equally good (sampling noise).
     silhouette_tolerance: float = Field(default=0.02, ge=0, le=1)
-    #: Match new segments to the previous model's centroids so segment ids keep their meaning.
     match_previous: bool = True
 
     @model_validator(mode="after")
@@ -467,28 +437,28 @@ class ModelSettings(_Section):
 
 
 class ScoreSettings(_Section):
-    """What ``segspark score`` scores with."""
+    """What ``segspark score`` scores with.
 
-    #: The saved model (its version, the train run id) to score with; null: the latest published train run's.
+    Each key's meaning: conf/base.yaml, section ``score``.
+    """
+
     model_version: str | None = None
 
 
-#: Levels a profile rule can ask of a feature: its effect size (segment mean minus population mean, in population
-#: standard deviations, on the model's scale) is at least +threshold (high), at most -threshold (low), between
-#: (mid), or not high / not low.
+#: Levels a name or action rule can ask of a feature; what each means: conf/base.yaml, ``profile.level_threshold``.
 Level = Literal["high", "low", "mid", "not_high", "not_low"]
 Play = Literal["retain", "win_back", "upsell", "cross_sell", "nurture", "deprioritise"]
 
 
 class NameRule(_Section):
-    """Segments whose feature levels match every entry of ``when`` are called ``name``; ``{}`` matches all."""
+    """One rule of ``profile.names``: the feature levels ``when`` asks for and the ``name`` it gives."""
 
     name: str = Field(min_length=1)
     when: dict[str, Level] = Field(default_factory=dict)
 
 
 class ActionRule(_Section):
-    """Segments whose feature levels match every entry of ``when`` get ``play``; ``{}`` matches all."""
+    """One rule of ``profile.actions``: the feature levels ``when`` asks for and the ``play`` it gives."""
 
     play: Play
     when: dict[str, Level] = Field(default_factory=dict)
@@ -538,39 +508,30 @@ def _ends_with_catch_all(rules: tuple[_Rule, ...], what: str) -> tuple[_Rule, ..
 
 
 class CrossSellSettings(_Section):
-    """Association rules mined per segment with FP-Growth (``segment_cross_sell``)."""
+    """Association rules mined per segment (``segment_cross_sell``).
 
-    #: Least share of the segment's baskets (invoices) that hold the rule's items.
+    Each key's meaning: conf/base.yaml, section ``profile.cross_sell``.
+    """
+
     min_support: float = Field(default=0.02, gt=0, le=1)
-    #: Least share of baskets with the antecedent that also hold the consequent.
     min_confidence: float = Field(default=0.2, gt=0, le=1)
-    #: Rules kept per segment, by lift, then confidence, then support.
     top_n: int = Field(default=20, ge=1)
 
 
 class ProfileSettings(_Section):
-    """How segments are profiled, named and given actions (``segspark profile``)."""
+    """How segments are profiled, named and given actions.
 
-    #: Clean lines in this many days before as_of_date give each customer's value at stake (their revenue of
-    #: the window, exposed if they lapse), the top products and the cross-sell baskets.
+    Each key's meaning: conf/base.yaml, section ``profile``.
+    """
+
     lookback_days: int = Field(default=365, ge=1)
-    #: ``accuracy`` of Spark's percentile_approx for medians: the rank error is at most 1/accuracy of the rows.
     median_accuracy: int = Field(default=10_000, ge=100)
-    #: |effect size| at or above which a feature is high or low for the name and action rules.
     level_threshold: float = Field(default=0.5, gt=0)
-    #: Distinguishing features listed per segment (largest |effect size| first).
     top_features: int = Field(default=3, ge=1)
-    #: Ordered naming rules: the first whose ``when`` matches names the segment.
     names: tuple[NameRule, ...] = DEFAULT_NAME_RULES
-    #: Name of each segment of a model whose structure is weak (tiers by revenue per customer, 1 = highest):
-    #: bands of one population, not personas.
     weak_name: str = "Value tier {tier} of {tiers}"
-    #: Ordered action rules: the first whose ``when`` matches gives the segment's play.
     actions: tuple[ActionRule, ...] = DEFAULT_ACTION_RULES
-    #: Products kept per segment in ``segment_top_products``.
     top_products: int = Field(default=10, ge=1)
-    #: Product ids that are fees or services, not products (postage, bank charges, manual adjustments): left
-    #: out of ``segment_top_products`` and ``segment_cross_sell``; their lines still count as revenue.
     non_products: list[str] = Field(default_factory=list)
     cross_sell: CrossSellSettings = Field(default_factory=CrossSellSettings)
 
@@ -597,52 +558,45 @@ class ProfileSettings(_Section):
 
 
 class CampaignSettings(_Section):
-    """The campaign audience of each snapshot (``campaign_audiences``) and its measurement."""
+    """The campaign audience of each snapshot and its measurement.
 
-    #: Share of each segment held out as control (is_control), never contacted, to measure the campaign.
+    Each key's meaning: conf/base.yaml, section ``campaign``.
+    """
+
     holdout_share: float = Field(default=0.1, ge=0, lt=1)
-    #: Name of the campaign; with the seed it fixes who is held out. null = the snapshot date, so each
-    #: snapshot's campaign has its own, reproducible holdout.
     name: str | None = None
 
 
 class RunSettings(_Section):
-    """What ``segspark run`` does once features are built."""
+    """What ``segspark run`` does once features are built.
 
-    #: Fit a new model even when the snapshot is later than the latest model's (``--retrain``). Without it,
-    #: ``run`` scores a later snapshot with the latest model and trains only when there is no model yet, the
-    #: model reads an attribute table, or the snapshot is not later than the model's own.
+    Each key's meaning: conf/base.yaml, section ``run``.
+    """
+
     retrain: bool = False
 
 
 class ReportSettings(_Section):
-    """The HTML report (``segspark report``, the last step of ``segspark run``)."""
+    """The HTML report (``segspark report``).
 
-    #: ``segspark run`` ends with the report; false leaves it to ``segspark report``.
+    Each key's meaning: conf/base.yaml, section ``report``.
+    """
+
     enabled: bool = True
-    #: The run whose snapshot to report (``--run-id``); null = the ``--as-of`` snapshot, else the latest.
     run_id: str | None = None
-    #: Customers drawn (by a seeded hash of their id, the same on every layout) for the figures that show
-    #: customers: silhouettes, the two-dimensional view, distributions, correlations, the algorithm comparison.
-    #: Everything else comes from whole-table aggregates. Pairwise distances cost sample_size^2 / 2.
     sample_size: int = Field(default=3_000, ge=100, le=20_000)
-    #: Compare Ward (agglomerative) and DBSCAN with the model on the sample, on the driver (scikit-learn).
     explore: bool = True
-    #: DBSCAN's neighbourhood radius in model units; null = the 90th percentile of each customer's distance to
-    #: its min_samples-th neighbour in the sample.
     dbscan_eps: float | None = Field(default=None, gt=0)
     dbscan_min_samples: int = Field(default=10, ge=2)
 
 
 class CatalogSettings(_Section):
-    """Registering the output tables in a catalog, for SQL and BI tools (``--catalog-db``)."""
+    """Registering the output tables in a catalog.
 
-    #: Database (schema) in the session catalog to register every output table in, as an external table over
-    #: its lakehouse folder, after each command; null registers nothing.
+    Each key's meaning: conf/base.yaml, section ``catalog``.
+    """
+
     database: str | None = None
-    #: When segspark builds the session itself: keep the catalog in a Derby metastore in this folder, so a later
-    #: session with the same setting sees the tables. null = ``<lakehouse>/_metastore`` for a local lakehouse,
-    #: else Spark's in-memory catalog. Under spark-submit the cluster's own catalog (Hive metastore, Glue) is used.
     metastore_dir: str | None = None
 
     @field_validator("database")
@@ -654,13 +608,12 @@ class CatalogSettings(_Section):
 
 
 class MaintainSettings(_Section):
-    """``segspark maintain``: compaction, Z-ordering and clean-up of the lakehouse's tables."""
+    """Compaction, Z-ordering and clean-up of the tables (``segspark maintain``).
 
-    #: Z-order each table's files by customer_id (tables that have it) when compacting: a query for a few
-    #: customers then reads few files. false compacts only (bin-packing).
+    Each key's meaning: conf/base.yaml, section ``maintain``.
+    """
+
     zorder: bool = True
-    #: VACUUM deletes files no table version younger than this needs. Delta refuses less than 168 hours unless
-    #: allowed explicitly (``allow_short_retention``): a shorter window breaks readers and time travel older than it.
     vacuum_retain_hours: int = Field(default=168, ge=0)
     allow_short_retention: bool = False
 
@@ -675,15 +628,13 @@ class MaintainSettings(_Section):
 
 
 class PrivacySettings(_Section):
-    """What personal data reaches the output tables."""
+    """What personal data reaches the output tables.
 
-    #: Replace customer ids in every output table with HMAC-SHA-256(key, id) in hex (64 characters): stable
-    #: for a given key, so joins, re-runs and segment migration keep working; not reversible without the key.
+    Each key's meaning: conf/base.yaml, section ``privacy``.
+    """
+
     pseudonymise_ids: bool = False
-    #: Environment variable holding the key (the key itself is never in config, logs or tables).
     key_env: str = "SEGSPARK_ID_KEY"
-    #: Copy product descriptions (free text) into ``transactions_clean``, where cross-sell rules need them.
-    #: ``false`` leaves that column null and blanks the description column of ``transactions_rejected``.
     keep_descriptions: bool = True
 
     @field_validator("key_env")
@@ -695,7 +646,10 @@ class PrivacySettings(_Section):
 
 
 class TableNames(_Section):
-    """Table names; each table is the Delta folder ``<lakehouse>/<name>``."""
+    """The folder name of each table under the lakehouse.
+
+    Each key's meaning: conf/base.yaml, section ``tables``.
+    """
 
     transactions_clean: str = "transactions_clean"
     transactions_rejected: str = "transactions_rejected"
@@ -714,9 +668,9 @@ class TableNames(_Section):
 
 
 class Config(_Section):
-    """The whole validated configuration of one segspark run."""
+    """The whole validated configuration of one segspark run; the top-level keys are in conf/base.yaml."""
 
-    #: Root folder of every output table and model; an absolute URI once loaded (see :func:`absolute_uri`).
+    #: An absolute URI once loaded (see :func:`absolute_uri`), so validating the default resolves it too.
     lakehouse: str = Field(default="lakehouse", validate_default=True)
     seed: int = 42
     spark: SparkSettings = Field(default_factory=SparkSettings)
@@ -733,7 +687,6 @@ class Config(_Section):
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     maintain: MaintainSettings = Field(default_factory=MaintainSettings)
-    #: Snapshot dates for features (``--as-of``); empty means the day after the latest clean invoice.
     as_of_dates: list[dt.date] = Field(default_factory=list)
 
     #: Whether Hadoop's default file system was local when the paths were resolved (see ``absolute_uri``).
