@@ -51,6 +51,7 @@ from segspark.contracts.stamp import RunStamp
 from segspark.errors import InputError, ReconciliationError
 from segspark.maths import naming
 from segspark.platform import lakehouse, progress, publication
+from segspark.platform.stage_log import StageRun
 from segspark.segmentation.scoring import latest_snapshot
 from segspark.stages.profile import baskets, campaigns, segment_stats
 
@@ -208,7 +209,7 @@ def profile_records(plan: SegmentPlan, config: Config) -> list[dict]:
     return records
 
 
-def run_profile(spark: SparkSession, config: Config, run_id: str, stage=None) -> ProfileResult:
+def run_profile(spark: SparkSession, config: Config, run_id: str, stage: StageRun | None = None) -> ProfileResult:
     """Profile, name and act on one segmented snapshot; write and publish its profile tables."""
     settings = config.profile
     if config.model.input == "attributes":

@@ -31,6 +31,7 @@ from segspark.config.settings import Config
 from segspark.contracts.schemas import CORE_COLUMNS
 from segspark.maths.numbers import number
 from segspark.platform import filesystem, progress
+from segspark.platform.stage_log import StageRun
 from segspark.stages.report import figures as fig
 from segspark.stages.report.analysis import SampleAnalysis, analyse
 from segspark.stages.report.data import ReportData, gather, resolve_target
@@ -66,7 +67,7 @@ def report_folder(config: Config, run_id: str) -> str:
     return f"{config.lakehouse}/reports/{run_id}"
 
 
-def run_report(spark: SparkSession, config: Config, run_id: str, stage=None) -> ReportResult:
+def run_report(spark: SparkSession, config: Config, run_id: str, stage: StageRun | None = None) -> ReportResult:
     """Write the report of ``report.run_id``'s snapshot (else ``--as-of``'s, else the latest)."""
     target = resolve_target(spark, config, config.report.run_id)
     progress.step(f"gathering the report of {target.as_of_date} (run {target.run_id}, model {target.model_version})")

@@ -22,6 +22,7 @@ from segspark.contracts.schemas import AS_OF_DATE, MODEL_VERSION, RUN_ID
 from segspark.contracts.stamp import RunStamp
 from segspark.errors import InputError, ReconciliationError
 from segspark.platform import lakehouse, progress, publication
+from segspark.platform.stage_log import StageRun
 from segspark.segmentation.model import load_model
 from segspark.segmentation.scoring import scoring_input, write_segments
 
@@ -79,7 +80,7 @@ def model_snapshot(spark: SparkSession, config: Config) -> tuple[str, dt.date | 
     return None if latest is None else (latest[MODEL_VERSION], latest[AS_OF_DATE])
 
 
-def run_score(spark: SparkSession, config: Config, run_id: str, stage=None) -> ScoreResult:
+def run_score(spark: SparkSession, config: Config, run_id: str, stage: StageRun | None = None) -> ScoreResult:
     """Score one customer_features snapshot with a saved model into its customer_segments partition."""
     model_version, columns = chosen_model(spark, config)
     customers_df, as_of = scoring_input(spark, config, columns)

@@ -40,6 +40,7 @@ from segspark.errors import ReconciliationError
 from segspark.maths.evaluation import Candidate, choose
 from segspark.maths.local_fits import Evaluated, SweepData
 from segspark.platform import lakehouse, progress, publication
+from segspark.platform.stage_log import StageRun
 from segspark.segmentation.model import (
     FEATURES_COL,
     SCALED_COL,
@@ -179,7 +180,7 @@ class TrainResult:
     ids_from_file_order: bool = False
 
 
-def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> TrainResult:
+def run_train(spark: SparkSession, config: Config, run_id: str, stage: StageRun | None = None) -> TrainResult:
     """Sweep K, choose, fit on all customers, save the model and write its four tables.
 
     The tables: customer_segments, segment_centroids, model_selection and sweep_segments.
