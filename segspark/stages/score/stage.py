@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from segspark.config.settings import Config
 from segspark.contracts.schemas import AS_OF_DATE, MODEL_VERSION, RUN_ID
 from segspark.contracts.stamp import RunStamp
-from segspark.errors import InputError, ReconciliationError
+from segspark.errors import InputError, ReconciliationError, SegsparkError
 from segspark.platform import lakehouse, progress, publication
 from segspark.platform.stage_log import StageRun
 from segspark.segmentation.model import load_model
@@ -33,6 +33,8 @@ log = logging.getLogger("segspark")
 
 @dataclass(frozen=True)
 class ScoreResult:
+    """What one score run wrote: the model, the snapshot, the customers scored and the segment sizes."""
+
     model_version: str
     as_of_date: dt.date
     customers: int
@@ -102,6 +104,8 @@ def run_score(spark: SparkSession, config: Config, run_id: str, stage: StageRun 
         if written != customers:
             raise ReconciliationError(f"customer_segments wrote {written:,} rows for {customers:,} customers")
         version = lakehouse.current_version(spark, path)
+        if version is None:  # the write above has just committed a version
+            raise SegsparkError(f"customer_segments has no Delta table at {path} right after its write")
         sizes = {
             int(r["segment_id"]): int(r["n"])
             for r in lakehouse.read_table(spark, path, version=version)
