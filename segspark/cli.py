@@ -11,7 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TextIO
 
 from segspark import __version__
 from segspark.config.settings import Config, load_config
@@ -134,11 +134,17 @@ class _NotUsed(argparse.Action):
     usage; this says which commands take the option instead.
     """
 
-    def __init__(self, option_strings, dest, users: list[str], **kwargs) -> None:
+    def __init__(self, option_strings: Sequence[str], dest: str, users: list[str], **kwargs: object) -> None:
         super().__init__(option_strings, dest, nargs="?", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         self.users = users
 
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
         raise argparse.ArgumentError(self, f"{parser.prog} does not use it (commands that do: {', '.join(self.users)})")
 
 
@@ -255,6 +261,7 @@ def _epilog(example: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``segspark`` command line: one subcommand per entry of ``COMMANDS``, each with its options."""
     parser = argparse.ArgumentParser(
         prog="segspark",
         description="Customer segmentation on Apache Spark and Delta Lake.",
@@ -318,16 +325,16 @@ def config_from_args(args: argparse.Namespace) -> Config:
     )
 
 
-class _CurrentStderr(logging.StreamHandler):
+class _CurrentStderr(logging.StreamHandler[TextIO]):
     """Writes to whatever ``sys.stderr`` is when a record is emitted (pytest and notebooks replace it), after
     erasing the progress line so the two never share a line."""
 
     @property
-    def stream(self):
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property always wins
+    def stream(self, value: TextIO) -> None:  # StreamHandler.__init__ assigns it; the property always wins
         pass
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -336,6 +343,7 @@ class _CurrentStderr(logging.StreamHandler):
 
 
 def configure_logging(verbose: bool = False) -> None:
+    """Send the ``segspark`` logger's records, INFO and up (DEBUG with ``verbose``), to the current stderr only."""
     handler = _CurrentStderr()
     handler.setFormatter(logging.Formatter("segspark %(levelname)s: %(message)s"))
     log.handlers[:] = [handler]
@@ -359,6 +367,7 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
     from segspark.platform.lakehouse import check_lakehouse
     from segspark.platform.session import build_spark_session, running_under_spark_submit
     from segspark.platform.stage_log import new_run_id
+    from segspark.stages.report.stage import ReportResult
 
     verbose = getattr(args, "verbose", False)
     configure_logging(verbose)
@@ -403,12 +412,15 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
         ):
             if summary:
                 print(summary)
-        if "report" in results:
-            print(f"segspark: report {results['report'].path}")
-        if "maintain" in results:
-            print(maintain_summary(results["maintain"]))
-        if results.get("catalog"):
-            registration = results["catalog"]
+        # run_stages keeps each stage's own result under the stage's name, and the catalog's under "catalog".
+        report = results.get("report")
+        if isinstance(report, ReportResult):
+            print(f"segspark: report {report.path}")
+        maintained = results.get("maintain")
+        if isinstance(maintained, list):
+            print(maintain_summary(maintained))
+        registration = results.get("catalog")
+        if isinstance(registration, catalog.Registration):
             print(f"segspark: {len(registration.tables)} tables registered in catalog database {registration.database}")
         print(f"segspark: run {run_id} finished; tables under {config.lakehouse_local_path or config.lakehouse}")
         return 0
@@ -426,6 +438,8 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``segspark`` console command: parse ``argv`` (default ``sys.argv``), run the command, return its exit
+    code."""
     args = build_parser().parse_args(argv)
     return execute(COMMANDS[args.command][0], args)
 

@@ -5,7 +5,8 @@ Reads only K-row tables (``segment_centroids`` and the chosen ``model_selection`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -15,10 +16,15 @@ from segspark.contracts.schemas import RUN_ID, SEGMENT_ID
 from segspark.maths.numbers import number
 from segspark.platform import publication
 
+if TYPE_CHECKING:  # only maintain's summary needs its result type
+    from segspark.stages.maintain.stage import TableMaintenance
+
 __all__ = ["format_segments", "maintain_summary", "profile_summary", "run_summary"]
 
 
-def format_segments(segments: Sequence[dict], features: Sequence[str], header: str, decision: str | None) -> str:
+def format_segments(
+    segments: Sequence[Mapping[str, Any]], features: Sequence[str], header: str, decision: str | None
+) -> str:
     """A fixed-width table: one line per segment with its customers, share and centroid in original units.
 
     Parameters
@@ -115,7 +121,7 @@ def profile_summary(spark: SparkSession, config: Config, run_id: str) -> str | N
     return "\n".join(lines)
 
 
-def maintain_summary(tables: Sequence) -> str:
+def maintain_summary(tables: Sequence[TableMaintenance]) -> str:
     """What ``segspark maintain`` did, one line per table (:class:`segspark.stages.maintain.stage.TableMaintenance`)."""
     header = f"{'table':<22} {'files before':>12} {'after':>6} {'MB after':>9} {'vacuumed':>9}  per snapshot (max)"
     lines = ["segspark maintain:", header]

@@ -58,6 +58,7 @@ _LITERAL_KEYWORDS = {"TRUE", "FALSE", "NULL"}
 
 
 def where_error(message: str) -> ConfigError:
+    """The usage error for a ``--where`` clause segspark will not run, its message prefixed with ``--where:``."""
     # segspark.errors has no usage-error class of its own; ConfigError is the one the CLI maps to exit 2.
     return ConfigError(f"--where: {message}")
 

@@ -37,8 +37,9 @@ from segspark.contracts.schemas import (
     RUN_ID,
     require_columns,
 )
-from segspark.errors import InputError, ReconciliationError
+from segspark.errors import ConfigError, InputError, ReconciliationError
 from segspark.platform import lakehouse, progress, publication
+from segspark.platform.stage_log import StageRun
 
 __all__ = [
     "FEATURE_INPUT_COLUMNS",
@@ -199,11 +200,19 @@ def quintile_score(value: Column, higher_is_better: bool = True) -> Column:
 
 
 def rfm_segment(r_score: Column, fm_score: Column, rules: tuple[RfmRule, ...]) -> Column:
-    """Name of the first rule whose recency and frequency-monetary ranges hold both scores."""
-    segment = None
+    """Name of the first rule whose recency and frequency-monetary ranges hold both scores.
+
+    Raises
+    ------
+    ConfigError : ``rules`` is empty (the config's validation, which needs the rules to cover every score pair,
+        never lets that through).
+    """
+    segment: Column | None = None
     for rule in rules:
         condition = r_score.between(rule.r[0], rule.r[1]) & fm_score.between(rule.fm[0], rule.fm[1])
         segment = F.when(condition, rule.segment) if segment is None else segment.when(condition, rule.segment)
+    if segment is None:
+        raise ConfigError("config key 'features.rfm_segments' holds no rule")
     return segment
 
 
@@ -244,7 +253,8 @@ def build_customer_features(lines_df: DataFrame, as_of_dates: list[dt.date], set
 
 def default_as_of_date(lines_df: DataFrame) -> dt.date:
     """The day after the latest clean invoice date (one aggregate; Delta can answer it from file statistics)."""
-    latest = lines_df.agg(F.max(INVOICE_DATE)).first()[0]
+    row = lines_df.agg(F.max(INVOICE_DATE)).first()  # a global aggregate: one row, even over no lines
+    latest: dt.date | None = None if row is None else row[0]
     if latest is None:
         raise InputError("transactions_clean is empty: run ingest first or check the input")
     return latest + dt.timedelta(days=1)
@@ -252,6 +262,8 @@ def default_as_of_date(lines_df: DataFrame) -> dt.date:
 
 @dataclass(frozen=True)
 class FeatureCounts:
+    """Customers per snapshot date: those kept (with a purchase) and those dropped for having only returns."""
+
     customers: dict[dt.date, int]
     returns_only_customers: dict[dt.date, int]
 
@@ -272,7 +284,7 @@ def snapshot_counts(customers_df: DataFrame) -> FeatureCounts:
     )
 
 
-def run_features(spark: SparkSession, config: Config, run_id: str, stage=None) -> FeatureCounts:
+def run_features(spark: SparkSession, config: Config, run_id: str, stage: StageRun | None = None) -> FeatureCounts:
     """Build ``customer_features`` for the configured snapshot dates, replacing only those partitions."""
     lines_df = publication.read_published(spark, config, "transactions_clean")
     if not config.as_of_dates:

@@ -53,7 +53,7 @@ def require_path(source: SourceSettings) -> str:
 
 
 def uri_scheme(path: str) -> str | None:
-    """The lower-case URI scheme of ``path``, or None; a one-letter "scheme" is a Windows drive (``C:\\data``)."""
+    r"""The lower-case URI scheme of ``path``, or None; a one-letter "scheme" is a Windows drive (``C:\data``)."""
     match = _SCHEME.match(path)
     return match.group(1).lower() if match and len(match.group(1)) > 1 else None
 
@@ -68,7 +68,8 @@ def local_path(path: str) -> str:
 
 def expand_braces(pattern: str) -> list[str]:
     """Hadoop glob alternation: ``a{b,c{d,e}}`` -> ``ab``, ``acd``, ``ace``. Python's glob lacks it."""
-    depth, start = 0, None
+    # ``start`` is set at the opening brace before its closing brace can bring ``depth`` back to 0.
+    depth, start = 0, 0
     for i, char in enumerate(pattern):
         if char == "\\":
             continue
@@ -113,6 +114,7 @@ def matched_files(path: str) -> Iterator[Path]:
 
 
 def is_zip(file: Path) -> bool:
+    """Whether ``file`` is a zip archive, by its ``.zip`` suffix or its first bytes; False if it cannot be read."""
     if file.suffix.lower() == ".zip":
         return True
     try:

@@ -60,6 +60,7 @@ from segspark.contracts.schemas import (
 from segspark.errors import InputError, InputPathError, ReconciliationError, RejectThresholdError, SchemaError
 from segspark.platform import lakehouse, privacy, progress, publication
 from segspark.platform.compat import try_cast
+from segspark.platform.stage_log import StageRun
 from segspark.stages.ingest.preflight import require_path
 
 __all__ = [
@@ -407,6 +408,7 @@ class IngestCounts:
 
     @property
     def rows_rejected(self) -> int:
+        """Lines rejected for any reason: the sum of ``rejected_by_reason``."""
         return sum(self.rejected_by_reason.values())
 
 
@@ -523,7 +525,7 @@ def describe_reason(
     return f"{text}, e.g. {shown} ({hint})"
 
 
-def run_ingest(spark: SparkSession, config: Config, run_id: str, stage=None) -> IngestCounts:
+def run_ingest(spark: SparkSession, config: Config, run_id: str, stage: StageRun | None = None) -> IngestCounts:
     """Ingest the configured source into the clean and rejected tables.
 
     Parameters

@@ -21,13 +21,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
+from typing import Any, cast
 
 from delta.tables import DeltaTable
 from pyspark.sql import SparkSession
 
 from segspark.config.settings import Config
 from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_ID, PUBLISHED_TABLES, TABLE_NAMES, TABLE_SPECS
+from segspark.errors import SegsparkError
 from segspark.platform import lakehouse, progress, publication
+from segspark.platform.stage_log import StageRun
 
 __all__ = ["TableMaintenance", "compact_table", "files_per_snapshot", "run_maintain", "vacuum_table"]
 
@@ -36,6 +39,8 @@ log = logging.getLogger("segspark")
 
 @dataclass(frozen=True)
 class TableMaintenance:
+    """What maintaining one table did: versions, data files and bytes before and after, and the vacuum's count."""
+
     table: str
     version_before: int
     version_after: int
@@ -57,7 +62,9 @@ _LISTING = "spark.sql.sources.parallelPartitionDiscovery.parallelism"
 _LISTING_DEFAULT = "10000"
 
 
-def run_maintain(spark: SparkSession, config: Config, run_id: str, stage=None) -> list[TableMaintenance]:
+def run_maintain(
+    spark: SparkSession, config: Config, run_id: str, stage: StageRun | None = None
+) -> list[TableMaintenance]:
     """Maintain every existing table; publish the compacted versions of the published tables.
 
     Every table is compacted first and the compacted versions published, then every table is vacuumed and
@@ -67,16 +74,17 @@ def run_maintain(spark: SparkSession, config: Config, run_id: str, stage=None) -
     """
     tables = [(t, config.table_path(t)) for t in TABLE_NAMES]
     tables = [(t, path) for t, path in tables if lakehouse.table_exists(spark, path)]
-    listing = spark.conf.get(_LISTING, _LISTING_DEFAULT)
+    # RuntimeConfig.get with a str default never returns None; pyspark's stubs type it Optional regardless.
+    listing = cast(str, spark.conf.get(_LISTING, _LISTING_DEFAULT))
     if listing == _LISTING_DEFAULT:  # not chosen by the user: a few tasks per core
         spark.conf.set(_LISTING, str(max(8, 4 * spark.sparkContext.defaultParallelism)))
     try:
-        compacted = []
+        compacted: list[TableMaintenance] = []
         for table, path in tables:
             progress.step(f"compacting {table}")
             compacted.append(compact_table(spark, config, table, path))
         _publish(spark, config, run_id, compacted)
-        done = []
+        done: list[TableMaintenance] = []
         for table, path in tables:
             progress.step(f"vacuuming {table}")
             done.append(vacuum_table(spark, config, path, compacted[len(done)]))
@@ -129,7 +137,7 @@ def compact_table(spark: SparkSession, config: Config, table: str, path: str) ->
     return TableMaintenance(
         table=table,
         version_before=before["version"],
-        version_after=lakehouse.current_version(spark, path),
+        version_after=_version(spark, path),
         files_before=before["numFiles"],
         files_after=before["numFiles"],
         bytes_before=before["sizeInBytes"],
@@ -159,9 +167,19 @@ def vacuum_table(spark: SparkSession, config: Config, path: str, compacted: Tabl
     )
 
 
-def _detail(spark: SparkSession, delta: DeltaTable, path: str) -> dict:
-    row = delta.detail().select("numFiles", "sizeInBytes", "partitionColumns", "properties").first()
+def _version(spark: SparkSession, path: str) -> int:
+    """Latest version of a table maintain found existing; SegsparkError if it has vanished since."""
     version = lakehouse.current_version(spark, path)
+    if version is None:
+        raise SegsparkError(f"the Delta table at {path} disappeared while maintain was working on it")
+    return version
+
+
+def _detail(spark: SparkSession, delta: DeltaTable, path: str) -> dict[str, Any]:
+    row = delta.detail().select("numFiles", "sizeInBytes", "partitionColumns", "properties").first()
+    if row is None:  # DESCRIBE DETAIL is one row per table
+        raise SegsparkError(f"DESCRIBE DETAIL returned no row for the Delta table at {path}")
+    version = _version(spark, path)
     return {
         "numFiles": int(row["numFiles"]),
         "sizeInBytes": int(row["sizeInBytes"]),
@@ -187,7 +205,7 @@ def _set_properties(
 def _vacuum(spark: SparkSession, delta: DeltaTable, hours: int) -> int:
     """VACUUM the table with ``hours`` of retention; returns how many files it deleted (from its own log entry)."""
     check = "spark.databricks.delta.retentionDurationCheck.enabled"
-    previous = spark.conf.get(check, "true")
+    previous = cast(str, spark.conf.get(check, "true"))  # a str default: never None (see run_maintain)
     if hours < 168:  # allowed by maintain.allow_short_retention (checked when the config was loaded)
         spark.conf.set(check, "false")
     # VACUUM START / END entries in the table's history: the count of deleted files comes from there.
@@ -197,6 +215,8 @@ def _vacuum(spark: SparkSession, delta: DeltaTable, hours: int) -> int:
     finally:
         spark.conf.set(check, previous)
     last = delta.history(1).select("operation", "operationMetrics").first()
+    if last is None:  # the vacuum just committed its own entries
+        raise SegsparkError("the Delta table's history is empty right after its VACUUM")
     metrics = last["operationMetrics"] or {}
     return int(metrics.get("numDeletedFiles", 0)) if last["operation"] == "VACUUM END" else 0
 
@@ -215,6 +235,8 @@ def files_per_snapshot(spark: SparkSession, path: str) -> tuple[int, int]:
         .agg({"count": "max", AS_OF_DATE: "count"})
         .first()
     )
+    if row is None:  # a global aggregate is one row, even over no rows
+        raise SegsparkError(f"counting the files per snapshot of {path} returned no row")
     return int(row[f"count({AS_OF_DATE})"] or 0), int(row["max(count)"] or 0)
 
 

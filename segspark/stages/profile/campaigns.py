@@ -112,4 +112,6 @@ def campaign_outcomes(audience_df: DataFrame, lines_df: DataFrame, start: dt.dat
 
 def previous_snapshot(audiences_df: DataFrame, as_of: dt.date) -> dt.date | None:
     """The latest audience snapshot before ``as_of`` (one aggregate row), or None."""
-    return audiences_df.filter(F.col(AS_OF_DATE) < F.lit(as_of)).agg(F.max(AS_OF_DATE)).first()[0]
+    row = audiences_df.filter(F.col(AS_OF_DATE) < F.lit(as_of)).agg(F.max(AS_OF_DATE)).first()
+    earlier: dt.date | None = None if row is None else row[0]  # a global aggregate: one row, null over none
+    return earlier

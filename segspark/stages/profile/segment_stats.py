@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Row
 from pyspark.sql import functions as F
 
 from segspark.contracts.schemas import (
@@ -174,11 +174,13 @@ class SnapshotStats:
     exact: dict[int, tuple[Decimal, Decimal]]
 
 
-def to_segment_stats(rows: Sequence, rfm_rows: Sequence, columns: Sequence[str], has_previous: bool) -> SnapshotStats:
+def to_segment_stats(
+    rows: Sequence[Row], rfm_rows: Sequence[Row], columns: Sequence[str], has_previous: bool
+) -> SnapshotStats:
     """Read the collected :func:`segment_stat_rows` (K + 1) and :func:`dominant_rfm_segments` rows."""
     total = next(r for r in rows if r[SEGMENT_ID] is None)
 
-    def stats(row, with_effect: bool) -> dict[str, FeatureStat]:
+    def stats(row: Row, with_effect: bool) -> dict[str, FeatureStat]:
         out = {}
         for c in columns:
             sd = total[f"scale_sd__{c}"]
@@ -188,7 +190,7 @@ def to_segment_stats(rows: Sequence, rfm_rows: Sequence, columns: Sequence[str],
             out[c] = FeatureStat(row[f"mean__{c}"], row[f"median__{c}"], effect)
         return out
 
-    def record(row, segment_id) -> SegmentStats:
+    def record(row: Row, segment_id: int | None) -> SegmentStats:
         return SegmentStats(
             segment_id=segment_id,
             customers=int(row["customers"]),
@@ -217,5 +219,5 @@ def to_segment_stats(rows: Sequence, rfm_rows: Sequence, columns: Sequence[str],
     )
 
 
-def _cents(value) -> Decimal:
+def _cents(value: Decimal | float | None) -> Decimal:
     return Decimal(value or 0).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)

@@ -48,9 +48,11 @@ from segspark.contracts.schemas import (
     TableSpec,
 )
 from segspark.contracts.stamp import RunStamp
-from segspark.errors import InputError, ReconciliationError
+from segspark.errors import InputError, ReconciliationError, SegsparkError
 from segspark.maths import naming
+from segspark.maths.naming import SegmentStats
 from segspark.platform import lakehouse, progress, publication
+from segspark.platform.stage_log import StageRun
 from segspark.segmentation.scoring import latest_snapshot
 from segspark.stages.profile import baskets, campaigns, segment_stats
 
@@ -90,6 +92,8 @@ class ProfileFrames:
 
 @dataclass(frozen=True)
 class ProfileResult:
+    """What one profile run wrote: the snapshot and model profiled, each segment's name and play, the customers."""
+
     as_of_date: dt.date
     model_version: str
     #: segment id -> name, play, priority.
@@ -103,6 +107,13 @@ def profiled_columns(model_columns: list[str], features_df: DataFrame) -> list[s
     numeric = {f.name for f in features_df.schema.fields if isinstance(f.dataType, _NUMERIC)}
     extra = [c for c in model_columns if c in numeric and c not in CORE_COLUMNS]
     return [*CORE_COLUMNS, *extra]
+
+
+def _segment_id(p: SegmentStats) -> int:
+    """The id of a segment's figures; only the population's figures have none."""
+    if p.segment_id is None:
+        raise SegsparkError("the population's figures were taken for a segment's")
+    return p.segment_id
 
 
 def _snapshot(spark: SparkSession, config: Config) -> tuple[DataFrame, dt.date, str]:
@@ -149,17 +160,18 @@ def _write(spec: TableSpec, df: DataFrame, config: Config, table: str, as_of: dt
     return result.version
 
 
-def profile_records(plan: SegmentPlan, config: Config) -> list[dict]:
+def profile_records(plan: SegmentPlan, config: Config) -> list[dict[str, object]]:
     """One dict per segment in the segment_profiles schema (without the stamp's columns)."""
     settings = config.profile
     figures, names, actions = plan.figures, plan.names, plan.actions
     structure, previous_as_of = plan.structure, plan.previous_as_of
     population = figures.population
-    records = []
+    records: list[dict[str, object]] = []
     for p in figures.segments:
+        segment_id = _segment_id(p)
         ranked = naming.ranked_features(p)
-        recency = figures.recency[p.segment_id]
-        rfm_name, rfm_share = figures.dominant_rfm.get(p.segment_id, (None, None))
+        recency = figures.recency[segment_id]
+        rfm_name, rfm_share = figures.dominant_rfm.get(segment_id) or (None, None)
         feature_rows = [
             {
                 "feature": f,
@@ -173,17 +185,17 @@ def profile_records(plan: SegmentPlan, config: Config) -> list[dict]:
             }
             for rank, f in enumerate(ranked, start=1)
         ]
-        action = actions[p.segment_id]
+        action = actions[segment_id]
         records.append(
             {
-                SEGMENT_ID: p.segment_id,
-                SEGMENT_NAME: names[p.segment_id],
+                SEGMENT_ID: segment_id,
+                SEGMENT_NAME: names[segment_id],
                 "structure": structure,
                 "customers": p.customers,
                 "customer_share": p.customers / population.customers,
-                "revenue": figures.exact[p.segment_id][0],
+                "revenue": figures.exact[segment_id][0],
                 "revenue_share": p.revenue / population.revenue if population.revenue else None,
-                "value_at_stake": figures.exact[p.segment_id][1],
+                "value_at_stake": figures.exact[segment_id][1],
                 "value_at_stake_share": p.value_at_stake / population.value_at_stake
                 if population.value_at_stake
                 else None,
@@ -208,7 +220,7 @@ def profile_records(plan: SegmentPlan, config: Config) -> list[dict]:
     return records
 
 
-def run_profile(spark: SparkSession, config: Config, run_id: str, stage=None) -> ProfileResult:
+def run_profile(spark: SparkSession, config: Config, run_id: str, stage: StageRun | None = None) -> ProfileResult:
     """Profile, name and act on one segmented snapshot; write and publish its profile tables."""
     settings = config.profile
     if config.model.input == "attributes":
@@ -221,9 +233,8 @@ def run_profile(spark: SparkSession, config: Config, run_id: str, stage=None) ->
     all_features_df = publication.read_published(spark, config, "customer_features")
     features_df = all_features_df.filter(F.col(AS_OF_DATE) == F.lit(as_of))
     columns = profiled_columns(model_columns, all_features_df)
-    previous_as_of = (
-        all_features_df.filter(F.col(AS_OF_DATE) < F.lit(as_of)).agg(F.max(AS_OF_DATE)).first()[0]  # one row
-    )
+    earlier = all_features_df.filter(F.col(AS_OF_DATE) < F.lit(as_of)).agg(F.max(AS_OF_DATE)).first()  # one row
+    previous_as_of: dt.date | None = None if earlier is None else earlier[0]
     previous_df = (
         all_features_df.filter(F.col(AS_OF_DATE) == F.lit(previous_as_of)) if previous_as_of is not None else None
     )
@@ -268,9 +279,10 @@ def run_profile(spark: SparkSession, config: Config, run_id: str, stage=None) ->
             result = _write_tables(spark, config, RunStamp(run_id, as_of, model_version), plan, frames)
     finally:
         members_df.unpersist()
-    for p in sorted(figures.segments, key=lambda p: actions[p.segment_id].priority):
-        a = actions[p.segment_id]
-        log.info("segment %s %r: %s (priority %d): %s", p.segment_id, names[p.segment_id], a.play, a.priority, a.reason)
+    for p in sorted(figures.segments, key=lambda p: actions[_segment_id(p)].priority):
+        segment_id = _segment_id(p)
+        a = actions[segment_id]
+        log.info("segment %s %r: %s (priority %d): %s", segment_id, names[segment_id], a.play, a.priority, a.reason)
     if stage is not None:
         stage.rows_in = figures.population.customers
         stage.rows_out = len(figures.segments)
@@ -299,6 +311,8 @@ def _write_tables(
     if results_version is not None:
         versions["campaign_results"] = results_version
     population = plan.figures.population
+    if stamp.model_version is None:  # profile's stamp carries the model of the snapshot it profiles
+        raise SegsparkError(f"profile of {stamp.as_of} was stamped without a model version")
     publication.publish(
         spark,
         config,
@@ -412,6 +426,8 @@ def _write_campaign_results(
     progress.step(f"measuring the campaign of {measured} at {stamp.as_of}")
     earlier_audience_df = earlier_df.filter(F.col(AS_OF_DATE) == F.lit(measured))
     first = earlier_audience_df.select("campaign", MODEL_VERSION).first()  # one row
+    if first is None:  # previous_snapshot found this snapshot among the audience's dates
+        raise SegsparkError(f"campaign_audiences has no row for {measured}, the snapshot it was found at")
     results_stamp = replace(stamp, as_of=measured, model_version=first[MODEL_VERSION])
     outcomes_df = campaigns.campaign_outcomes(earlier_audience_df, lines_df, measured, stamp.as_of)
     outcome_df = results_stamp.on(

@@ -9,6 +9,7 @@ Ward and DBSCAN need all pairwise distances and run here only, for comparison: t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,9 @@ import pandas as pd
 from segspark.config.settings import ModelSettings, ReportSettings
 from segspark.maths.evaluation import adjusted_rand_index, silhouette_samples
 from segspark.maths.local_fits import FitParams, fit_best_local
+
+if TYPE_CHECKING:  # data imports Spark; this module computes on the driver's arrays only
+    from segspark.stages.report.data import Sample
 
 __all__ = [
     "DBSCAN_EPS_PERCENTILE",
@@ -63,6 +67,12 @@ class AlgorithmResult:
 
 @dataclass(frozen=True)
 class SampleAnalysis:
+    """What the report computes from the sample on the driver.
+
+    Each customer's silhouette and their mean (None for fewer than two customers), the principal-component
+    projection, the feature correlations and the other algorithms' fits at the chosen K.
+    """
+
     silhouettes: np.ndarray | None
     mean_silhouette: float | None
     projection: Projection
@@ -121,7 +131,9 @@ def matched_labels(labels: np.ndarray, segments: np.ndarray) -> np.ndarray:
     return np.array([mapping.get(int(x), -1) for x in labels], dtype=int)
 
 
-def _result(algorithm: str, points: np.ndarray, labels: np.ndarray, segments: np.ndarray, parameters: str):
+def _result(
+    algorithm: str, points: np.ndarray, labels: np.ndarray, segments: np.ndarray, parameters: str
+) -> AlgorithmResult:
     labels = matched_labels(labels, segments)
     kept = labels >= 0
     clusters = int(len(np.unique(labels[kept])))
@@ -189,7 +201,7 @@ def correlation(transformed: pd.DataFrame) -> pd.DataFrame:
         return transformed.astype(float).corr()
 
 
-def analyse(sample, k: int, model: ModelSettings, report: ReportSettings, seed: int) -> SampleAnalysis:
+def analyse(sample: Sample, k: int, model: ModelSettings, report: ReportSettings, seed: int) -> SampleAnalysis:
     """Everything the report computes from ``sample`` (a :class:`segspark.stages.report.data.Sample`)."""
     scores = silhouette_samples(sample.points, sample.segment_ids) if len(sample.points) >= 2 else None
     return SampleAnalysis(

@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 
 from segspark.config.settings import Config
@@ -33,7 +35,7 @@ from segspark.contracts.schemas import (
     SEGMENT_ID,
     SEGMENT_NAME,
 )
-from segspark.errors import ConfigError, InputError, SchemaError
+from segspark.errors import ConfigError, InputError, SchemaError, SegsparkError
 from segspark.platform import lakehouse, publication
 from segspark.segmentation.model import (
     FEATURES_COL,
@@ -84,6 +86,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class DataQuality:
+    """The input's figures for the report: ingest's counts and rejects, the invoice span, returns and value."""
+
     rows_in: int | None
     rows_clean: int | None
     rejected_by_reason: dict[str, int]
@@ -100,6 +104,8 @@ class DataQuality:
 
 @dataclass(frozen=True)
 class ReportData:
+    """Everything the report shows of one snapshot, gathered from the published tables as small pandas frames."""
+
     target: Target
     lakehouse: str
     algorithm: str
@@ -128,6 +134,20 @@ class ReportData:
     previous_as_of: dt.date | None
     #: Customers per (from segment, to segment) between the previous snapshot and this one; -1 = none.
     migration: pd.DataFrame | None
+
+
+def _aggregate_row(aggregated_df: DataFrame) -> Row:
+    """The one row of a global aggregate (Spark returns one even over no rows); SegsparkError if it does not."""
+    row = aggregated_df.first()
+    if row is None:
+        raise SegsparkError("a global aggregate returned no row")
+    return row
+
+
+def _latest_date(segments_df: DataFrame) -> dt.date | None:
+    """The latest as_of_date of ``segments_df`` (one aggregate row), None when it has no rows."""
+    latest: dt.date | None = _aggregate_row(segments_df.agg(F.max(AS_OF_DATE)))[0]
+    return latest
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -172,7 +192,7 @@ def resolve_target(spark: SparkSession, config: Config, run_id: str | None) -> T
                 + (f"; the latest runs that did: {listed}" if listed else "")
             )
         return Target(run_id, rows[0][AS_OF_DATE], rows[0][MODEL_VERSION])
-    as_of = max(config.as_of_dates) if config.as_of_dates else segments_df.agg(F.max(AS_OF_DATE)).first()[0]
+    as_of = max(config.as_of_dates) if config.as_of_dates else _latest_date(segments_df)
     if as_of is None:
         raise InputError(f"customer_segments in {config.lakehouse} is empty: run 'segspark train' first")
     row = (
@@ -265,8 +285,8 @@ def _segments(
         .collect()  # one row per segment
     }
     total = sum(n for n, _ in sizes.values())
-    profiles: dict[int, dict] = {}
-    feature_rows: list[dict] = []
+    profiles: dict[int, dict[str, Any]] = {}
+    feature_rows: list[dict[str, Any]] = []
     if publication.is_published(spark, config, "segment_profiles"):
         for r in (
             publication.read_published(spark, config, "segment_profiles")
@@ -305,14 +325,13 @@ def _segments(
     return pd.DataFrame(records), features
 
 
-def _float(value) -> float:
+def _float(value: float | Decimal | None) -> float:
     return float("nan") if value is None else float(value)
 
 
 def _sample(spark: SparkSession, config: Config, segments_df: DataFrame, model_version: str, as_of: dt.date) -> Sample:
     """The report's customer sample, scored by the saved model: the ``report.sample_size`` smallest seeded
     hashes of the ids (with the same seed and size as model.silhouette_sample_size, train's silhouette sample)."""
-
     if not publication.is_published(spark, config, "customer_features"):
         raise SchemaError(
             "this lakehouse has no customer_features to draw customers from (a model trained on an attribute "
@@ -338,14 +357,16 @@ def _sample(spark: SparkSession, config: Config, segments_df: DataFrame, model_v
     # The published segment id rides along as _segment: the model adds its own segment_id column.
     scored_df = model.transform(sampled_df.withColumnRenamed(SEGMENT_ID, "_segment"))
     transformed = (
-        vector_to_array(STANDARDISED_COL) if STANDARDISED_COL in scored_df.columns else F.array().cast("array<double>")
+        vector_to_array(F.col(STANDARDISED_COL))
+        if STANDARDISED_COL in scored_df.columns
+        else F.array().cast("array<double>")
     )
     pdf = (
         scored_df.select(
             CUSTOMER_ID,
             F.col("_segment").alias(SEGMENT_ID),
             F.col("prediction").cast("int").alias("_prediction"),
-            vector_to_array(FEATURES_COL).alias("_points"),
+            vector_to_array(F.col(FEATURES_COL)).alias("_points"),
             transformed.alias("_transformed"),
             *[F.col(quote(c)).cast("double").alias(c) for c in numeric],
         )
@@ -404,9 +425,8 @@ def _quality(spark: SparkSession, config: Config, as_of: dt.date) -> DataQuality
     counts = ingest.get("counts") or {}
     rejected_by_reason, examples = _rejects(publication.read_published(spark, config, "transactions_rejected"))
     amount = F.col(LINE_AMOUNT).cast("double")
-    row = (
-        publication.read_published(spark, config, "transactions_clean")
-        .agg(
+    row = _aggregate_row(
+        publication.read_published(spark, config, "transactions_clean").agg(
             F.min(INVOICE_DATE).alias("first"),
             F.max(INVOICE_DATE).alias("last"),
             F.count(F.lit(1)).alias("lines"),
@@ -414,7 +434,6 @@ def _quality(spark: SparkSession, config: Config, as_of: dt.date) -> DataQuality
             F.sum(F.when(F.col(IS_RETURN), F.abs(amount)).otherwise(0.0)).alias("returned"),
             F.sum(F.when(~F.col(IS_RETURN), amount).otherwise(0.0)).alias("purchased"),
         )
-        .first()  # one row
     )
     return DataQuality(
         rows_in=counts.get("rows_in"),
@@ -481,7 +500,7 @@ def _sizes_over_time(spark: SparkSession, config: Config) -> pd.DataFrame:
 def _migration(spark: SparkSession, config: Config, as_of: dt.date) -> tuple[dt.date | None, pd.DataFrame | None]:
     """Customers per (segment at the previous snapshot, segment now); -1 stands for "not in that snapshot"."""
     segments_df = publication.read_published(spark, config, "customer_segments")
-    previous = segments_df.filter(F.col(AS_OF_DATE) < F.lit(as_of)).agg(F.max(AS_OF_DATE)).first()[0]
+    previous = _latest_date(segments_df.filter(F.col(AS_OF_DATE) < F.lit(as_of)))
     if previous is None:
         return None, None
     before = segments_df.filter(F.col(AS_OF_DATE) == F.lit(previous)).select(

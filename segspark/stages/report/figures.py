@@ -232,7 +232,7 @@ def stability_by_k(selection: pd.DataFrame) -> Figure:
 
 
 def silhouette_plot(values: np.ndarray, segment_ids: np.ndarray, colours: Mapping[int, str],
-                    labels: Mapping[int, str], mean: float) -> Figure:
+                    labels: Mapping[int, str], mean: float | None) -> Figure:
     """The classic silhouette plot: each segment's members' silhouettes, sorted, as one filled block.
 
     Parameters
@@ -243,8 +243,8 @@ def silhouette_plot(values: np.ndarray, segment_ids: np.ndarray, colours: Mappin
         Segment id per customer, same length.
     colours, labels : dict
         Segment id -> colour and display name.
-    mean : float
-        The mean silhouette, drawn as a dashed vertical line (the values' mean when not finite).
+    mean : float or None
+        The mean silhouette, drawn as a dashed vertical line (the values' mean when None or not finite).
 
     Returns
     -------
@@ -282,8 +282,9 @@ def silhouette_plot(values: np.ndarray, segment_ids: np.ndarray, colours: Mappin
 
 def _pc_label(i: int, explained: tuple[float, float] | None) -> str:
     share = explained[i - 1] if explained is not None and len(explained) >= i else None
-    ok = share is not None and np.isfinite(share)
-    return f"PC{i} ({share * 100:.0f}% of variance)" if ok else f"PC{i}"
+    if share is not None and np.isfinite(share):
+        return f"PC{i} ({share * 100:.0f}% of variance)"
+    return f"PC{i}"
 
 
 def pca_scatter(coords: np.ndarray, segment_ids: np.ndarray, centroids: np.ndarray, centroid_ids: np.ndarray,

@@ -9,11 +9,21 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import math
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from html import escape
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from segspark.maths.numbers import number, percent
+
+if TYPE_CHECKING:  # for the annotations only: the page is text made from the gathered values
+    from segspark.stages.report.analysis import SampleAnalysis
+    from segspark.stages.report.data import ReportData
+
+#: Figure key -> (file name, PNG bytes), as :func:`segspark.stages.report.stage.draw_figures` returns them.
+Figures = Mapping[str, tuple[str, bytes]]
 
 __all__ = ["ALGORITHM_NAMES", "SECTIONS", "VERDICTS", "render", "segment_label"]
 
@@ -72,7 +82,7 @@ border-radius:2px;margin-right:6px;vertical-align:-.1em}nav ol{columns:2;margin:
 """
 
 
-def _figure(figures: dict[str, tuple[str, bytes]], key: str, caption: str) -> str:
+def _figure(figures: Figures, key: str, caption: str) -> str:
     if key not in figures:
         return ""
     filename, png = figures[key]
@@ -84,7 +94,7 @@ def _figure(figures: dict[str, tuple[str, bytes]], key: str, caption: str) -> st
     )
 
 
-def _table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozenset(), cls: str = "") -> str:
+def _table(headers: list[str], rows: list[list[str]], numeric: AbstractSet[int] = frozenset(), cls: str = "") -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join(
         "<tr>"
@@ -97,11 +107,16 @@ def _table(headers: list[str], rows: list[list[str]], numeric: set[int] = frozen
 
 
 def segment_label(segment_id: int, name: str) -> str:
+    """A segment as the report names it everywhere: its name, then its id in brackets."""
     return f"{name} ({segment_id})"
 
 
 def render(
-    data, analysis, figures: dict[str, tuple[str, bytes]], colours: dict[int, str], generated_at: dt.datetime
+    data: ReportData,
+    analysis: SampleAnalysis | None,
+    figures: Figures,
+    colours: Mapping[int, str],
+    generated_at: dt.datetime,
 ) -> str:
     """The whole page for ``data`` (:class:`ReportData`) and ``analysis`` (:class:`SampleAnalysis` or None)."""
     parts = [
@@ -134,10 +149,11 @@ def _section(key: str, body: str) -> str:
     return f'<section id="{key}"><h2>{escape(title)}</h2>{body}</section>'
 
 
-def _summary(data, figures, colours) -> str:
+def _summary(data: ReportData, figures: Figures, colours: Mapping[int, str]) -> str:
     quality = data.quality
     window = "n/a"
-    if quality is not None and quality.first_invoice is not None:
+    # The first and last invoice dates are the min and max of one column: both null or neither.
+    if quality is not None and quality.first_invoice is not None and quality.last_invoice is not None:
         window = f"{quality.first_invoice.isoformat()} to {quality.last_invoice.isoformat()}"
     chosen = data.selection[data.selection["is_chosen"]].iloc[0]
     kpis = [
@@ -185,7 +201,7 @@ def _summary(data, figures, colours) -> str:
     return _section("summary", body)
 
 
-def _trained_on(data) -> str:
+def _trained_on(data: ReportData) -> str:
     if data.trained_on is None or data.trained_on == data.target.as_of_date:
         return ""
     return (
@@ -195,7 +211,7 @@ def _trained_on(data) -> str:
     )
 
 
-def _choosing_k(data, figures) -> str:
+def _choosing_k(data: ReportData, figures: Figures) -> str:
     selection = data.selection
     rows = [
         [
@@ -227,7 +243,7 @@ def _choosing_k(data, figures) -> str:
     return _section("choosing-k", body)
 
 
-def _silhouette(data, analysis, figures) -> str:
+def _silhouette(data: ReportData, analysis: SampleAnalysis | None, figures: Figures) -> str:
     if analysis is None or analysis.silhouettes is None:
         return _section("silhouette", f'<p class="note">{escape(data.sample_note or "No sample to show.")}</p>')
     chosen = data.selection[data.selection["is_chosen"]].iloc[0]
@@ -242,7 +258,7 @@ def _silhouette(data, analysis, figures) -> str:
     return _section("silhouette", body)
 
 
-def _customers_2d(data, analysis, figures) -> str:
+def _customers_2d(data: ReportData, analysis: SampleAnalysis | None, figures: Figures) -> str:
     if analysis is None:
         return _section("customers-2d", f'<p class="note">{escape(data.sample_note or "No sample to show.")}</p>')
     a, b = analysis.projection.explained
@@ -256,7 +272,7 @@ def _customers_2d(data, analysis, figures) -> str:
     return _section("customers-2d", body)
 
 
-def _profiles(data, figures, colours) -> str:
+def _profiles(data: ReportData, figures: Figures, colours: Mapping[int, str]) -> str:
     segments = data.segments
     if segments["play"].isna().all():
         return _section(
@@ -283,7 +299,7 @@ def _profiles(data, figures, colours) -> str:
     return _section("profiles", body)
 
 
-def _exploration(data, figures) -> str:
+def _exploration(data: ReportData, figures: Figures) -> str:
     body = ""
     if data.sample is not None:
         body += (
@@ -302,9 +318,10 @@ def _exploration(data, figures) -> str:
     return _section("exploration", body or '<p class="note">No customer features to explore.</p>')
 
 
-def _algorithms(data, analysis, figures) -> str:
+def _algorithms(data: ReportData, analysis: SampleAnalysis | None, figures: Figures) -> str:
     if analysis is None or not analysis.algorithms:
         return _section("algorithms", '<p class="note">Too few sampled customers to compare algorithms.</p>')
+    sampled = 0 if data.sample is None else len(data.sample.points)  # an analysis is made only of a sample
     rows = [
         [
             escape(ALGORITHM_NAMES.get(r.algorithm, r.algorithm)),
@@ -318,7 +335,7 @@ def _algorithms(data, analysis, figures) -> str:
         for r in analysis.algorithms
     ]
     body = (
-        f"<p>What other algorithms find on the same {number(len(data.sample.points), 0)} sampled customers at "
+        f"<p>What other algorithms find on the same {number(sampled, 0)} sampled customers at "
         f"K={data.k}: "
         "their silhouette, their cluster sizes and their agreement with the model's segments (adjusted Rand "
         "index: 1 = the same partition, 0 = no better than chance). Ward and DBSCAN run on this sample on the driver "
@@ -334,7 +351,7 @@ def _algorithms(data, analysis, figures) -> str:
     return _section("algorithms", body)
 
 
-def _data_quality(data, figures) -> str:
+def _data_quality(data: ReportData, figures: Figures) -> str:
     q = data.quality
     if q is None:
         return _section("data-quality", '<p class="note">No ingested transactions in this lakehouse.</p>')
@@ -361,7 +378,7 @@ def _data_quality(data, figures) -> str:
     return _section("data-quality", body)
 
 
-def _over_time(data, figures) -> str:
+def _over_time(data: ReportData, figures: Figures) -> str:
     dates = data.sizes_over_time["as_of_date"].nunique() if not data.sizes_over_time.empty else 0
     if dates < 2:
         return _section(
@@ -369,7 +386,7 @@ def _over_time(data, figures) -> str:
             '<p class="note">One snapshot so far: sizes over time and migration appear from the second.</p>',
         )
     body = _figure(figures, "sizes_over_time", "Customers per segment at each snapshot")
-    if data.migration is not None:
+    if data.migration is not None and data.previous_as_of is not None:  # a migration has a previous snapshot
         body += _figure(
             figures,
             "migration",

@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import textwrap
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
+
+from segspark.errors import SegsparkError
 
 __all__ = [
     "ALGORITHMS",
@@ -89,7 +92,7 @@ def segment_colours(segment_ids: Iterable[int]) -> dict[int, str]:
     return {sid: PALETTE[i % len(PALETTE)] for i, sid in enumerate(ids)}
 
 
-def algorithm_style(algorithm: str) -> dict:
+def algorithm_style(algorithm: str) -> dict[str, Any]:
     """Colour, line style, marker and human name of an algorithm, fixed across figures.
 
     Parameters
@@ -101,7 +104,8 @@ def algorithm_style(algorithm: str) -> dict:
     Returns
     -------
     dict
-        Keys ``color``, ``linestyle``, ``marker`` and ``label``, ready for ``Axes.plot(**style)``.
+        Keys ``color``, ``linestyle`` (a name or a dash pattern), ``marker`` and ``label``, ready for
+        ``Axes.plot(**style)``.
     """
     name = str(algorithm)
     if name in ALGORITHMS:
@@ -115,7 +119,7 @@ def algorithm_style(algorithm: str) -> dict:
 
 
 def png_bytes(fig: Figure) -> bytes:
-    """Render a figure to PNG at 110 dpi with the Agg canvas.
+    r"""Render a figure to PNG at 110 dpi with the Agg canvas.
 
     Parameters
     ----------
@@ -125,7 +129,7 @@ def png_bytes(fig: Figure) -> bytes:
     Returns
     -------
     bytes
-        The PNG file's bytes (starting with ``b"\\x89PNG"``).
+        The PNG file's bytes (starting with ``b"\x89PNG"``).
     """
     FigureCanvasAgg(fig)
     buffer = io.BytesIO()
@@ -134,6 +138,7 @@ def png_bytes(fig: Figure) -> bytes:
 
 
 def new_figure(width: float, height: float) -> Figure:
+    """A constrained-layout figure of about ``width`` x ``height`` inches (width 7 to 11, height at least 2.5)."""
     return Figure(figsize=(min(max(width, 7.0), 11.0), max(height, 2.5)), dpi=DPI, layout="constrained")
 
 
@@ -146,7 +151,10 @@ def column_inches(ax: Axes) -> float:
     """Width of the axes' column of the figure, less a margin: what a title or note centred on it may take."""
     spec = ax.get_subplotspec()
     columns = spec.get_gridspec().ncols if spec is not None else 1
-    return ax.get_figure().get_figwidth() / columns - 0.4
+    figure = ax.get_figure()
+    if not isinstance(figure, Figure):  # new_figure's axes sit on the figure itself, never on a subfigure
+        raise SegsparkError("a report figure's axes are not on a matplotlib Figure")
+    return figure.get_figwidth() / columns - 0.4
 
 
 def dress(ax: Axes, title: str = "", xlabel: str = "", ylabel: str = "", reserve: float = 0.0) -> Axes:
@@ -162,10 +170,12 @@ def dress(ax: Axes, title: str = "", xlabel: str = "", ylabel: str = "", reserve
 
 
 def suptitle(fig: Figure, text: str) -> None:
+    """Set the figure's overall title, wrapped to its width."""
     fig.suptitle(wrap(text, fig.get_figwidth() - 0.4, TITLE_PT + 1), fontsize=TITLE_PT + 1)
 
 
 def note(ax: Axes, text: str, clear_ticks: bool = True) -> None:
+    """Write ``text`` (wrapped) in the middle of empty axes, e.g. why there is nothing to draw; ticks cleared."""
     ax.text(0.5, 0.5, wrap(text, column_inches(ax) - 0.2, LABEL_PT), transform=ax.transAxes, ha="center",
             va="center", fontsize=LABEL_PT, color=INK)
     if clear_ticks:
@@ -174,52 +184,60 @@ def note(ax: Axes, text: str, clear_ticks: bool = True) -> None:
 
 
 def label_of(labels: Mapping[int, str] | None, sid: int) -> str:
+    """The display name of segment ``sid``: from ``labels``, else ``segment <sid>``."""
     return str((labels or {}).get(sid, f"segment {sid}"))
 
 
 def colour_of(colours: Mapping[int, str] | None, sid: int) -> str:
+    """The colour of segment ``sid``: from ``colours``, else the palette's, cycling by id."""
     return (colours or {}).get(sid) or PALETTE[sid % len(PALETTE)]
 
 
 def numbers(df: pd.DataFrame, column: str) -> np.ndarray:
+    """``df[column]`` as floats, NaN where a value is missing or not a number (all NaN without the column)."""
     if column not in df.columns:
         return np.full(len(df), np.nan)
     return pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
 
 
 def flags(df: pd.DataFrame, column: str) -> np.ndarray:
+    """``df[column]`` as booleans, False where a value is missing (all False without the column)."""
     if column not in df.columns:
         return np.zeros(len(df), dtype=bool)
     return np.array([bool(v) if pd.notna(v) else False for v in df[column]], dtype=bool)
 
 
 def as_xy(coords: np.ndarray) -> np.ndarray:
+    """The first two coordinates of each point, as an (n, 2) float array ((0, 2) when there are none)."""
     a = np.asarray(coords, dtype=float)
     return np.empty((0, 2)) if a.size == 0 else a.reshape(-1, a.shape[-1])[:, :2]
 
 
 def finite_max(*arrays: np.ndarray, default: float = 1.0) -> float:
+    """The largest finite absolute value in ``arrays``, or ``default`` when there is none above 0."""
     values = np.concatenate([np.abs(np.asarray(a, dtype=float)).ravel() for a in arrays]) if arrays else np.array([])
     values = values[np.isfinite(values)]
     top = float(values.max()) if values.size else 0.0
     return top if top > 0 else default
 
 
-def point_style(n: int) -> dict:
+def point_style(n: int) -> dict[str, Any]:
     """Marker size and opacity for a scatter of ``n`` points: small, and more transparent the more there are."""
     return {"s": float(np.clip(4000 / max(n, 1), 3, 12)), "alpha": 0.8 if n <= 500 else 0.5 if n <= 5000 else 0.3,
             "linewidths": 0, "rasterized": True}
 
 
 def rotate_xticks(ax: Axes, degrees: float = 35) -> None:
+    """Rotate the x tick labels by ``degrees``, anchored at their right end under the tick."""
     for tick in ax.get_xticklabels():
         tick.set_rotation(degrees)
-        tick.set_ha("right")
+        tick.set_horizontalalignment("right")
         tick.set_rotation_mode("anchor")
 
 
-def heatmap(fig: Figure, ax: Axes, values: np.ndarray, rows: list, cols: list, cmap: str, norm: Normalize,
-             texts: np.ndarray | None, colourbar_label: str, aspect: str = "auto") -> None:
+def heatmap(fig: Figure, ax: Axes, values: np.ndarray, rows: Sequence[object], cols: Sequence[object], cmap: str,
+             norm: Normalize, texts: np.ndarray | None, colourbar_label: str,
+             aspect: Literal["equal", "auto"] | float = "auto") -> None:
     """Draw a cell grid (NaN cells grey), tick labels, a colourbar and per-cell text in contrasting ink."""
     colourmap: Colormap = colormaps[cmap].with_extremes(bad=NAN_GREY)
     data = np.ma.masked_invalid(np.asarray(values, dtype=float))
@@ -243,6 +261,7 @@ def heatmap(fig: Figure, ax: Axes, values: np.ndarray, rows: list, cols: list, c
 
 
 def ordered_algorithms(df: pd.DataFrame) -> list[str]:
+    """The algorithms named in ``df["algorithm"]``: the known ones in their fixed order, then the others sorted."""
     names = {str(a) for a in df["algorithm"].dropna()} if "algorithm" in df.columns else set()
     known = [a for a in ALGORITHMS if a in names]
     return known + sorted(names - set(known))

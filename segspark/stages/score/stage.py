@@ -20,8 +20,9 @@ from pyspark.sql import functions as F
 from segspark.config.settings import Config
 from segspark.contracts.schemas import AS_OF_DATE, MODEL_VERSION, RUN_ID
 from segspark.contracts.stamp import RunStamp
-from segspark.errors import InputError, ReconciliationError
+from segspark.errors import InputError, ReconciliationError, SegsparkError
 from segspark.platform import lakehouse, progress, publication
+from segspark.platform.stage_log import StageRun
 from segspark.segmentation.model import load_model
 from segspark.segmentation.scoring import scoring_input, write_segments
 
@@ -32,6 +33,8 @@ log = logging.getLogger("segspark")
 
 @dataclass(frozen=True)
 class ScoreResult:
+    """What one score run wrote: the model, the snapshot, the customers scored and the segment sizes."""
+
     model_version: str
     as_of_date: dt.date
     customers: int
@@ -79,7 +82,7 @@ def model_snapshot(spark: SparkSession, config: Config) -> tuple[str, dt.date | 
     return None if latest is None else (latest[MODEL_VERSION], latest[AS_OF_DATE])
 
 
-def run_score(spark: SparkSession, config: Config, run_id: str, stage=None) -> ScoreResult:
+def run_score(spark: SparkSession, config: Config, run_id: str, stage: StageRun | None = None) -> ScoreResult:
     """Score one customer_features snapshot with a saved model into its customer_segments partition."""
     model_version, columns = chosen_model(spark, config)
     customers_df, as_of = scoring_input(spark, config, columns)
@@ -101,6 +104,8 @@ def run_score(spark: SparkSession, config: Config, run_id: str, stage=None) -> S
         if written != customers:
             raise ReconciliationError(f"customer_segments wrote {written:,} rows for {customers:,} customers")
         version = lakehouse.current_version(spark, path)
+        if version is None:  # the write above has just committed a version
+            raise SegsparkError(f"customer_segments has no Delta table at {path} right after its write")
         sizes = {
             int(r["segment_id"]): int(r["n"])
             for r in lakehouse.read_table(spark, path, version=version)

@@ -36,10 +36,11 @@ from pyspark.sql import functions as F
 from segspark.config.settings import Config, ModelSettings
 from segspark.contracts.schemas import CUSTOMER_ID
 from segspark.contracts.stamp import RunStamp
-from segspark.errors import ReconciliationError
+from segspark.errors import ReconciliationError, SegsparkError
 from segspark.maths.evaluation import Candidate, choose
 from segspark.maths.local_fits import Evaluated, SweepData
 from segspark.platform import lakehouse, progress, publication
+from segspark.platform.stage_log import StageRun
 from segspark.segmentation.model import (
     FEATURES_COL,
     SCALED_COL,
@@ -89,15 +90,15 @@ log = logging.getLogger("segspark")
 def fit_preprocessing(customers_df: DataFrame, settings: ModelSettings, profile: CheckedFeatures) -> Preprocessing:
     """Fit stages 1-5 of the model on all training customers (with ``model.winsorize``, the caps first)."""
     caps = None
-    if settings.winsorize.enabled and profile.numeric:
+    # Winsorising is enabled when both percentiles are set (the config accepts both or neither).
+    lower, upper = settings.winsorize.lower, settings.winsorize.upper
+    if lower is not None and upper is not None and profile.numeric:
         imputed = Pipeline(stages=imputing_stages(settings, profile.numeric, [])).fit(customers_df)
-        caps = fit_caps(
-            imputed.transform(customers_df), profile.numeric, settings.winsorize.lower, settings.winsorize.upper
-        )
+        caps = fit_caps(imputed.transform(customers_df), profile.numeric, lower, upper)
         log.info(
             "winsorising at the %g and %g percentiles: %s",
-            settings.winsorize.lower,
-            settings.winsorize.upper,
+            lower,
+            upper,
             ", ".join(f"{c} {lo:.4g}..{hi:.4g}" for c, (lo, hi) in caps.items()),
         )
     pipeline_model = preprocessing_pipeline(settings, profile.numeric, profile.categorical, caps).fit(customers_df)
@@ -168,6 +169,8 @@ def final_model(
 
 @dataclass(frozen=True)
 class TrainResult:
+    """What one train run made: the saved model, its snapshot and customers, the chosen and all candidates."""
+
     model_version: str
     model_path: str
     as_of_date: dt.date
@@ -179,7 +182,7 @@ class TrainResult:
     ids_from_file_order: bool = False
 
 
-def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> TrainResult:
+def run_train(spark: SparkSession, config: Config, run_id: str, stage: StageRun | None = None) -> TrainResult:
     """Sweep K, choose, fit on all customers, save the model and write its four tables.
 
     The tables: customer_segments, segment_centroids, model_selection and sweep_segments.
@@ -248,7 +251,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
             run_id,
             failed=f"train failed: segment tables restored to their published versions, model {model_version} removed",
             # No published table names this model: leaving it would be an orphan folder under models/.
-            cleanup=lambda: lakehouse.delete_path(spark, model_path),
+            cleanup=lambda: _remove_model(spark, model_path),
         ):
             save_model(model, model_path)
             progress.step("writing customer_segments, segment_centroids, model_selection and sweep_segments")
@@ -268,7 +271,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
                 config,
                 run_id,
                 "train",
-                {t: lakehouse.current_version(spark, config.table_path(t)) for t in tables},
+                {t: _written_version(spark, config.table_path(t)) for t in tables},
                 model_version=model_version,
                 counts={"customers": n, "k": chosen.k},
             )
@@ -289,3 +292,16 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage=None) -> T
         if numbered:
             stage.counts["customers_numbered_in_file_order"] = n
     return TrainResult(model_version, model_path, as_of, n, chosen, decided, profile.constant, numbered)
+
+
+def _remove_model(spark: SparkSession, model_path: str) -> None:
+    """Delete a model folder no published table names (whether there was one to delete does not matter)."""
+    lakehouse.delete_path(spark, model_path)
+
+
+def _written_version(spark: SparkSession, path: str) -> int:
+    """The latest version of a table this run has just written; SegsparkError if there is no table."""
+    version = lakehouse.current_version(spark, path)
+    if version is None:  # the write has just committed a version
+        raise SegsparkError(f"no Delta table at {path} right after train wrote it")
+    return version

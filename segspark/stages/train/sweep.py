@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import SparkSession
+from pyspark.sql import Row, SparkSession
 from pyspark.sql import types as T
 
 from segspark.config.settings import ModelSettings
@@ -70,7 +71,8 @@ _RESULT = T.StructType(
 def _candidate_tasks(settings: ModelSettings) -> list[tuple[str, int]]:
     """(algorithm, K) pairs, costliest first: Spark starts tasks in partition order, so the long ones overlap."""
     pairs = [(a, k) for a in settings.algorithms for k in settings.k_values()]
-    return sorted(pairs, key=lambda p: (-p[1], settings.algorithms.index(p[0])))
+    position: dict[str, int] = {a: i for i, a in enumerate(settings.algorithms)}  # the config keeps them unique
+    return sorted(pairs, key=lambda p: (-p[1], position[p[0]]))
 
 
 def run_sweep(spark: SparkSession, data: SweepData, settings: ModelSettings, seed: int) -> list[Evaluated]:
@@ -79,7 +81,7 @@ def run_sweep(spark: SparkSession, data: SweepData, settings: ModelSettings, see
     params = FitParams.of(settings)
     shared = spark.sparkContext.broadcast(data)
 
-    def evaluate_tasks(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    def evaluate_tasks(batches: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         # Each task fits on one core: BLAS/OpenMP threads would compete with the executor's other tasks, and a
         # fixed thread count keeps floating-point sums (and so the fits) the same on every machine.
         from threadpoolctl import threadpool_limits
@@ -111,7 +113,7 @@ def sweep_locally(data: SweepData, settings: ModelSettings, seed: int) -> list[E
     from threadpoolctl import threadpool_limits
 
     params = FitParams.of(settings)
-    rows = []
+    rows: list[dict[str, Any]] = []
     with threadpool_limits(limits=1):  # as in a Spark task: the same sums, so the same fits
         for algorithm, k in _candidate_tasks(settings):
             row, centres = evaluate_local(algorithm, k, data, params, seed)
@@ -119,7 +121,7 @@ def sweep_locally(data: SweepData, settings: ModelSettings, seed: int) -> list[E
     return _results(rows, settings)
 
 
-def _results(rows, settings: ModelSettings) -> list[Evaluated]:
+def _results(rows: Sequence[Row] | Sequence[Mapping[str, Any]], settings: ModelSettings) -> list[Evaluated]:
     """Candidates in config order (algorithm, then K), each algorithm's WSSSE elbow marked, one log line each."""
     by_key = {(r["algorithm"], r["k"]): r for r in rows}
     results: list[Evaluated] = []
@@ -147,7 +149,7 @@ def _optional(value: float | None) -> float | None:
     return None if value is None or math.isnan(float(value)) else float(value)
 
 
-def _segments(r) -> tuple[SegmentEvidence, ...]:
+def _segments(r: Row | Mapping[str, Any]) -> tuple[SegmentEvidence, ...]:
     """The candidate's segments, largest first (ties by cluster index); ``cluster`` keeps the fit's index."""
     shares = r["segment_shares"] or []
     order = sorted(range(len(shares)), key=lambda i: (-shares[i], i))
@@ -163,7 +165,7 @@ def _segments(r) -> tuple[SegmentEvidence, ...]:
     )
 
 
-def _evaluated(r) -> Evaluated:
+def _evaluated(r: Row | Mapping[str, Any]) -> Evaluated:
     candidate = Candidate(
         algorithm=r["algorithm"],
         k=r["k"],

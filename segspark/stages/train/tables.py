@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, replace
+from typing import cast
 
 import numpy as np
 from pyspark.ml import Transformer
@@ -23,6 +24,7 @@ from segspark.contracts.schemas import (
     SWEEP_SEGMENTS,
 )
 from segspark.contracts.stamp import RunStamp
+from segspark.errors import SegsparkError
 from segspark.maths.evaluation import Candidate, small_segments
 from segspark.maths.local_fits import Evaluated
 from segspark.platform import lakehouse, publication
@@ -58,6 +60,8 @@ log = logging.getLogger("segspark")
 
 @dataclass(frozen=True)
 class PreviousModel:
+    """The latest saved model's version, segment ids and centroids (original units), for stable segment ids."""
+
     model_version: str
     segment_ids: list[int]
     centroids_original: np.ndarray  # (segments, slots) in this model's slot order
@@ -68,7 +72,8 @@ def previous_model(spark: SparkSession, config: Config, slot_names: list[str]) -
     if not publication.is_published(spark, config, "segment_centroids"):
         return None
     centroids_df = publication.read_published(spark, config, "segment_centroids")
-    latest = centroids_df.agg(F.max_by(MODEL_VERSION, "created_at")).first()[0]
+    row = centroids_df.agg(F.max_by(MODEL_VERSION, "created_at")).first()  # a global aggregate: one row
+    latest: str | None = None if row is None else row[0]
     if latest is None:
         return None
     rows = centroids_df.filter(F.col(MODEL_VERSION) == latest).orderBy(SEGMENT_ID).collect()  # K rows
@@ -106,13 +111,22 @@ def number_segments(
         if ids[i] is None:
             ids[i] = next_id
             next_id += 1
-    return [int(i) for i in ids], distances
+    numbered = [int(i) for i in ids if i is not None]
+    if len(numbered) != k:  # by_size holds every cluster, so each has an id by now
+        raise SegsparkError(f"{k - len(numbered)} of {k} clusters were left without a segment id")
+    return numbered, distances
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Tables
 @dataclass(frozen=True)
 class SegmentTable:
+    """The final model's clusters over all customers, one entry per non-empty cluster in prediction order.
+
+    ``predictions`` are the model's cluster indices, ``counts`` their members and ``standardised`` the members'
+    mean standardised vectors.
+    """
+
     predictions: list[int]
     counts: np.ndarray
     standardised: np.ndarray  # (k, slots) members' mean standardised vector
@@ -170,7 +184,8 @@ def write_centroids(
             "previous_centroid_distance": distances[i],
         }
         rows.append(SEGMENT_CENTROIDS.row(values))
-    rows.sort(key=lambda r: r[SEGMENT_CENTROIDS.columns.index(SEGMENT_ID)])
+    at = SEGMENT_CENTROIDS.columns.index(SEGMENT_ID)
+    rows.sort(key=lambda r: cast(int, r[at]))  # TableSpec.row types its values object; segment ids are ints
     df = spark.createDataFrame(rows, SEGMENT_CENTROIDS.schema)
     lakehouse.write_table(df, config.table_path("segment_centroids"), SEGMENT_CENTROIDS, mode="append")
 

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 from pyspark.errors import AnalysisException
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segspark.config.settings import AttributeSource, Config, ModelSettings
 from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_ID
-from segspark.errors import ConfigError, InputError, SchemaError
+from segspark.errors import ConfigError, InputError, SchemaError, SegsparkError
 from segspark.maths.local_fits import SweepData, reference_points
 from segspark.platform import lakehouse, privacy, publication
 from segspark.platform.compat import try_cast
@@ -57,6 +57,21 @@ _NUMBER_TYPES = (T.NumericType, T.BooleanType, T.StringType)
 # Reading and checking
 
 
+def _aggregate_row(aggregated_df: DataFrame) -> Row:
+    """The one row of a global aggregate (Spark returns one even over no rows); SegsparkError if it does not."""
+    row = aggregated_df.first()
+    if row is None:
+        raise SegsparkError("a global aggregate returned no row")
+    return row
+
+
+def _attribute_path(source: AttributeSource) -> str:
+    """``model.attributes.path``, or ConfigError saying it is needed (the config already checks attribute mode)."""
+    if source.path is None:
+        raise ConfigError("config key 'model.attributes.path' is not set: the attribute table has no path")
+    return source.path
+
+
 #: Where each row of an attribute table without an id column is in its files, while its rows are numbered.
 _FILE, _BLOCK, _POSITION = "_file_path", "_file_block_start", "_position_in_block"
 
@@ -71,7 +86,8 @@ def read_attribute_table(spark: SparkSession, source: AttributeSource) -> DataFr
     says nothing (Spark packs splits of several files into one partition, largest first), so the split's
     path and offset order those.
     """
-    table_df = lakehouse.read_input(spark, source.format, source.path, source.csv_options, "attribute table")
+    path = _attribute_path(source)
+    table_df = lakehouse.read_input(spark, source.format, path, source.csv_options, "attribute table")
     if source.customer_id is not None:
         return table_df
     try:
@@ -151,13 +167,15 @@ def attributes_as_of(table_df: DataFrame, source: AttributeSource, requested: dt
             )
         return requested
     value = as_of_value(table_df, column)
-    row = table_df.agg(
-        F.count(F.when(value.isNull(), 1)).alias("undated"),
-        F.countDistinct(value).alias("dates"),
-        F.min(value).alias("first"),
-        F.max(value).alias("last"),
-        F.count(F.when(value == F.lit(requested), 1)).alias("requested"),
-    ).first()  # one row
+    row = _aggregate_row(
+        table_df.agg(
+            F.count(F.when(value.isNull(), 1)).alias("undated"),
+            F.countDistinct(value).alias("dates"),
+            F.min(value).alias("first"),
+            F.max(value).alias("last"),
+            F.count(F.when(value == F.lit(requested), 1)).alias("requested"),
+        )
+    )
     what = f"attribute table '{source.path}' column '{column}' (model.attributes.as_of_column)"
     if row["undated"]:
         raise InputError(f"{what}: {row['undated']:,} row(s) have no date (null, or text that is not yyyy-MM-dd)")
@@ -172,7 +190,8 @@ def attributes_as_of(table_df: DataFrame, source: AttributeSource, requested: dt
         return requested
     if row["dates"] > 1:
         raise ConfigError(f"{what} holds {span}: choose the snapshot with --as-of YYYY-MM-DD")
-    return row["first"]
+    only: dt.date = row["first"]
+    return only
 
 
 def customer_attributes(table_df: DataFrame, source: AttributeSource, as_of: dt.date | None = None) -> DataFrame:
@@ -205,17 +224,21 @@ def read_attributes(spark: SparkSession, settings: ModelSettings, as_of: dt.date
 
 def check_attribute_keys(attributes_df: DataFrame, path: str) -> None:
     """Every attribute row must name one customer, once: a null or repeated id cannot be segmented."""
-    row = attributes_df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count(F.when(F.col(CUSTOMER_ID).isNull() | (F.col(CUSTOMER_ID) == ""), 1)).alias("null_ids"),
-        F.countDistinct(CUSTOMER_ID).alias("ids"),
-    ).first()
+    row = _aggregate_row(
+        attributes_df.agg(
+            F.count(F.lit(1)).alias("rows"),
+            F.count(F.when(F.col(CUSTOMER_ID).isNull() | (F.col(CUSTOMER_ID) == ""), 1)).alias("null_ids"),
+            F.countDistinct(CUSTOMER_ID).alias("ids"),
+        )
+    )
     if row["null_ids"]:
         raise InputError(f"attribute table '{path}': {row['null_ids']:,} row(s) have no customer id")
     if row["ids"] != row["rows"]:
-        example = attributes_df.groupBy(CUSTOMER_ID).count().filter("count > 1").first()[CUSTOMER_ID]
+        # With no null or empty id, fewer distinct ids than rows means some id repeats: there is an example.
+        repeated = attributes_df.groupBy(CUSTOMER_ID).count().filter("count > 1").first()
+        example = "" if repeated is None else f", e.g. {repeated[CUSTOMER_ID]!r}"
         raise InputError(
-            f"attribute table '{path}': {row['rows'] - row['ids']:,} repeated customer id(s), e.g. {example!r}; "
+            f"attribute table '{path}': {row['rows'] - row['ids']:,} repeated customer id(s){example}; "
             "it must hold one row per customer"
         )
 
@@ -232,16 +255,16 @@ def training_input(spark: SparkSession, config: Config) -> tuple[DataFrame, dt.d
         attributes_df = customer_attributes(table_df, source, as_of)
         _require(attributes_df, wanted, f"attribute table '{source.path}'")
         if source.customer_id is not None:  # numbered ids are unique and present by construction
-            check_attribute_keys(attributes_df, source.path)
+            check_attribute_keys(attributes_df, _attribute_path(source))
         ids = privacy.pseudonymised(F.col(CUSTOMER_ID), privacy.id_key(config.privacy)).alias(CUSTOMER_ID)
         return attributes_df.select(ids, *[quote(c) for c in wanted]), as_of
 
     path = config.table_path("customer_features")
     features_df = publication.read_published(spark, config, "customer_features")
-    as_of = requested or latest_snapshot(features_df)
-    if as_of is None:
+    snapshot = requested or latest_snapshot(features_df)
+    if snapshot is None:
         raise InputError(f"customer_features at {path} is empty: run 'segspark features' first")
-    snapshot_df = features_df.filter(F.col(AS_OF_DATE) == F.lit(as_of))
+    snapshot_df = features_df.filter(F.col(AS_OF_DATE) == F.lit(snapshot))
     from_features = [c for c in wanted if c in features_df.columns]
     rest = [c for c in wanted if c not in features_df.columns]
     customers_df = snapshot_df.select(CUSTOMER_ID, *[quote(c) for c in from_features])
@@ -260,7 +283,7 @@ def training_input(spark: SparkSession, config: Config) -> tuple[DataFrame, dt.d
             f"model features {rest} are not customer_features columns and no attribute table is configured "
             f"(model.attributes.path); customer_features has {features_df.columns}"
         )
-    return customers_df.select(CUSTOMER_ID, *[quote(c) for c in wanted]), as_of
+    return customers_df.select(CUSTOMER_ID, *[quote(c) for c in wanted]), snapshot
 
 
 def _require(df: DataFrame, columns: list[str], what: str) -> None:
@@ -281,6 +304,11 @@ def with_deterministic_layout(customers_df: DataFrame, customers: int, rows_per_
 
 @dataclass(frozen=True)
 class CheckedFeatures:
+    """Train's input after the type and value check: its customers and the features by kind.
+
+    ``numeric`` holds the numeric features that vary, ``constant`` those that do not (dropped from the model).
+    """
+
     customers: int
     numeric: list[str]
     categorical: list[str]
@@ -309,7 +337,7 @@ def check_features(customers_df: DataFrame, settings: ModelSettings) -> CheckedF
         ]
     for i, c in enumerate(settings.categorical_features):
         aggs.append(F.count(F.col(quote(c))).alias(f"c{i}"))
-    row = customers_df.agg(*aggs).first()  # one row
+    row = _aggregate_row(customers_df.agg(*aggs))
     customers = int(row["_rows"])
     if customers == 0:
         return CheckedFeatures(0, [], [], [])
@@ -360,7 +388,9 @@ def sweep_arrays(sweep_df: DataFrame, silhouette_sample_size: int, seed: int) ->
     """
     pdf = (
         sweep_df.select(
-            CUSTOMER_ID, sample_key(seed, SILHOUETTE_SAMPLE).alias("_h"), vector_to_array(FEATURES_COL).alias("_v")
+            CUSTOMER_ID,
+            sample_key(seed, SILHOUETTE_SAMPLE).alias("_h"),
+            vector_to_array(F.col(FEATURES_COL)).alias("_v"),
         )
         .orderBy(CUSTOMER_ID)
         .toPandas()  # <= model.sample_size rows
