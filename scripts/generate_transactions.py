@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Seeded synthetic transactions in the UCI "Online Retail" layout: see segspark/generator.py.
+"""Seeded synthetic transactions in the UCI "Online Retail" layout: see segspark/synthetic.py.
 
     python scripts/generate_transactions.py --rows 1000000 --out demo_data/transactions
 """

@@ -78,6 +78,13 @@ class SegmentStats:
     value_at_stake: float
     features: Mapping[str, FeatureStat]
 
+    @property
+    def id(self) -> int:
+        """The segment's id; InternalError for the population's stats (id None), which are no segment."""
+        if self.segment_id is None:
+            raise InternalError("the population's stats (segment_id None) were passed where a segment's are read")
+        return self.segment_id
+
 
 @dataclass(frozen=True)
 class Action:
@@ -87,13 +94,6 @@ class Action:
     play: str
     reason: str
     priority: int
-
-
-def _id(segment: SegmentStats) -> int:
-    """The segment's id; the population's stats (id None) are no segment to name or rank."""
-    if segment.segment_id is None:
-        raise InternalError("the population's stats (segment_id None) were passed where a segment's are read")
-    return segment.segment_id
 
 
 def level(effect: float | None, threshold: float) -> str | None:
@@ -151,7 +151,7 @@ def format_figure(feature: str, value: float | None) -> str:
 
 def _value_order(profiles: Sequence[SegmentStats]) -> list[SegmentStats]:
     """Segments by revenue per customer, highest first (ties by segment id)."""
-    return sorted(profiles, key=lambda p: (-(p.revenue / p.customers if p.customers else 0.0), _id(p)))
+    return sorted(profiles, key=lambda p: (-(p.revenue / p.customers if p.customers else 0.0), p.id))
 
 
 def segment_names(
@@ -165,25 +165,25 @@ def segment_names(
     """Segment id -> a name unique within the model (see the module docstring)."""
     if weak:
         ordered = _value_order(profiles)
-        return {_id(p): weak_name.format(tier=i, tiers=len(ordered)) for i, p in enumerate(ordered, start=1)}
+        return {p.id: weak_name.format(tier=i, tiers=len(ordered)) for i, p in enumerate(ordered, start=1)}
     chosen: dict[int, NameRule] = {}
     for p in profiles:
-        chosen[_id(p)] = next(r for r in rules if matches(r.when, p, threshold))  # the last rule matches all
+        chosen[p.id] = next(r for r in rules if matches(r.when, p, threshold))  # the last rule matches all
     names: dict[int, str] = {}
     by_name: dict[str, list[SegmentStats]] = {}
-    for p in sorted(profiles, key=_id):
-        by_name.setdefault(chosen[_id(p)].name, []).append(p)
+    for p in sorted(profiles, key=lambda p: p.id):
+        by_name.setdefault(chosen[p.id].name, []).append(p)
     for name, group in by_name.items():
         if len(group) == 1:
-            names[_id(group[0])] = name
+            names[group[0].id] = name
             continue
-        qualified = {_id(p): _qualifier(p, chosen[_id(p)], threshold) for p in group}
+        qualified = {p.id: _qualifier(p, chosen[p.id], threshold) for p in group}
         texts = list(qualified.values())
         if all(texts) and len(set(texts)) == len(texts):
             names.update({s: f"{name}, {q}" for s, q in qualified.items()})
         else:
             ordered = _value_order(group)
-            names.update({_id(p): f"{name} ({i} of {len(ordered)} by value)" for i, p in enumerate(ordered, 1)})
+            names.update({p.id: f"{name} ({i} of {len(ordered)} by value)" for i, p in enumerate(ordered, 1)})
     taken = list(names.values())
     if len(set(taken)) != len(taken):  # a qualified name equal to another rule's plain name
         return {s: f"{n} (segment {s})" if taken.count(n) > 1 else n for s, n in names.items()}
@@ -231,14 +231,14 @@ def segment_actions(
     for p in profiles:
         rule = next(r for r in rules if matches(r.when, p, threshold))  # the last rule matches all
         shown = list(rule.when) or ranked_features(p)[:2]
-        plays[_id(p)] = (rule.play, shown)
+        plays[p.id] = (rule.play, shown)
     ordered = sorted(
-        profiles, key=lambda p: (plays[_id(p)][0] == "deprioritise", -p.value_at_stake, _id(p))
+        profiles, key=lambda p: (plays[p.id][0] == "deprioritise", -p.value_at_stake, p.id)
     )
     return {
-        _id(p): Action(
-            play=plays[_id(p)][0],
-            reason=reason(p, population, plays[_id(p)][1], lookback_days),
+        p.id: Action(
+            play=plays[p.id][0],
+            reason=reason(p, population, plays[p.id][1], lookback_days),
             priority=rank,
         )
         for rank, p in enumerate(ordered, start=1)

@@ -29,6 +29,7 @@ __all__ = [
     "conform",
     "create_table",
     "current_version",
+    "existing_version",
     "dates_predicate",
     "delete_path",
     "one_row",
@@ -135,6 +136,20 @@ def one_row(df: DataFrame, what: str) -> Row:
     if row is None:
         raise InternalError(f"expected one row, found none: {what}")
     return row
+
+
+def existing_version(spark: SparkSession, path: str, when: str) -> int:
+    """The latest version of a table that must exist now (``when``: "right after train wrote it").
+
+    Raises
+    ------
+    InternalError
+        There is no Delta table at ``path`` after all.
+    """
+    version = current_version(spark, path)
+    if version is None:
+        raise InternalError(f"no Delta table at {path} {when}")
+    return version
 
 
 def current_version(spark: SparkSession, path: str) -> int | None:

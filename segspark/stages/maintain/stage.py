@@ -28,7 +28,6 @@ from pyspark.sql import SparkSession
 
 from segspark.config.settings import Config
 from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_ID, PUBLISHED_TABLES, TABLE_NAMES, TABLE_SPECS
-from segspark.errors import SegsparkError
 from segspark.platform import lakehouse, progress, publication
 from segspark.platform.stage_log import StageRun
 
@@ -137,7 +136,7 @@ def compact_table(spark: SparkSession, config: Config, table: str, path: str) ->
     return TableMaintenance(
         table=table,
         version_before=before["version"],
-        version_after=_version(spark, path),
+        version_after=lakehouse.existing_version(spark, path, "while maintain was working on it"),
         files_before=before["numFiles"],
         files_after=before["numFiles"],
         bytes_before=before["sizeInBytes"],
@@ -167,19 +166,10 @@ def vacuum_table(spark: SparkSession, config: Config, path: str, compacted: Tabl
     )
 
 
-def _version(spark: SparkSession, path: str) -> int:
-    """Latest version of a table maintain found existing; SegsparkError if it has vanished since."""
-    version = lakehouse.current_version(spark, path)
-    if version is None:
-        raise SegsparkError(f"the Delta table at {path} disappeared while maintain was working on it")
-    return version
-
-
 def _detail(spark: SparkSession, delta: DeltaTable, path: str) -> dict[str, Any]:
-    row = delta.detail().select("numFiles", "sizeInBytes", "partitionColumns", "properties").first()
-    if row is None:  # DESCRIBE DETAIL is one row per table
-        raise SegsparkError(f"DESCRIBE DETAIL returned no row for the Delta table at {path}")
-    version = _version(spark, path)
+    detail_df = delta.detail().select("numFiles", "sizeInBytes", "partitionColumns", "properties")
+    row = lakehouse.one_row(detail_df, f"DESCRIBE DETAIL of the Delta table at {path}")
+    version = lakehouse.existing_version(spark, path, "while maintain was working on it")
     return {
         "numFiles": int(row["numFiles"]),
         "sizeInBytes": int(row["sizeInBytes"]),
@@ -214,9 +204,8 @@ def _vacuum(spark: SparkSession, delta: DeltaTable, hours: int) -> int:
         delta.vacuum()  # the retention is the table's delta.deletedFileRetentionDuration, set to ``hours`` above
     finally:
         spark.conf.set(check, previous)
-    last = delta.history(1).select("operation", "operationMetrics").first()
-    if last is None:  # the vacuum just committed its own entries
-        raise SegsparkError("the Delta table's history is empty right after its VACUUM")
+    # The vacuum has just committed its own entries.
+    last = lakehouse.one_row(delta.history(1).select("operation", "operationMetrics"), "the history after VACUUM")
     metrics = last["operationMetrics"] or {}
     return int(metrics.get("numDeletedFiles", 0)) if last["operation"] == "VACUUM END" else 0
 
@@ -226,17 +215,15 @@ def files_per_snapshot(spark: SparkSession, path: str) -> tuple[int, int]:
 
     Reads only the partition column and each row's file name (no data columns), grouped on the executors.
     """
-    row = (
+    counts_df = (
         lakehouse.read_table(spark, path)
         .select(AS_OF_DATE, "_metadata.file_path")
         .distinct()
         .groupBy(AS_OF_DATE)
         .count()
         .agg({"count": "max", AS_OF_DATE: "count"})
-        .first()
     )
-    if row is None:  # a global aggregate is one row, even over no rows
-        raise SegsparkError(f"counting the files per snapshot of {path} returned no row")
+    row = lakehouse.one_row(counts_df, f"the count of files per snapshot of {path}")
     return int(row[f"count({AS_OF_DATE})"] or 0), int(row["max(count)"] or 0)
 
 

@@ -50,7 +50,6 @@ from segspark.contracts.schemas import (
 from segspark.contracts.stamp import RunStamp
 from segspark.errors import InputError, ReconciliationError, SegsparkError
 from segspark.maths import naming
-from segspark.maths.naming import SegmentStats
 from segspark.platform import lakehouse, progress, publication
 from segspark.platform.stage_log import StageRun
 from segspark.segmentation.scoring import latest_snapshot
@@ -109,13 +108,6 @@ def profiled_columns(model_columns: list[str], features_df: DataFrame) -> list[s
     return [*CORE_COLUMNS, *extra]
 
 
-def _segment_id(p: SegmentStats) -> int:
-    """The id of a segment's figures; only the population's figures have none."""
-    if p.segment_id is None:
-        raise SegsparkError("the population's figures were taken for a segment's")
-    return p.segment_id
-
-
 def _snapshot(spark: SparkSession, config: Config) -> tuple[DataFrame, dt.date, str]:
     """The published customer_segments rows of the profiled snapshot, its date and its model."""
     segments_df = publication.read_published(spark, config, "customer_segments")
@@ -168,7 +160,7 @@ def profile_records(plan: SegmentPlan, config: Config) -> list[dict[str, object]
     population = figures.population
     records: list[dict[str, object]] = []
     for p in figures.segments:
-        segment_id = _segment_id(p)
+        segment_id = p.id
         ranked = naming.ranked_features(p)
         recency = figures.recency[segment_id]
         rfm_name, rfm_share = figures.dominant_rfm.get(segment_id) or (None, None)
@@ -279,8 +271,8 @@ def run_profile(spark: SparkSession, config: Config, run_id: str, stage: StageRu
             result = _write_tables(spark, config, RunStamp(run_id, as_of, model_version), plan, frames)
     finally:
         members_df.unpersist()
-    for p in sorted(figures.segments, key=lambda p: actions[_segment_id(p)].priority):
-        segment_id = _segment_id(p)
+    for p in sorted(figures.segments, key=lambda p: actions[p.id].priority):
+        segment_id = p.id
         a = actions[segment_id]
         log.info("segment %s %r: %s (priority %d): %s", segment_id, names[segment_id], a.play, a.priority, a.reason)
     if stage is not None:
@@ -425,9 +417,8 @@ def _write_campaign_results(
         return None, None
     progress.step(f"measuring the campaign of {measured} at {stamp.as_of}")
     earlier_audience_df = earlier_df.filter(F.col(AS_OF_DATE) == F.lit(measured))
-    first = earlier_audience_df.select("campaign", MODEL_VERSION).first()  # one row
-    if first is None:  # previous_snapshot found this snapshot among the audience's dates
-        raise SegsparkError(f"campaign_audiences has no row for {measured}, the snapshot it was found at")
+    # previous_snapshot found this snapshot among the audience's dates.
+    first = lakehouse.one_row(earlier_audience_df.select("campaign", MODEL_VERSION), f"the audience of {measured}")
     results_stamp = replace(stamp, as_of=measured, model_version=first[MODEL_VERSION])
     outcomes_df = campaigns.campaign_outcomes(earlier_audience_df, lines_df, measured, stamp.as_of)
     outcome_df = results_stamp.on(

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame, Row, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segspark.config.settings import Config
@@ -35,7 +35,7 @@ from segspark.contracts.schemas import (
     SEGMENT_ID,
     SEGMENT_NAME,
 )
-from segspark.errors import ConfigError, InputError, SchemaError, SegsparkError
+from segspark.errors import ConfigError, InputError, SchemaError
 from segspark.platform import lakehouse, publication
 from segspark.segmentation.model import (
     FEATURES_COL,
@@ -136,17 +136,10 @@ class ReportData:
     migration: pd.DataFrame | None
 
 
-def _aggregate_row(aggregated_df: DataFrame) -> Row:
-    """The one row of a global aggregate (Spark returns one even over no rows); SegsparkError if it does not."""
-    row = aggregated_df.first()
-    if row is None:
-        raise SegsparkError("a global aggregate returned no row")
-    return row
-
-
 def _latest_date(segments_df: DataFrame) -> dt.date | None:
     """The latest as_of_date of ``segments_df`` (one aggregate row), None when it has no rows."""
-    latest: dt.date | None = _aggregate_row(segments_df.agg(F.max(AS_OF_DATE)))[0]
+    aggregate_df = segments_df.agg(F.max(AS_OF_DATE))
+    latest: dt.date | None = lakehouse.one_row(aggregate_df, "the latest snapshot of customer_segments")[0]
     return latest
 
 
@@ -425,7 +418,7 @@ def _quality(spark: SparkSession, config: Config, as_of: dt.date) -> DataQuality
     counts = ingest.get("counts") or {}
     rejected_by_reason, examples = _rejects(publication.read_published(spark, config, "transactions_rejected"))
     amount = F.col(LINE_AMOUNT).cast("double")
-    row = _aggregate_row(
+    row = lakehouse.one_row(
         publication.read_published(spark, config, "transactions_clean").agg(
             F.min(INVOICE_DATE).alias("first"),
             F.max(INVOICE_DATE).alias("last"),
@@ -433,7 +426,8 @@ def _quality(spark: SparkSession, config: Config, as_of: dt.date) -> DataQuality
             F.count(F.when(F.col(IS_RETURN), 1)).alias("returns"),
             F.sum(F.when(F.col(IS_RETURN), F.abs(amount)).otherwise(0.0)).alias("returned"),
             F.sum(F.when(~F.col(IS_RETURN), amount).otherwise(0.0)).alias("purchased"),
-        )
+        ),
+        "a global aggregate of the report's tables",
     )
     return DataQuality(
         rows_in=counts.get("rows_in"),

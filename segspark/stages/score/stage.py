@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 from segspark.config.settings import Config
 from segspark.contracts.schemas import AS_OF_DATE, MODEL_VERSION, RUN_ID
 from segspark.contracts.stamp import RunStamp
-from segspark.errors import InputError, ReconciliationError, SegsparkError
+from segspark.errors import InputError, ReconciliationError
 from segspark.platform import lakehouse, progress, publication
 from segspark.platform.stage_log import StageRun
 from segspark.segmentation.model import load_model
@@ -103,9 +103,7 @@ def run_score(spark: SparkSession, config: Config, run_id: str, stage: StageRun 
         written = write_segments(model, customers_df, RunStamp(run_id, as_of, model_version), config)
         if written != customers:
             raise ReconciliationError(f"customer_segments wrote {written:,} rows for {customers:,} customers")
-        version = lakehouse.current_version(spark, path)
-        if version is None:  # the write above has just committed a version
-            raise SegsparkError(f"customer_segments has no Delta table at {path} right after its write")
+        version = lakehouse.existing_version(spark, path, "right after score wrote customer_segments")
         sizes = {
             int(r["segment_id"]): int(r["n"])
             for r in lakehouse.read_table(spark, path, version=version)

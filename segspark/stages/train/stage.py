@@ -36,7 +36,7 @@ from pyspark.sql import functions as F
 from segspark.config.settings import Config, ModelSettings
 from segspark.contracts.schemas import CUSTOMER_ID
 from segspark.contracts.stamp import RunStamp
-from segspark.errors import ReconciliationError, SegsparkError
+from segspark.errors import ReconciliationError
 from segspark.maths.evaluation import Candidate, choose
 from segspark.maths.local_fits import Evaluated, SweepData
 from segspark.platform import lakehouse, progress, publication
@@ -271,7 +271,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage: StageRun 
                 config,
                 run_id,
                 "train",
-                {t: _written_version(spark, config.table_path(t)) for t in tables},
+                {t: lakehouse.existing_version(spark, config.table_path(t), "after train's write") for t in tables},
                 model_version=model_version,
                 counts={"customers": n, "k": chosen.k},
             )
@@ -297,11 +297,3 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage: StageRun 
 def _remove_model(spark: SparkSession, model_path: str) -> None:
     """Delete a model folder no published table names (whether there was one to delete does not matter)."""
     lakehouse.delete_path(spark, model_path)
-
-
-def _written_version(spark: SparkSession, path: str) -> int:
-    """The latest version of a table this run has just written; SegsparkError if there is no table."""
-    version = lakehouse.current_version(spark, path)
-    if version is None:  # the write has just committed a version
-        raise SegsparkError(f"no Delta table at {path} right after train wrote it")
-    return version

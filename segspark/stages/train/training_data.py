@@ -18,13 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 from pyspark.errors import AnalysisException
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import Column, DataFrame, Row, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segspark.config.settings import AttributeSource, Config, ModelSettings
 from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_ID
-from segspark.errors import ConfigError, InputError, SchemaError, SegsparkError
+from segspark.errors import ConfigError, InputError, SchemaError
 from segspark.maths.local_fits import SweepData, reference_points
 from segspark.platform import lakehouse, privacy, publication
 from segspark.platform.compat import try_cast
@@ -55,14 +55,6 @@ _NUMBER_TYPES = (T.NumericType, T.BooleanType, T.StringType)
 
 # ---------------------------------------------------------------------------------------------------------
 # Reading and checking
-
-
-def _aggregate_row(aggregated_df: DataFrame) -> Row:
-    """The one row of a global aggregate (Spark returns one even over no rows); SegsparkError if it does not."""
-    row = aggregated_df.first()
-    if row is None:
-        raise SegsparkError("a global aggregate returned no row")
-    return row
 
 
 def _attribute_path(source: AttributeSource) -> str:
@@ -167,14 +159,15 @@ def attributes_as_of(table_df: DataFrame, source: AttributeSource, requested: dt
             )
         return requested
     value = as_of_value(table_df, column)
-    row = _aggregate_row(
+    row = lakehouse.one_row(
         table_df.agg(
             F.count(F.when(value.isNull(), 1)).alias("undated"),
             F.countDistinct(value).alias("dates"),
             F.min(value).alias("first"),
             F.max(value).alias("last"),
             F.count(F.when(value == F.lit(requested), 1)).alias("requested"),
-        )
+        ),
+        "a global aggregate of the training input",
     )
     what = f"attribute table '{source.path}' column '{column}' (model.attributes.as_of_column)"
     if row["undated"]:
@@ -224,12 +217,13 @@ def read_attributes(spark: SparkSession, settings: ModelSettings, as_of: dt.date
 
 def check_attribute_keys(attributes_df: DataFrame, path: str) -> None:
     """Every attribute row must name one customer, once: a null or repeated id cannot be segmented."""
-    row = _aggregate_row(
+    row = lakehouse.one_row(
         attributes_df.agg(
             F.count(F.lit(1)).alias("rows"),
             F.count(F.when(F.col(CUSTOMER_ID).isNull() | (F.col(CUSTOMER_ID) == ""), 1)).alias("null_ids"),
             F.countDistinct(CUSTOMER_ID).alias("ids"),
-        )
+        ),
+        "a global aggregate of the training input",
     )
     if row["null_ids"]:
         raise InputError(f"attribute table '{path}': {row['null_ids']:,} row(s) have no customer id")
@@ -337,7 +331,7 @@ def check_features(customers_df: DataFrame, settings: ModelSettings) -> CheckedF
         ]
     for i, c in enumerate(settings.categorical_features):
         aggs.append(F.count(F.col(quote(c))).alias(f"c{i}"))
-    row = _aggregate_row(customers_df.agg(*aggs))
+    row = lakehouse.one_row(customers_df.agg(*aggs), "a global aggregate of the training input")
     customers = int(row["_rows"])
     if customers == 0:
         return CheckedFeatures(0, [], [], [])
