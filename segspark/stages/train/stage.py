@@ -87,28 +87,28 @@ log = logging.getLogger("segspark")
 # Preprocessing
 
 
-def fit_preprocessing(customers_df: DataFrame, settings: ModelSettings, profile: CheckedFeatures) -> Preprocessing:
+def fit_preprocessing(customers_df: DataFrame, settings: ModelSettings, checked: CheckedFeatures) -> Preprocessing:
     """Fit stages 1-5 of the model on all training customers (with ``model.winsorize``, the caps first)."""
     caps = None
     # Winsorising is enabled when both percentiles are set (the config accepts both or neither).
     lower, upper = settings.winsorize.lower, settings.winsorize.upper
-    if lower is not None and upper is not None and profile.numeric:
-        imputed = Pipeline(stages=imputing_stages(settings, profile.numeric, [])).fit(customers_df)
-        caps = fit_caps(imputed.transform(customers_df), profile.numeric, lower, upper)
+    if lower is not None and upper is not None and checked.numeric:
+        imputed = Pipeline(stages=imputing_stages(settings, checked.numeric, [])).fit(customers_df)
+        caps = fit_caps(imputed.transform(customers_df), checked.numeric, lower, upper)
         log.info(
             "winsorising at the %g and %g percentiles: %s",
             lower,
             upper,
             ", ".join(f"{c} {lo:.4g}..{hi:.4g}" for c, (lo, hi) in caps.items()),
         )
-    pipeline_model = preprocessing_pipeline(settings, profile.numeric, profile.categorical, caps).fit(customers_df)
+    pipeline_model = preprocessing_pipeline(settings, checked.numeric, checked.categorical, caps).fit(customers_df)
     stages = list(pipeline_model.stages)
-    slot_names, slot_sources = describe_slots(stages, profile.numeric, profile.categorical, settings)
+    slot_names, slot_sources = describe_slots(stages, checked.numeric, checked.categorical, settings)
     # Numeric slots come first and are standardised; one-hot slots are left as they are (mean 0, scale 1).
     scalers = [s for s in stages if isinstance(s, StandardScalerModel)]
     mean, std = np.zeros(len(slot_names)), np.ones(len(slot_names))
     if scalers:
-        width = len(profile.numeric)
+        width = len(checked.numeric)
         mean[:width], std[:width] = scalers[0].mean.toArray(), scalers[0].std.toArray()
     out = SCALED_COL if settings.pca.enabled else FEATURES_COL
     width = pipeline_model.transform(customers_df).schema[out].metadata.get("ml_attr", {}).get("num_attrs")
@@ -192,17 +192,17 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage: StageRun 
     model_version = run_id
     input_df, as_of = training_input(spark, config)
     what = f"snapshot {as_of}" if settings.input == "features" else "the attribute table"
-    profile = check_features(input_df, settings)
+    checked = check_features(input_df, settings)
     numbered = settings.input == "attributes" and settings.attributes.customer_id is None
     if numbered:
         log.info(
             "attribute table has no id column (model.attributes.customer_id is null): customers are numbered "
             "1..%d in file order",
-            profile.customers,
+            checked.customers,
         )
-    if profile.constant:
-        log.warning("features with one value for every customer are left out of the model: %s", profile.constant)
-    n = profile.customers
+    if checked.constant:
+        log.warning("features with one value for every customer are left out of the model: %s", checked.constant)
+    n = checked.customers
     evaluated_n = min(n, settings.sample_size)
     check_k_range(settings, n, evaluated_n, what)
 
@@ -211,7 +211,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage: StageRun 
     cached: list[DataFrame] = [customers_df]
     try:
         progress.step("fitting the preprocessing (impute, encode, scale) on all customers", logged=False)
-        prep = fit_preprocessing(customers_df, settings, profile)
+        prep = fit_preprocessing(customers_df, settings, checked)
         vectors_df = model_space(prep, customers_df).persist(StorageLevel.MEMORY_AND_DISK)
         cached.append(vectors_df)
         sampled = n > settings.sample_size
@@ -291,7 +291,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage: StageRun 
         )
         if numbered:
             stage.counts["customers_numbered_in_file_order"] = n
-    return TrainResult(model_version, model_path, as_of, n, chosen, decided, profile.constant, numbered)
+    return TrainResult(model_version, model_path, as_of, n, chosen, decided, checked.constant, numbered)
 
 
 def _remove_model(spark: SparkSession, model_path: str) -> None:
