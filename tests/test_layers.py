@@ -1,6 +1,6 @@
 """The package's layers, as the tree shows them, checked on every module's imports.
 
-From the bottom: ``errors``; ``config`` and ``contracts``; ``maths`` (pure: no Spark); ``platform`` (the lakehouse
+From the bottom: ``errors``; ``config``; ``contracts``; ``maths`` (pure: no Spark); ``platform`` (the lakehouse
 platform); ``segmentation`` (the model the stages share); ``stages.<stage>``, each importing no other stage; and
 at the top the CLI, the stage order and console output, which may import anything.
 """
@@ -20,7 +20,7 @@ BASE = {"segspark", "segspark.errors"}
 ALLOWED = {
     "errors": set(),
     "config": {"config"},
-    "contracts": {"contracts"},
+    "contracts": {"contracts", "config"},
     "maths": {"maths", "config"},
     "platform": {"platform", "config", "contracts", "maths"},
     "segmentation": {"segmentation", "platform", "config", "contracts", "maths"},

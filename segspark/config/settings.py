@@ -196,7 +196,7 @@ class SourceSettings(_Section):
         return self
 
 
-#: Reasons ingest rejects a line for; :data:`segspark.contracts.schemas.REJECT_REASONS` lists the same (a test checks).
+#: Reasons ingest rejects a line for, in the order ingest tests them; contracts.schemas.REJECT_REASONS derives from it.
 RejectReason = Literal[
     "missing_customer_id",
     "invalid_encoding",

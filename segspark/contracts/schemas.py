@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import get_args
 
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
+from segspark.config.settings import RejectReason
 from segspark.errors import SchemaError
 
 __all__ = [
@@ -88,16 +90,9 @@ CORE_COLUMNS = ("recency_days", "frequency", "monetary", "tenure_days")
 PRICE_TYPE = T.DecimalType(18, 4)
 AMOUNT_TYPE = T.DecimalType(28, 4)
 
-#: Rejection reasons, in the order they are tested: a row gets the first that applies.
-REJECT_REASONS = (
-    "missing_customer_id",
-    "invalid_encoding",
-    "invalid_timestamp",
-    "future_timestamp",
-    "invalid_quantity",
-    "invalid_price",
-    "duplicate",
-)
+#: Rejection reasons, in the order they are tested: a row gets the first that applies. Written once, as the
+#: config's ``RejectReason`` type (``ingest.tolerated_reject_reasons`` is validated against it).
+REJECT_REASONS: tuple[str, ...] = get_args(RejectReason)
 
 
 def field(name: str, data_type: T.DataType, comment: str, nullable: bool = True) -> T.StructField:
