@@ -1,37 +1,40 @@
 """Ingest: raw transactions to ``transactions_clean`` and ``transactions_rejected``; nothing is lost.
 
-Plan (no shuffle of whole rows unless rows repeat):
+Plan (no shuffle of whole rows unless rows repeat; four reads of the source, two parses):
 
-1. Read the source; every column becomes its text (the "original text" kept for rejects). Count its lines.
-2. Find repeated rows cheaply: a 64-bit fingerprint of each row's text is counted (a shuffle of 8-byte keys),
-   and the fingerprints seen more than once are kept (a small cached set). Rows whose fingerprint is unique
-   are distinct and go straight on; only rows sharing a fingerprint are grouped by their full text, counting
-   copies. Identical rows pass or fail every check alike, so each check runs once per distinct row and
-   duplicates fall out of the copy count (the first copy is clean when the row is valid; the others are
+1. Read the source; every column becomes its text (the "original text" kept for rejects).
+2. Find repeated rows cheaply, in the same job that counts the source's lines (an observed count): a 64-bit
+   fingerprint of each row's text is counted (a shuffle of 8-byte keys), and the fingerprints seen more than
+   once are kept (a small cached set). Rows whose fingerprint is unique are distinct and go straight on; only
+   rows sharing a fingerprint are grouped by their full text, counting copies, once, into a cache as small as
+   the repeated lines. Identical rows pass or fail every check alike, so each check runs once per distinct row
+   and duplicates fall out of the copy count (the first copy is clean when the row is valid; the others are
    ``duplicate`` rejects). A fingerprint collision only sends two different rows through the exact grouping,
    which keeps them apart. Rows are judged by content, so the result does not depend on how the input is
    split into files or partitions.
 3. Parse the canonical columns and give each distinct row its first failing reason.
-4. Write the rejected copies (expanded back to one row per source line), then the clean rows. The counts per
-   reason and one example per reason are read back from the rejected table just written (it is as small as
-   the rejects), and ``lines in = clean + rejected`` is reconciled against the source's own line count and the
-   row counts Delta recorded for both commits. If the counts do not hold, or a write fails, both tables are
-   restored to the versions they had before the run.
+4. Write the rejected copies (expanded back to one row per source line), then the clean rows. The counts and
+   one example per reason are observed on the rejected write itself, and ``lines in = clean + rejected`` is
+   reconciled against the observed line count and the row counts Delta recorded for both commits. If the
+   counts do not hold, or a write fails, both tables are restored to the versions they had before the run.
 5. Fail the stage when no line is clean or too many lines are rejected (``ingest.max_reject_share``); the
    tables stay written, so the rejects can be read.
 
-Nothing is cached but the repeated fingerprints: each write re-reads and re-parses the source, which on the
-benchmark costs less than caching every parsed column (see ``docs/performance.md``).
+Each write reads and parses the source again: on this project's benchmark that costs less than caching the
+parsed lines, and Delta has no public way to commit one job's files to two tables (see
+``docs/performance.md``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -74,6 +77,7 @@ __all__ = [
     "check_reject_share",
     "check_source_columns",
     "count_identical_rows",
+    "counts_from_metrics",
     "describe_reason",
     "distinct_rows",
     "normalized_customer_id",
@@ -85,6 +89,8 @@ __all__ = [
     "read_source",
     "reason_columns",
     "reconcile",
+    "reject_metrics",
+    "repeated_rows",
     "reject_example_text",
     "repeated_fingerprints",
     "row_fingerprint",
@@ -93,11 +99,11 @@ __all__ = [
     "select_rejected",
     "source_column",
     "undecodable_text",
+    "unique_rows",
     "utc_timestamp_literal",
     "with_canonical_columns",
     "with_reject_reason",
     "with_text_columns",
-    "written_counts",
 ]
 
 log = logging.getLogger("segspark")
@@ -174,21 +180,37 @@ def repeated_fingerprints(text_df: DataFrame) -> DataFrame:
     )
 
 
-def distinct_rows(text_df: DataFrame, repeated: DataFrame, broadcast: bool) -> DataFrame:
+def repeated_rows(text_df: DataFrame, repeated: DataFrame, broadcast: bool) -> DataFrame:
+    """The rows whose fingerprint is in ``repeated``, one per distinct text, with ``_copies``.
+
+    As small as the repeated lines: the stage caches it, so the writes that follow read the source once each.
+    """
+    flagged = F.broadcast(repeated) if broadcast else repeated
+    keyed = text_df.withColumn(FINGERPRINT, row_fingerprint(text_df.columns))
+    return count_identical_rows(keyed.join(flagged, FINGERPRINT, "left_semi").drop(FINGERPRINT))
+
+
+def unique_rows(text_df: DataFrame, repeated: DataFrame | None, broadcast: bool) -> DataFrame:
+    """The rows whose fingerprint no other row has (all rows when ``repeated`` is None), with one copy each."""
+    if repeated is not None:
+        flagged = F.broadcast(repeated) if broadcast else repeated
+        keyed = text_df.withColumn(FINGERPRINT, row_fingerprint(text_df.columns))
+        text_df = keyed.join(flagged, FINGERPRINT, "left_anti").drop(FINGERPRINT)
+    return text_df.withColumn(COPIES, F.lit(1).cast(T.LongType()))
+
+
+def distinct_rows(
+    text_df: DataFrame, repeated: DataFrame, broadcast: bool, grouped: DataFrame | None = None
+) -> DataFrame:
     """One row per distinct source row with ``_copies``, as :func:`count_identical_rows`, grouping only the
     rows whose fingerprint is in ``repeated``; every other row is distinct and has one copy.
 
-    Both halves of the union read the source (Spark does not share a scan between them); the repeated half
-    keeps only its rows right after the join, so only those are shuffled.
+    ``grouped``: :func:`repeated_rows` computed (and cached) already; when None it is computed here, and
+    each action on the result then reads the source twice.
     """
-    source = [source_column(c) for c in text_df.columns]
-    flagged = repeated.select(FINGERPRINT, F.lit(True).alias("__repeated"))
-    keyed = text_df.withColumn(FINGERPRINT, row_fingerprint(text_df.columns)).join(
-        F.broadcast(flagged) if broadcast else flagged, FINGERPRINT, "left"
-    )
-    unique = keyed.where(F.col("__repeated").isNull()).select(*source)
-    grouped = keyed.where(F.col("__repeated")).select(*source)
-    return unique.withColumn(COPIES, F.lit(1).cast(T.LongType())).unionByName(count_identical_rows(grouped))
+    if grouped is None:
+        grouped = repeated_rows(text_df, repeated, broadcast)
+    return unique_rows(text_df, repeated, broadcast).unionByName(grouped)
 
 
 # --- column functions: parse one source text column into a canonical value (null when invalid) ---
@@ -439,22 +461,30 @@ def reject_example_text(source: SourceSettings) -> Column:
     return F.substring(example, 1, EXAMPLE_CHARS + 1)
 
 
-def written_counts(rejected_df: DataFrame, rows_in: int, rows_clean: int, source: SourceSettings) -> IngestCounts:
-    """Counts per reason and one example text per reason, from the rejected lines as written.
+def reject_metrics(source: SourceSettings) -> list[Column]:
+    """Aggregates over rejected lines: ``lines:<reason>`` for every reason, ``example:<reason>`` for each but
+    ``duplicate`` (the least example text; see :class:`IngestCounts`).
 
-    One aggregate over the rejected table (as small as the rejects); collects at most one row per reason.
+    Observed on the rejected write itself (``DataFrame.observe``), so the counts cost no read of the table.
     """
-    by_reason = (
-        rejected_df.groupBy(REJECT_REASON)
-        .agg(F.count(F.lit(1)).alias("lines"), F.min(reject_example_text(source)).alias("example"))
-        .collect()  # at most one row per reason
-    )
-    rejected = dict.fromkeys(REJECT_REASONS, 0)
-    examples: dict[str, str | None] = {}
-    for row in by_reason:
-        rejected[row[REJECT_REASON]] = int(row["lines"])
-        if row[REJECT_REASON] != "duplicate":
-            examples[row[REJECT_REASON]] = row["example"]
+    example = reject_example_text(source)
+    metrics = []
+    for reason in REJECT_REASONS:
+        is_reason = F.col(REJECT_REASON) == reason
+        metrics.append(F.count(F.when(is_reason, True)).alias(f"lines:{reason}"))
+        if reason != "duplicate":
+            metrics.append(F.min(F.when(is_reason, example)).alias(f"example:{reason}"))
+    return metrics
+
+
+def counts_from_metrics(metrics: dict[str, object], rows_in: int, rows_clean: int) -> IngestCounts:
+    """:class:`IngestCounts` from the values of :func:`reject_metrics`; reasons without lines have no example."""
+    rejected = {reason: int(str(metrics[f"lines:{reason}"])) for reason in REJECT_REASONS}
+    examples = {
+        reason: None if metrics[f"example:{reason}"] is None else str(metrics[f"example:{reason}"])
+        for reason in REJECT_REASONS
+        if reason != "duplicate" and rejected[reason]
+    }
     return IngestCounts(rows_in=rows_in, rows_clean=rows_clean, rejected_by_reason=rejected, reject_examples=examples)
 
 
@@ -546,60 +576,21 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage: StageRun
     id_key = privacy.id_key(config.privacy)  # before any Spark work: a missing key is a usage error
     raw_df = read_source(spark, source)
     check_source_columns(raw_df, source)
-    source_columns = raw_df.columns
     ingested_at = dt.datetime.now(dt.UTC)
     latest = config.ingest.latest_timestamp or ingested_at.replace(microsecond=0)
 
-    progress.step("counting the source lines")
-    rows_in = raw_df.count()
-    if stage is not None:
-        stage.rows_in = rows_in
-    if rows_in == 0:
-        raise InputError(f"input '{source.path}' has no rows")
-
     text_df = raw_df.transform(with_text_columns)
-    repeated = repeated_fingerprints(text_df).persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        progress.step("finding repeated lines by their fingerprints")
-        n_repeated = repeated.count()
-        parsed_df = (
-            distinct_rows(text_df, repeated, broadcast=n_repeated <= BROADCAST_REPEATS)
-            .transform(with_canonical_columns, source, id_key, config.privacy.keep_descriptions)
-            .transform(with_reject_reason, source, latest)
+    progress.step("counting the source lines and finding repeated ones by their fingerprints")
+    with _distinct_source_rows(text_df, source) as (rows_in, distinct_df):
+        if stage is not None:
+            stage.rows_in = rows_in
+        parsed_df = distinct_df.transform(
+            with_canonical_columns, source, id_key, config.privacy.keep_descriptions
+        ).transform(with_reject_reason, source, latest)
+        counts = replace(
+            _write_tables(spark, config, run_id, parsed_df, raw_df.columns, rows_in, ingested_at),
+            latest_timestamp=latest,
         )
-        clean_path = config.table_path("transactions_clean")
-        rejected_path = config.table_path("transactions_rejected")
-        publication.ensure_log(spark, config, run_id)
-        with publication.publishing(
-            spark,
-            config,
-            run_id,
-            failed="ingest failed: transactions tables restored to their published versions",
-        ):
-            progress.step("checking every line and writing the rejected ones to transactions_rejected")
-            rejected = lakehouse.write_table(
-                select_rejected(parsed_df, source_columns, run_id, ingested_at, private_columns(config)),
-                rejected_path,
-                transactions_rejected_spec(source_columns),
-                overwrite_schema=True,
-            )
-            progress.step(f"writing the clean lines to transactions_clean ({rejected.rows_written:,} rejected)")
-            clean = lakehouse.write_table(select_clean(parsed_df, run_id, ingested_at), clean_path, TRANSACTIONS_CLEAN)
-            written = lakehouse.read_table(spark, rejected_path, version=rejected.version)
-            counts = replace(
-                written_counts(written, rows_in, clean.rows_written, source), latest_timestamp=latest
-            )
-            reconcile(counts, clean.rows_written, rejected.rows_written)
-            publication.publish(
-                spark,
-                config,
-                run_id,
-                "ingest",
-                {"transactions_clean": clean.version, "transactions_rejected": rejected.version},
-                counts={"rows_in": rows_in, "rows_clean": counts.rows_clean, "rows_rejected": counts.rows_rejected},
-            )
-    finally:
-        repeated.unpersist()
 
     if stage is not None:
         stage.rows_out = counts.rows_clean
@@ -607,6 +598,77 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage: StageRun
         stage.counts.update({f"rejected_{k}": v for k, v in counts.rejected_by_reason.items()})
     # After the writes and outside the restore: the tables are valid and stay for inspection; the stage fails.
     check_reject_share(counts, config)
+    return counts
+
+
+@contextlib.contextmanager
+def _distinct_source_rows(text_df: DataFrame, source: SourceSettings) -> Iterator[tuple[int, DataFrame]]:
+    """The source's line count and its distinct rows with ``_copies``; the caches are dropped on exit.
+
+    One job reads the source for the line count and the repeated fingerprints; a second one groups the rows
+    that carry one (as few as the repeated lines) into a cache. Each action on the distinct rows then reads
+    the source once more.
+    """
+    if text_df.isEmpty():  # reads one row; an observation over no rows has no values to get
+        raise InputError(f"input '{source.path}' has no rows")
+    lines = Observation("source_lines")
+    repeated = repeated_fingerprints(text_df.observe(lines, F.count(F.lit(1)).alias("lines")))
+    repeated = repeated.persist(StorageLevel.MEMORY_AND_DISK)
+    grouped: DataFrame | None = None
+    try:
+        n_repeated = repeated.count()
+        rows_in = int(lines.get["lines"])
+        broadcast = n_repeated <= BROADCAST_REPEATS
+        if n_repeated == 0:
+            yield rows_in, unique_rows(text_df, None, broadcast)
+            return
+        progress.step(f"grouping the lines that share one of {n_repeated:,} repeated fingerprints")
+        grouped = repeated_rows(text_df, repeated, broadcast).persist(StorageLevel.MEMORY_AND_DISK)
+        grouped.count()
+        yield rows_in, distinct_rows(text_df, repeated, broadcast, grouped)
+    finally:
+        repeated.unpersist()
+        if grouped is not None:
+            grouped.unpersist()
+
+
+def _write_tables(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    parsed_df: DataFrame,
+    source_columns: list[str],
+    rows_in: int,
+    ingested_at: dt.datetime,
+) -> IngestCounts:
+    """Write the rejected lines, then the clean ones, reconcile and publish both; restore both on failure."""
+    rejected_metrics = Observation("rejected_lines")
+    rejected_df = select_rejected(parsed_df, source_columns, run_id, ingested_at, private_columns(config))
+    publication.ensure_log(spark, config, run_id)
+    with publication.publishing(
+        spark, config, run_id, failed="ingest failed: transactions tables restored to their published versions"
+    ):
+        progress.step("checking every line and writing the rejected ones to transactions_rejected")
+        rejected = lakehouse.write_table(
+            rejected_df.observe(rejected_metrics, *reject_metrics(config.source)),
+            config.table_path("transactions_rejected"),
+            transactions_rejected_spec(source_columns),
+            overwrite_schema=True,
+        )
+        progress.step(f"writing the clean lines to transactions_clean ({rejected.rows_written:,} rejected)")
+        clean = lakehouse.write_table(
+            select_clean(parsed_df, run_id, ingested_at), config.table_path("transactions_clean"), TRANSACTIONS_CLEAN
+        )
+        counts = counts_from_metrics(rejected_metrics.get, rows_in, clean.rows_written)
+        reconcile(counts, clean.rows_written, rejected.rows_written)
+        publication.publish(
+            spark,
+            config,
+            run_id,
+            "ingest",
+            {"transactions_clean": clean.version, "transactions_rejected": rejected.version},
+            counts={"rows_in": rows_in, "rows_clean": counts.rows_clean, "rows_rejected": counts.rows_rejected},
+        )
     return counts
 
 
