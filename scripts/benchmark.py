@@ -11,12 +11,20 @@ and the same idle machine:
    silhouette on 20,000 sampled customers per K.
 2. **Plain PySpark**: one aggregation for RFM, then an MLlib KMeans (defaults) + ClusteringEvaluator loop
    over K on all customers.
-3. **segspark**: ingest, features, train, score (the training snapshot, with the model just saved), profile and
+3. **Plain PySpark ETL**: what segspark's ingest and features replace, written without segspark on a
+   lakehouse of its own. "ETL ingest": read, flag rejects with one ``when`` chain (missing customer id,
+   unparseable timestamp in the layout's formats, bad quantity, bad price), ``dropDuplicates`` on the valid
+   lines, then the clean and the rejected lines written as Delta (two overwrites, each reading the source).
+   "ETL features": one ``groupBy`` per customer on the clean Delta table (recency, distinct invoices, spend,
+   tenure, average basket), written as Delta. No train.
+4. **segspark**: ingest, features, train, score (the training snapshot, with the model just saved), profile and
    report with the default configuration (a fresh lakehouse).
 
-All three use K 2..10 and the same four features. It prints seconds, lines or customers per second and
-peak memory (the Python process plus the Spark JVM) per stage, and the ratios segspark / baseline per stage
-group and overall; rows are appended to ``--csv``.
+1, 2 and 4 use K 2..10 and the same four features (3 has no model). It prints seconds, lines or customers
+per second and peak memory (the Python process plus the Spark JVM) per stage, then the ratios: segspark /
+baseline for features (ingest + features), train and whole (ingest..train) against 1 and 2; segspark ingest +
+features / ETL ingest + features; segspark's ingest lines per second; segspark whole / DuckDB + scikit-learn
+whole; and segspark's profile and report each / its features. Rows are appended to ``--csv``.
 
 ``--train-customers N`` instead writes a customer_features table of N generated customers directly (Spark,
 no transactions) and times the train stage alone, in a driver of ``--driver-memory``.
@@ -217,6 +225,102 @@ def pyspark_sweep(features) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Baseline 3: plain PySpark ETL (segspark's ingest and features without segspark: no reconciliation, no
+# reject per duplicate, no stage log, four features)
+
+
+def etl_ingest(spark, data: Path, lakehouse: Path, timestamp_formats: list[str]) -> None:
+    """Source lines to a clean and a rejected Delta table; the source is read and parsed once per write."""
+    from pyspark.sql import functions as F
+
+    raw_df = spark.read.parquet(str(data))
+    ts_text = F.trim("InvoiceDate")
+    # The parsed values in one struct beside the source text (kept for the rejected lines): Spark resolves
+    # names case-insensitively, so a top-level "quantity" would clash with "Quantity".
+    parsed = F.struct(
+        F.regexp_replace(F.trim("CustomerID"), r"\.0+$", "").alias("customer_id"),  # 17850.0 -> 17850
+        F.trim("InvoiceNo").alias("invoice_id"),
+        F.coalesce(*[F.try_to_timestamp(ts_text, F.lit(f)) for f in timestamp_formats]).alias("invoice_ts"),
+        F.trim("StockCode").alias("product_id"),
+        F.col("Description").alias("description"),
+        F.trim("Quantity").try_cast("int").alias("quantity"),  # Spark 4 is ANSI: a plain cast fails the job
+        F.trim("UnitPrice").try_cast("decimal(18,4)").alias("unit_price"),
+        F.trim("Country").alias("country"),
+    )
+    parsed_df = raw_df.select(*raw_df.columns, parsed.alias("parsed"))
+    customer_id, quantity, price = F.col("parsed.customer_id"), F.col("parsed.quantity"), F.col("parsed.unit_price")
+    reason = (
+        F.when(customer_id.isNull() | (customer_id == ""), "missing_customer_id")
+        .when(F.col("parsed.invoice_ts").isNull(), "invalid_timestamp")
+        .when(quantity.isNull() | (quantity == 0), "invalid_quantity")
+        .when(price.isNull() | (price <= 0), "invalid_price")
+    )
+    flagged_df = parsed_df.withColumn("reject_reason", reason)
+    clean_df = (
+        flagged_df.where(F.col("reject_reason").isNull())
+        .select("parsed.*")
+        .withColumns(
+            {
+                "invoice_date": F.to_date("invoice_ts"),
+                "line_amount": F.col("quantity") * F.col("unit_price"),
+                "is_return": F.col("invoice_id").startswith("C") | (F.col("quantity") < 0),
+            }
+        )
+        .dropDuplicates()
+    )
+    rejected_df = flagged_df.where(F.col("reject_reason").isNotNull()).select(*raw_df.columns, "reject_reason")
+    clean_df.write.format("delta").mode("overwrite").save(str(lakehouse / "transactions_clean"))
+    rejected_df.write.format("delta").mode("overwrite").save(str(lakehouse / "transactions_rejected"))
+
+
+def etl_features(spark, lakehouse: Path) -> None:
+    """One row per customer with a purchase (recency, frequency, monetary, tenure, average basket) as Delta."""
+    from pyspark.sql import functions as F
+
+    clean_df = spark.read.format("delta").load(str(lakehouse / "transactions_clean"))
+    as_of = clean_df.agg(F.date_add(F.max("invoice_date"), 1)).first()[0]  # one row: the snapshot date
+    features_df = (
+        clean_df.where(~F.col("is_return"))
+        .groupBy("customer_id")
+        .agg(
+            F.datediff(F.lit(as_of), F.max("invoice_date")).alias("recency_days"),
+            F.countDistinct("invoice_id").alias("frequency"),
+            F.sum("line_amount").alias("monetary"),
+            F.datediff(F.lit(as_of), F.min("invoice_date")).alias("tenure_days"),
+        )
+        .select(
+            "customer_id",
+            F.lit(as_of).alias("as_of_date"),
+            "recency_days",
+            "frequency",
+            "monetary",
+            "tenure_days",
+            (F.col("monetary") / F.col("frequency")).cast("double").alias("avg_basket_value"),
+        )
+    )
+    features_df.write.format("delta").mode("overwrite").save(str(lakehouse / "customer_features"))
+
+
+def run_etl(spark, lakehouse: Path, data: Path, lines: int, timestamp_formats: list[str]) -> list[Timing]:
+    """Time the two ETL stages on a fresh lakehouse; the row counts are read after each stage, untimed."""
+
+    def rows(table: str) -> int:
+        return spark.read.format("delta").load(str(lakehouse / table)).count()
+
+    shutil.rmtree(lakehouse, ignore_errors=True)
+    tool = "plain PySpark ETL"
+    ingest, _ = timed(
+        tool, "ETL ingest", lines, "lines", lambda: etl_ingest(spark, data, lakehouse, timestamp_formats), show=False
+    )
+    ingest.extra = {"clean": rows("transactions_clean"), "rejected": rows("transactions_rejected")}
+    print(ingest.line(), flush=True)
+    features, _ = timed(tool, "ETL features", 0, "customers", lambda: etl_features(spark, lakehouse), show=False)
+    features.units = rows("customer_features")
+    print(features.line(), flush=True)
+    return [ingest, features]
+
+
+# ---------------------------------------------------------------------------------------------------------
 # segspark
 
 
@@ -300,6 +404,20 @@ def ratio_lines(timings: list[Timing]) -> list[str]:
         f"  segspark features alone / plain PySpark RFM: "
         f"{by[('segspark', 'features')] / by[('plain PySpark', 'pyspark RFM')]:.2f}x"
     )
+    etl = by[("plain PySpark ETL", "ETL ingest")] + by[("plain PySpark ETL", "ETL features")]
+    out.append(
+        f"  segspark ingest + features / plain PySpark ETL ingest + features: {seg['features'] / etl:.2f}x "
+        f"({seg['features']:.1f} s against {etl:.1f} s)"
+    )
+    ingest = next(t for t in timings if (t.tool, t.stage) == ("segspark", "ingest"))
+    out.append(f"  segspark ingest: {ingest.units / ingest.seconds:,.0f} lines/s")
+    duckdb_whole = by[("DuckDB + scikit-learn", "duckdb RFM")] + by[("DuckDB + scikit-learn", "sklearn K sweep")]
+    out.append(f"  segspark whole (ingest..train) / DuckDB + scikit-learn whole: {seg['whole'] / duckdb_whole:.2f}x")
+    features = by[("segspark", "features")]
+    out.append(
+        f"  segspark profile / features: {by[('segspark', 'profile')] / features:.2f}x, "
+        f"report / features: {by[('segspark', 'report')] / features:.2f}x"
+    )
     return out
 
 
@@ -321,7 +439,10 @@ def bench_size(spark, work: Path, lines: int, overrides: list[str]) -> list[Timi
     t, k = timed("plain PySpark", "MLlib K sweep", customers, "customers", lambda: pyspark_sweep(pyspark_df))
     t.extra = {"k": k}
     timings.append(t)
-    timings += run_segspark(spark, segspark_config(work / f"seg_{lines}", data, overrides), lines)
+    config = segspark_config(work / f"seg_{lines}", data, overrides)
+    # The layout's timestamp formats, so that both read the same lines as valid.
+    timings += run_etl(spark, work / f"etl_{lines}" / "lakehouse", data, lines, config.source.timestamp_formats)
+    timings += run_segspark(spark, config, lines)
     for line in ratio_lines(timings):
         print(line)
     return timings
