@@ -24,7 +24,9 @@ and the same idle machine:
 per second and peak memory (the Python process plus the Spark JVM) per stage, then the ratios: segspark /
 baseline for features (ingest + features), train and whole (ingest..train) against 1 and 2; segspark ingest +
 features / ETL ingest + features; segspark's ingest lines per second; segspark whole / DuckDB + scikit-learn
-whole; and segspark's profile and report each / its features. Rows are appended to ``--csv``.
+whole; segspark's profile and report each / its features; and an incremental run (1% new lines added as new
+files: ingest, features for the new snapshot, score) / the full run's ingest + features + score. Rows are
+appended to ``--csv``.
 
 ``--train-customers N`` instead writes a customer_features table of N generated customers directly (Spark,
 no transactions) and times the train stage alone, in a driver of ``--driver-memory``.
@@ -382,6 +384,55 @@ def generate(work: Path, lines: int) -> Path:
     return data
 
 
+def generate_increment(work: Path, lines: int) -> Path:
+    """1% more lines, in the 30 days after the generated period (another seed: other lines)."""
+    from segspark.synthetic import generate as write
+
+    data = work / f"increment_{lines}"
+    if not (data / "_SUCCESS").exists():
+        shutil.rmtree(data, ignore_errors=True)
+        write(data, max(lines // 100, 1_000), seed=SEED + 1, fmt="parquet", start="2011-12-10", days=90)
+        for i, part in enumerate(sorted(data.glob("*.parquet"))):
+            part.rename(data / f"increment-{i:05d}.parquet")
+        (data / "_SUCCESS").touch()
+    return data
+
+
+def linked_source(folder: Path, datasets: list[Path]) -> Path:
+    """A fresh source folder holding hard links to the datasets' part files (no copy of the data)."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for data in datasets:
+        for part in sorted(data.glob("*.parquet")):
+            os.link(part, folder / part.name)
+    return folder
+
+
+def run_incremental(spark, config, source: Path, increment: Path) -> list[Timing]:
+    """A weekly run on the lakehouse just built: the increment's files are added to the source, then ingest
+    (only the new files), features for the new default snapshot and score with the saved model, timed."""
+    from segspark.pipeline import STAGES
+    from segspark.platform.stage_log import new_run_id
+
+    for part in sorted(increment.glob("*.parquet")):
+        os.link(part, source / part.name)
+    new_lines = spark.read.parquet(str(increment)).count()
+    timings = []
+    for stage in ("ingest", "features", "score"):
+        run_id = new_run_id()
+        timing, _ = timed(
+            "segspark incremental",
+            stage,
+            new_lines,
+            "new lines",
+            lambda s=stage, r=run_id: STAGES[s](spark, config, r),
+            show=False,
+        )
+        print(timing.line(), flush=True)
+        timings.append(timing)
+    return timings
+
+
 def ratio_lines(timings: list[Timing]) -> list[str]:
     by = {(t.tool, t.stage): t.seconds for t in timings}
     seg = {
@@ -418,6 +469,12 @@ def ratio_lines(timings: list[Timing]) -> list[str]:
         f"  segspark profile / features: {by[('segspark', 'profile')] / features:.2f}x, "
         f"report / features: {by[('segspark', 'report')] / features:.2f}x"
     )
+    incremental = sum(t.seconds for t in timings if t.tool == "segspark incremental")
+    full = by[("segspark", "ingest")] + by[("segspark", "features")] + by[("segspark", "score")]
+    out.append(
+        f"  segspark incremental (1% new lines: ingest + features + score) / the full run's ingest + features + "
+        f"score: {incremental / full:.2f}x ({incremental:.1f} s against {full:.1f} s)"
+    )
     return out
 
 
@@ -439,10 +496,12 @@ def bench_size(spark, work: Path, lines: int, overrides: list[str]) -> list[Timi
     t, k = timed("plain PySpark", "MLlib K sweep", customers, "customers", lambda: pyspark_sweep(pyspark_df))
     t.extra = {"k": k}
     timings.append(t)
-    config = segspark_config(work / f"seg_{lines}", data, overrides)
+    source = linked_source(work / f"seg_{lines}" / "source", [data])
+    config = segspark_config(work / f"seg_{lines}", source, overrides)
     # The layout's timestamp formats, so that both read the same lines as valid.
     timings += run_etl(spark, work / f"etl_{lines}" / "lakehouse", data, lines, config.source.timestamp_formats)
     timings += run_segspark(spark, config, lines)
+    timings += run_incremental(spark, config, source, generate_increment(work, lines))
     for line in ratio_lines(timings):
         print(line)
     return timings

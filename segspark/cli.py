@@ -54,13 +54,13 @@ COMMANDS: dict[str, Command] = {
     "run": Command(
         ["ingest", "features", "segment", "profile", "report"],
         "run the whole pipeline: ingest, features, train (or score a later snapshot), profile, report",
-        ("input", "layout", "as_of", "retrain"),
+        ("input", "layout", "as_of", "retrain", "full_refresh"),
         "--layout online_retail --input data/ --lakehouse lakehouse --as-of 2011-12-01",
     ),
     "ingest": Command(
         ["ingest"],
         "raw transactions -> transactions_clean + transactions_rejected",
-        ("input", "layout"),
+        ("input", "layout", "full_refresh"),
         "--config conf/layouts/online_retail.yaml --input data/ --lakehouse lakehouse",
     ),
     "features": Command(
@@ -116,6 +116,7 @@ _FLAGS = {
     "as_of": "--as-of",
     "model": "--model",
     "retrain": "--retrain",
+    "full_refresh": "--full-refresh",
     "run_id": "--run-id",
 }
 
@@ -224,6 +225,14 @@ def add_common_options(parser: argparse.ArgumentParser, command: str = "run") ->
             default=None,
             help="fit a new model even when the latest one could score this later snapshot (run.retrain)",
         )
+    if "full_refresh" in uses:
+        parser.add_argument(
+            "--full-refresh",
+            action="store_true",
+            default=None,
+            dest="full_refresh",
+            help="re-ingest every source file and replace the transactions tables (ingest.mode=full)",
+        )
     if "run_id" in uses:
         parser.add_argument(
             "--run-id",
@@ -308,6 +317,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
         flags["score"] = {"model_version": args.model}
     if getattr(args, "retrain", None):
         flags["run"] = {"retrain": True}
+    if getattr(args, "full_refresh", None):
+        flags["ingest"] = {"mode": "full"}
     if getattr(args, "run_id", None):
         flags["report"] = {"run_id": args.run_id}
     if getattr(args, "catalog_db", None):

@@ -237,7 +237,12 @@ def test_failed_run_restores_previous_tables(spark, monkeypatch, tmp_path):
     clean_path = config.table_path("transactions_clean")
     version_before = lakehouse.current_version(spark, clean_path)
     other_input = write_csv(tmp_path / "other", LINES[:1])
-    config2 = config.model_copy(update={"source": config.source.model_copy(update={"path": str(other_input)})})
+    config2 = config.model_copy(
+        update={
+            "source": config.source.model_copy(update={"path": str(other_input)}),
+            "ingest": config.ingest.model_copy(update={"mode": "full"}),  # replacing both tables
+        }
+    )
 
     def broken(*_args, **_kwargs):
         raise ReconciliationError("forced for the test")
@@ -377,7 +382,7 @@ def test_nothing_clean_fails_after_writing_and_recording_both_tables(spark, tmp_
     assert (run["status"], run["rows_in"], run["rows_out"]) == ("failed", 3, 0)
     assert run["message"].startswith("RejectThresholdError: no input line is clean (3 of 3 rejected). ")
     assert {k: v for k, v in run["counts"].items() if v} == {
-        "rows_rejected": 3, "rejected_invalid_timestamp": 2, "rejected_missing_customer_id": 1
+        "rows_rejected": 3, "rejected_invalid_timestamp": 2, "rejected_missing_customer_id": 1, "files_read": 1
     }
 
 

@@ -217,6 +217,7 @@ class IngestSettings(_Section):
     Each key's meaning: conf/base.yaml, section ``ingest``.
     """
 
+    mode: Literal["incremental", "full"] = "incremental"
     max_reject_share: float = Field(default=0.5, ge=0, le=1)
     tolerated_reject_reasons: list[RejectReason] = Field(default_factory=lambda: list(_TOLERATED_BY_DEFAULT))
     latest_timestamp: dt.datetime | None = None
@@ -653,6 +654,8 @@ class TableNames(_Section):
 
     transactions_clean: str = "transactions_clean"
     transactions_rejected: str = "transactions_rejected"
+    ingested_files: str = "ingested_files"
+    ingest_fingerprints: str = "ingest_fingerprints"
     pipeline_runs: str = "pipeline_runs"
     published_runs: str = "published_runs"
     customer_features: str = "customer_features"

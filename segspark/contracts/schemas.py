@@ -33,6 +33,8 @@ __all__ = [
     "INVOICE_DATE",
     "INVOICE_ID",
     "INVOICE_TS",
+    "INGESTED_FILES",
+    "INGEST_FINGERPRINTS",
     "IS_RETURN",
     "LINE_AMOUNT",
     "MODEL_SELECTION",
@@ -185,6 +187,41 @@ def transactions_rejected_spec(source_columns: Iterable[str]) -> TableSpec:
         stats_columns=(REJECT_REASON,),
     )
 
+
+INGESTED_FILES = TableSpec(
+    comment=(
+        "One row per source file an ingest run read: its identity when read (path, size, modification time) and "
+        "its lines. An incremental ingest reads only the files this table lacks (segspark ingest)."
+    ),
+    schema=T.StructType(
+        [
+            field("path", T.StringType(), "Fully qualified path of the file, as Spark listed it", False),
+            field("size", T.LongType(), "File size in bytes when it was ingested", False),
+            field("modification_time", T.TimestampType(), "File modification time when it was ingested (UTC)", False),
+            field("lines_in", T.LongType(), "Lines (rows) the file held", False),
+            field(RUN_ID, T.StringType(), "Ingest run that read the file", False),
+            field(INGESTED_AT, T.TimestampType(), "When that run wrote the file's lines (UTC)", False),
+        ]
+    ),
+)
+
+INGEST_FINGERPRINTS = TableSpec(
+    comment=(
+        "Ingest state: one row per distinct source line text per file per run, as two 64-bit hashes, so a "
+        "later incremental run finds lines it has seen before without their text (segspark ingest)."
+    ),
+    schema=T.StructType(
+        [
+            field("fingerprint", T.LongType(), "xxhash64 of the line's text columns and of where its nulls are", False),
+            field("fingerprint2", T.LongType(), "A second, differently seeded xxhash64 of the same", False),
+            field("path", T.StringType(), "File the lines came from", False),
+            field("copies", T.LongType(), "How many lines of that file had this text", False),
+            field("latest_timestamp", T.TimestampType(), "The run's future_timestamp bound (UTC)", False),
+            field(RUN_ID, T.StringType(), "Ingest run that read the lines", False),
+        ]
+    ),
+    stats_columns=(RUN_ID,),
+)
 
 PIPELINE_RUNS = TableSpec(
     comment="One row per stage per run: timings, row counts, status, configuration hash and versions.",
@@ -667,6 +704,8 @@ class Table:
 TABLES: tuple[Table, ...] = (
     Table("transactions_clean", "ingest", TRANSACTIONS_CLEAN),
     Table("transactions_rejected", "ingest", None),
+    Table("ingested_files", "ingest", INGESTED_FILES),
+    Table("ingest_fingerprints", "ingest", INGEST_FINGERPRINTS),
     Table("customer_features", "features", CUSTOMER_FEATURES),
     Table("customer_segments", "train, score", CUSTOMER_SEGMENTS),
     Table("segment_centroids", "train", SEGMENT_CENTROIDS),

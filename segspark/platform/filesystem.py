@@ -31,6 +31,8 @@ __all__ = [
     "clear_delta_log_cache",
     "delete",
     "exists",
+    "file_statuses",
+    "is_folder",
     "kmeans_model",
     "list_names",
     "make_dirs",
@@ -209,6 +211,34 @@ def modification_time(spark: SparkSession, uri: str) -> float:
     with _missing_as_error(uri):
         status = fs.getFileStatus(path)
     return float(status.getModificationTime()) / 1000.0
+
+
+def is_folder(spark: SparkSession, uri: str) -> bool:
+    """Whether ``uri`` names an existing folder (False for a file, a glob or nothing)."""
+    fs, path = _resolve(spark, uri)
+    try:
+        return bool(fs.getFileStatus(path).isDirectory())
+    except Py4JJavaError as exc:
+        if str(exc.java_exception.getClass().getName()) == _NOT_FOUND:
+            return False
+        raise
+
+
+def file_statuses(spark: SparkSession, uris: Sequence[str]) -> dict[str, tuple[int, int]]:
+    """Size in bytes and modification time in milliseconds since the epoch of each file, by its URI as given.
+
+    Raises
+    ------
+    FileNotFoundError
+        A file is missing (named in the message).
+    """
+    statuses: dict[str, tuple[int, int]] = {}
+    for uri in uris:
+        fs, path = _resolve(spark, uri)
+        with _missing_as_error(uri):
+            status = fs.getFileStatus(path)
+        statuses[uri] = (int(status.getLen()), int(status.getModificationTime()))
+    return statuses
 
 
 def touch(spark: SparkSession, uri: str) -> None:

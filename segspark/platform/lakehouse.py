@@ -216,6 +216,8 @@ def write_table(
     spark = df.sparkSession
     if not table_exists(spark, path):  # a cheap check; creating an existing table still reads its log
         _ensure_table(spark, path, spec)
+    # Delta commits nothing for an append of no rows: the latest commit would then be an earlier run's.
+    before = current_version(spark, path) if mode == "append" else None
     writer = conform(df, spec).write.format("delta").mode(mode)
     if spec.partition_by:
         writer = writer.partitionBy(*spec.partition_by)
@@ -231,6 +233,8 @@ def write_table(
         f"the commit just written to {path}",
     )
     metrics = last["operationMetrics"] or {}
+    if before is not None and int(last["version"]) == before:
+        return WriteResult(path=path, version=before, rows_written=0)
     return WriteResult(path=path, version=int(last["version"]), rows_written=int(metrics.get("numOutputRows", 0)))
 
 
@@ -255,6 +259,11 @@ def delete_path(spark: SparkSession, path: str) -> bool:
     return filesystem.exists(spark, path) and filesystem.delete(spark, path, recursive=True)
 
 
+def _is_folder(spark: SparkSession, uri: str) -> bool:
+    """Whether ``uri`` names an existing folder (not a file, not a glob)."""
+    return filesystem.is_folder(spark, uri)
+
+
 def read_table(spark: SparkSession, path: str, version: int | None = None) -> DataFrame:
     """The Delta table at ``path``: its latest version, or ``version`` when given."""
     reader = spark.read.format("delta")
@@ -263,19 +272,32 @@ def read_table(spark: SparkSession, path: str, version: int | None = None) -> Da
     return reader.load(path)
 
 
-def read_input(spark: SparkSession, fmt: str, path: str, csv_options: dict[str, str], what: str) -> DataFrame:
+def read_input(
+    spark: SparkSession,
+    fmt: str,
+    path: str | list[str],
+    csv_options: dict[str, str],
+    what: str,
+    base: str | None = None,
+) -> DataFrame:
     """Read a user's csv/parquet/delta path or catalog table (``fmt == "table"``); CSV columns stay text.
 
+    ``path`` may be a list of files of the folder or glob ``base``: they are read with the columns a read of
+    ``base`` would have (folder partition columns included, when ``base`` is a folder).
     A missing path or table raises InputError naming ``what`` and the path, not a Java stack trace.
     """
+    paths = [path] if isinstance(path, str) else path
+    options = dict(csv_options) if fmt == "csv" else {}
+    if isinstance(path, list) and base is not None and _is_folder(spark, base):
+        options["basePath"] = base
     try:
         if fmt == "csv":
-            return spark.read.options(**csv_options).option("inferSchema", "false").csv(path)
+            return spark.read.options(**options).option("inferSchema", "false").csv(paths)
         if fmt == "parquet":
-            return spark.read.parquet(path)
+            return spark.read.options(**options).parquet(*paths)
         if fmt == "delta":
-            return spark.read.format("delta").load(path)
-        return spark.table(path)
+            return spark.read.format("delta").load(paths[0])
+        return spark.table(paths[0])
     except AnalysisException as exc:
         first_line = str(exc).strip().splitlines()[0]
         raise InputError(f"cannot read {fmt} {what} '{path}': {first_line}") from None

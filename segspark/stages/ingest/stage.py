@@ -44,7 +44,9 @@ from segspark.contracts.schemas import (
     COUNTRY,
     CUSTOMER_ID,
     DESCRIPTION,
+    INGEST_FINGERPRINTS,
     INGESTED_AT,
+    INGESTED_FILES,
     INVOICE_DATE,
     INVOICE_ID,
     INVOICE_TS,
@@ -55,6 +57,7 @@ from segspark.contracts.schemas import (
     QUANTITY,
     REJECT_REASON,
     REJECT_REASONS,
+    REJECTED_EXTRA_FIELDS,
     RUN_ID,
     TRANSACTIONS_CLEAN,
     UNIT_PRICE,
@@ -64,9 +67,17 @@ from segspark.errors import InputError, InputPathError, ReconciliationError, Rej
 from segspark.platform import lakehouse, privacy, progress, publication
 from segspark.platform.compat import try_cast
 from segspark.platform.stage_log import StageRun
+from segspark.stages.ingest.deliveries import Delivery, plan_delivery, reader_path
 from segspark.stages.ingest.preflight import require_path
 
 __all__ = [
+    "SEEN_LATEST",
+    "batch_fingerprints",
+    "repeated_in_batch",
+    "row_fingerprint2",
+    "seen_before",
+    "with_earlier_duplicates",
+    "with_seen_latest",
     "BROADCAST_REPEATS",
     "COPIES",
     "EXAMPLE_CHARS",
@@ -129,10 +140,14 @@ def source_column(name: str) -> Column:
     return F.col("`" + name.replace("`", "``") + "`")
 
 
-def read_source(spark: SparkSession, source: SourceSettings) -> DataFrame:
-    """Read the raw transactions as configured; CSV columns are all text (no inference)."""
+def read_source(spark: SparkSession, source: SourceSettings, files: list[str] | None = None) -> DataFrame:
+    """Read the raw transactions as configured; CSV columns are all text (no inference).
+
+    ``files``: read only these files of the source (paths as :func:`~segspark.stages.ingest.deliveries.reader_path`
+    gives them), with the columns a read of the whole source would have.
+    """
     path = require_path(source)
-    return lakehouse.read_input(spark, source.format, path, source.csv_options, what="input")
+    return lakehouse.read_input(spark, source.format, files or path, source.csv_options, what="input", base=path)
 
 
 def check_source_columns(raw_df: DataFrame, source: SourceSettings) -> None:
@@ -178,6 +193,84 @@ def repeated_fingerprints(text_df: DataFrame) -> DataFrame:
         .where(F.col("count") > 1)
         .select(FINGERPRINT)
     )
+
+
+def row_fingerprint2(columns: list[str]) -> Column:
+    """A second 64-bit hash of the same, chained from another seed: with :func:`row_fingerprint`, 128 bits."""
+    cols = [source_column(c) for c in columns]
+    return F.xxhash64(F.lit("segspark"), *cols, F.array(*[c.isNull() for c in cols]))
+
+
+def batch_fingerprints(keyed_df: DataFrame, path_column: str) -> DataFrame:
+    """One row per distinct (text, file) of a batch: ``fingerprint, fingerprint2, path, copies``.
+
+    ``keyed_df``: the text columns and ``path_column`` (the file each line came from). A shuffle of two 8-byte
+    keys and a path, not of rows; these rows are the ``ingest_fingerprints`` of the run.
+    """
+    text_columns = [c for c in keyed_df.columns if c != path_column]
+    return (
+        keyed_df.select(
+            row_fingerprint(text_columns).alias("fingerprint"),
+            row_fingerprint2(text_columns).alias("fingerprint2"),
+            F.col(path_column).alias("path"),
+        )
+        .groupBy("fingerprint", "fingerprint2", "path")
+        .agg(F.count(F.lit(1)).alias("copies"))
+    )
+
+
+def repeated_in_batch(batch_df: DataFrame) -> DataFrame:
+    """The fingerprints more than one line of the batch has (across its files), as :data:`FINGERPRINT`."""
+    return (
+        batch_df.groupBy("fingerprint")
+        .agg(F.sum("copies").alias("copies"))
+        .where(F.col("copies") > 1)
+        .select(F.col("fingerprint").alias(FINGERPRINT))
+    )
+
+
+def seen_before(history_df: DataFrame, batch_df: DataFrame) -> DataFrame:
+    """The batch's distinct texts that earlier runs ingested, with ``seen_latest``: the latest
+    ``latest_timestamp`` of those runs (a line no later than it was clean, or a duplicate, back then)."""
+    keys = batch_df.select("fingerprint", "fingerprint2").distinct()
+    return (
+        history_df.join(keys, ["fingerprint", "fingerprint2"], "left_semi")
+        .groupBy("fingerprint", "fingerprint2")
+        .agg(F.max("latest_timestamp").alias("seen_latest"))
+    )
+
+
+#: Internal column: the latest bound of the earlier runs that ingested the row's text (null when none did).
+SEEN_LATEST = "__seen_latest"
+
+
+def with_seen_latest(distinct_df: DataFrame, seen: DataFrame | None, broadcast: bool) -> DataFrame:
+    """Add :data:`SEEN_LATEST` to distinct source rows (all null when ``seen`` is None)."""
+    if seen is None:
+        return distinct_df.withColumn(SEEN_LATEST, F.lit(None).cast(T.TimestampType()))
+    text_columns = [c for c in distinct_df.columns if c != COPIES]
+    flagged = seen.select(
+        F.col("fingerprint").alias(FINGERPRINT),
+        F.col("fingerprint2").alias("__fingerprint2"),
+        F.col("seen_latest").alias(SEEN_LATEST),
+    )
+    keyed = distinct_df.withColumn(FINGERPRINT, row_fingerprint(text_columns)).withColumn(
+        "__fingerprint2", row_fingerprint2(text_columns)
+    )
+    joined = keyed.join(F.broadcast(flagged) if broadcast else flagged, [FINGERPRINT, "__fingerprint2"], "left")
+    return joined.drop(FINGERPRINT, "__fingerprint2")
+
+
+def with_earlier_duplicates(parsed_df: DataFrame) -> DataFrame:
+    """``reject_reason`` ``duplicate`` for valid rows an earlier run ingested while they were valid.
+
+    Such a row had a clean copy then (or was a duplicate of one), so every copy now is a duplicate. A row that
+    was rejected then for its own reason is rejected again for it (the checks see the same text), and one that
+    was ``future_timestamp`` then but is valid now is clean now.
+    """
+    is_earlier = F.col(SEEN_LATEST).isNotNull() & (F.col(f"__{INVOICE_TS}") <= F.col(SEEN_LATEST))
+    reason = F.coalesce(F.col(REJECT_REASON), F.when(is_earlier, F.lit("duplicate")))
+    return parsed_df.withColumn(REJECT_REASON, F.when(F.spark_partition_id() >= 0, reason))
 
 
 def repeated_rows(text_df: DataFrame, repeated: DataFrame, broadcast: bool) -> DataFrame:
@@ -427,6 +520,11 @@ class IngestCounts:
     reject_examples: dict[str, str | None] = field(default_factory=dict)
     #: The latest valid timestamp of the run (later lines are ``future_timestamp``).
     latest_timestamp: dt.datetime | None = None
+    #: Whether the run appended a batch of new files (False: it replaced both tables).
+    incremental: bool = False
+    #: Source files read, and (incremental runs) files left out because they were ingested already.
+    files_read: int = 0
+    files_skipped: int = 0
 
     @property
     def rows_rejected(self) -> int:
@@ -491,6 +589,8 @@ def counts_from_metrics(metrics: dict[str, object], rows_in: int, rows_clean: in
 def check_reject_share(counts: IngestCounts, config: Config) -> None:
     """Raise RejectThresholdError when no line is clean, or too large a share of all input lines is rejected.
 
+    An incremental batch without clean lines passes when some of its lines are duplicates (a re-delivery).
+
     The share is (lines rejected for reasons outside ``ingest.tolerated_reject_reasons``) / ``rows_in``, where
     ``rows_in`` counts every source line, duplicates and tolerated rejects included; it fails when above
     ``ingest.max_reject_share``. The message names the reasons, largest first (ties in check order), each with
@@ -502,9 +602,11 @@ def check_reject_share(counts: IngestCounts, config: Config) -> None:
     counted = {r: n for r, n in counts.rejected_by_reason.items() if r not in settings.tolerated_reject_reasons}
     counted_lines = sum(counted.values())
     share = counted_lines / counts.rows_in
-    if counts.rows_clean > 0 and share <= settings.max_reject_share:
+    # A batch of re-delivered lines has no clean line and nothing wrong with it.
+    no_clean = counts.rows_clean == 0 and not (counts.incremental and counts.rejected_by_reason["duplicate"])
+    if not no_clean and share <= settings.max_reject_share:
         return
-    if counts.rows_clean == 0:
+    if no_clean:
         headline = f"no input line is clean ({counts.rows_rejected:,} of {counts.rows_in:,} rejected)"
         shown = counts.rejected_by_reason
     else:
@@ -576,100 +678,274 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage: StageRun
     id_key = privacy.id_key(config.privacy)  # before any Spark work: a missing key is a usage error
     raw_df = read_source(spark, source)
     check_source_columns(raw_df, source)
+    delivery = plan_delivery(spark, config, raw_df)
+    if delivery.why_full:
+        log.info("ingesting the whole source (%s)", delivery.why_full)
+    if delivery.incremental and not delivery.files:
+        log.info("no new source file: %s file(s) already ingested, skipped", f"{delivery.skipped:,}")
+        counts = IngestCounts(0, 0, dict.fromkeys(REJECT_REASONS, 0), incremental=True, files_skipped=delivery.skipped)
+        _record(stage, counts)
+        return counts
+    batch_df = raw_df
+    if delivery.incremental:
+        batch_df = read_source(spark, source, delivery.paths)
+        _check_batch_columns(spark, config, batch_df)
     ingested_at = dt.datetime.now(dt.UTC)
     latest = config.ingest.latest_timestamp or ingested_at.replace(microsecond=0)
+    batch = _Batch(
+        run_id, delivery, ingested_at, latest, raw_df.columns if not delivery.incremental else batch_df.columns
+    )
 
-    text_df = raw_df.transform(with_text_columns)
-    progress.step("counting the source lines and finding repeated ones by their fingerprints")
-    with _distinct_source_rows(text_df, source) as (rows_in, distinct_df):
-        if stage is not None:
-            stage.rows_in = rows_in
-        parsed_df = distinct_df.transform(
-            with_canonical_columns, source, id_key, config.privacy.keep_descriptions
-        ).transform(with_reject_reason, source, latest)
-        counts = replace(
-            _write_tables(spark, config, run_id, parsed_df, raw_df.columns, rows_in, ingested_at),
-            latest_timestamp=latest,
-        )
-
-    if stage is not None:
-        stage.rows_out = counts.rows_clean
-        stage.counts = {"rows_clean": counts.rows_clean, "rows_rejected": counts.rows_rejected}
-        stage.counts.update({f"rejected_{k}": v for k, v in counts.rejected_by_reason.items()})
+    publication.ensure_log(spark, config, run_id)
+    with publication.publishing(
+        spark, config, run_id, failed="ingest failed: transactions tables restored to their published versions"
+    ):
+        progress.step("counting the source lines and fingerprinting them")
+        state = _write_fingerprints(spark, config, batch, batch_df)
+        with _distinct_source_rows(spark, config, batch, batch_df, state) as distinct_df:
+            parsed_df = (
+                distinct_df.transform(with_canonical_columns, source, id_key, config.privacy.keep_descriptions)
+                .transform(with_reject_reason, source, latest)
+                .transform(with_earlier_duplicates)
+            )
+            counts = _write_tables(spark, config, batch, parsed_df, state)
+    log.info(
+        "ingested %s %sfile(s), %s lines (%s clean, %s rejected)%s",
+        f"{counts.files_read:,}",
+        "new " if delivery.incremental else "",
+        f"{counts.rows_in:,}",
+        f"{counts.rows_clean:,}",
+        f"{counts.rows_rejected:,}",
+        f"; {delivery.skipped:,} file(s) already ingested, skipped" if delivery.incremental else "",
+    )
+    _record(stage, counts)
     # After the writes and outside the restore: the tables are valid and stay for inspection; the stage fails.
     check_reject_share(counts, config)
     return counts
 
 
-@contextlib.contextmanager
-def _distinct_source_rows(text_df: DataFrame, source: SourceSettings) -> Iterator[tuple[int, DataFrame]]:
-    """The source's line count and its distinct rows with ``_copies``; the caches are dropped on exit.
+def _record(stage: StageRun | None, counts: IngestCounts) -> None:
+    """The run's counts in its stage record (``pipeline_runs``)."""
+    if stage is None:
+        return
+    stage.rows_in = counts.rows_in
+    stage.rows_out = counts.rows_clean
+    stage.counts = {
+        "rows_clean": counts.rows_clean,
+        "rows_rejected": counts.rows_rejected,
+        "files_read": counts.files_read,
+        "files_skipped": counts.files_skipped,
+    }
+    stage.counts.update({f"rejected_{k}": v for k, v in counts.rejected_by_reason.items()})
 
-    One job reads the source for the line count and the repeated fingerprints; a second one groups the rows
-    that carry one (as few as the repeated lines) into a cache. Each action on the distinct rows then reads
-    the source once more.
-    """
-    if text_df.isEmpty():  # reads one row; an observation over no rows has no values to get
-        raise InputError(f"input '{source.path}' has no rows")
+
+@dataclass(frozen=True)
+class _Batch:
+    """One run's batch: its id, the files it reads, its times and the source columns it writes."""
+
+    run_id: str
+    delivery: Delivery
+    ingested_at: dt.datetime
+    latest: dt.datetime
+    source_columns: list[str]
+
+    @property
+    def mode(self) -> str:
+        """How the run writes every ingest table: ``append`` a batch, or ``overwrite`` them."""
+        return "append" if self.delivery.incremental else "overwrite"
+
+
+@dataclass(frozen=True)
+class _State:
+    """The run's rows of ``ingest_fingerprints`` just written, and its line count."""
+
+    version: int
+    rows_in: int
+    batch_df: DataFrame
+
+
+#: Internal column: the file a source line came from.
+_PATH = "__path"
+
+
+def _check_batch_columns(spark: SparkSession, config: Config, batch_df: DataFrame) -> None:
+    """InputError unless the new files have the columns of the lines ingested before (the rejected table's)."""
+    extra = {f.name for f in REJECTED_EXTRA_FIELDS}
+    before = [c for c in publication.read_published(spark, config, "transactions_rejected").columns if c not in extra]
+    if batch_df.columns != before:
+        raise InputError(
+            f"the new source files have columns {batch_df.columns}; the lines ingested before have {before}. "
+            "Re-ingest everything with --full-refresh (ingest.mode: full)"
+        )
+
+
+def _write_fingerprints(spark: SparkSession, config: Config, batch: _Batch, batch_df: DataFrame) -> _State:
+    """Write the batch's ``ingest_fingerprints`` (one job over the source; it also counts the lines)."""
+    source = config.source
+    path = F.col("_metadata.file_path") if batch.delivery.files else F.lit(source.path)
+    keyed = batch_df.select(
+        *[source_column(c).cast(T.StringType()).alias(c) for c in batch_df.columns], path.alias(_PATH)
+    )
+    if keyed.isEmpty():  # reads one row; an observation over no rows has no values to get
+        raise InputError(
+            f"input '{source.path}' has no rows" + (" in its new files" if batch.delivery.incremental else "")
+        )
     lines = Observation("source_lines")
-    repeated = repeated_fingerprints(text_df.observe(lines, F.count(F.lit(1)).alias("lines")))
-    repeated = repeated.persist(StorageLevel.MEMORY_AND_DISK)
-    grouped: DataFrame | None = None
+    state_df = (
+        batch_fingerprints(keyed.observe(lines, F.count(F.lit(1)).alias("lines")), _PATH)
+        .withColumn("latest_timestamp", utc_timestamp_literal(batch.latest))
+        .withColumn(RUN_ID, F.lit(batch.run_id))
+    )
+    written = lakehouse.write_table(
+        state_df, config.table_path("ingest_fingerprints"), INGEST_FINGERPRINTS, mode=batch.mode
+    )
+    this_run = lakehouse.read_table(spark, config.table_path("ingest_fingerprints"), version=written.version)
+    return _State(written.version, int(lines.get["lines"]), this_run.where(F.col(RUN_ID) == batch.run_id))
+
+
+@contextlib.contextmanager
+def _distinct_source_rows(
+    spark: SparkSession, config: Config, batch: _Batch, batch_df: DataFrame, state: _State
+) -> Iterator[DataFrame]:
+    """The batch's distinct rows with ``_copies`` and :data:`SEEN_LATEST`; the small caches go on exit.
+
+    The repeated fingerprints and the texts earlier runs ingested come from ``ingest_fingerprints`` (as
+    few as the repeated lines and the re-delivered texts); the rows carrying a repeated fingerprint are grouped
+    once into a cache. Each action on the result then reads the source once more.
+    """
+    text_df = batch_df.transform(with_text_columns)
+    cached: list[DataFrame] = []
     try:
+        repeated = repeated_in_batch(state.batch_df).persist(StorageLevel.MEMORY_AND_DISK)
+        cached.append(repeated)
         n_repeated = repeated.count()
-        rows_in = int(lines.get["lines"])
-        broadcast = n_repeated <= BROADCAST_REPEATS
+        seen = None
+        if batch.delivery.incremental:
+            history = publication.read_published(spark, config, "ingest_fingerprints")
+            seen = seen_before(history, state.batch_df).persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(seen)
+            n_seen = seen.count()
+            log.info("%s distinct line text(s) of the new files were ingested before", f"{n_seen:,}")
+            if n_seen == 0:
+                seen = None
         if n_repeated == 0:
-            yield rows_in, unique_rows(text_df, None, broadcast)
-            return
-        progress.step(f"grouping the lines that share one of {n_repeated:,} repeated fingerprints")
-        grouped = repeated_rows(text_df, repeated, broadcast).persist(StorageLevel.MEMORY_AND_DISK)
-        grouped.count()
-        yield rows_in, distinct_rows(text_df, repeated, broadcast, grouped)
+            distinct_df = unique_rows(text_df, None, broadcast=True)
+        else:
+            progress.step(f"grouping the lines that share one of {n_repeated:,} repeated fingerprints")
+            broadcast = n_repeated <= BROADCAST_REPEATS
+            grouped = repeated_rows(text_df, repeated, broadcast).persist(StorageLevel.MEMORY_AND_DISK)
+            cached.append(grouped)
+            grouped.count()
+            distinct_df = distinct_rows(text_df, repeated, broadcast, grouped)
+        yield with_seen_latest(distinct_df, seen, broadcast=True)
     finally:
-        repeated.unpersist()
-        if grouped is not None:
-            grouped.unpersist()
+        for df in cached:
+            df.unpersist()
+
+
+def _file_rows(spark: SparkSession, batch: _Batch, state: _State) -> DataFrame:
+    """The batch's ``ingested_files`` rows: each file read, with its lines (from its fingerprint rows)."""
+    lines = {
+        reader_path(r["path"]): int(r["lines"])
+        for r in state.batch_df.groupBy("path").agg(F.sum("copies").alias("lines")).collect()  # one row per file
+    }
+    rows = [
+        INGESTED_FILES.row(
+            {
+                "path": f.path,
+                "size": f.size,
+                "modification_time": f.modified,
+                "lines_in": lines.get(reader_path(f.path), 0),
+                RUN_ID: batch.run_id,
+                INGESTED_AT: batch.ingested_at,
+            }
+        )
+        for f in batch.delivery.files
+    ]
+    return spark.createDataFrame(rows, INGESTED_FILES.schema)
 
 
 def _write_tables(
-    spark: SparkSession,
-    config: Config,
-    run_id: str,
-    parsed_df: DataFrame,
-    source_columns: list[str],
-    rows_in: int,
-    ingested_at: dt.datetime,
+    spark: SparkSession, config: Config, batch: _Batch, parsed_df: DataFrame, state: _State
 ) -> IngestCounts:
-    """Write the rejected lines, then the clean ones, reconcile and publish both; restore both on failure."""
+    """Write the rejected lines, the clean ones and the files read; reconcile and publish all four tables."""
     rejected_metrics = Observation("rejected_lines")
-    rejected_df = select_rejected(parsed_df, source_columns, run_id, ingested_at, private_columns(config))
-    publication.ensure_log(spark, config, run_id)
-    with publication.publishing(
-        spark, config, run_id, failed="ingest failed: transactions tables restored to their published versions"
-    ):
-        progress.step("checking every line and writing the rejected ones to transactions_rejected")
-        rejected = lakehouse.write_table(
-            rejected_df.observe(rejected_metrics, *reject_metrics(config.source)),
-            config.table_path("transactions_rejected"),
-            transactions_rejected_spec(source_columns),
-            overwrite_schema=True,
-        )
-        progress.step(f"writing the clean lines to transactions_clean ({rejected.rows_written:,} rejected)")
-        clean = lakehouse.write_table(
-            select_clean(parsed_df, run_id, ingested_at), config.table_path("transactions_clean"), TRANSACTIONS_CLEAN
-        )
-        counts = counts_from_metrics(rejected_metrics.get, rows_in, clean.rows_written)
-        reconcile(counts, clean.rows_written, rejected.rows_written)
-        publication.publish(
-            spark,
-            config,
-            run_id,
-            "ingest",
-            {"transactions_clean": clean.version, "transactions_rejected": rejected.version},
-            counts={"rows_in": rows_in, "rows_clean": counts.rows_clean, "rows_rejected": counts.rows_rejected},
-        )
+    rejected_df = select_rejected(
+        parsed_df, batch.source_columns, batch.run_id, batch.ingested_at, private_columns(config)
+    )
+    progress.step("checking every line and writing the rejected ones to transactions_rejected")
+    rejected = lakehouse.write_table(
+        rejected_df.observe(rejected_metrics, *reject_metrics(config.source)),
+        config.table_path("transactions_rejected"),
+        transactions_rejected_spec(batch.source_columns),
+        mode=batch.mode,
+        overwrite_schema=not batch.delivery.incremental,
+    )
+    progress.step(f"writing the clean lines to transactions_clean ({rejected.rows_written:,} rejected)")
+    clean = lakehouse.write_table(
+        select_clean(parsed_df, batch.run_id, batch.ingested_at),
+        config.table_path("transactions_clean"),
+        TRANSACTIONS_CLEAN,
+        mode=batch.mode,
+    )
+    files = lakehouse.write_table(
+        _file_rows(spark, batch, state), config.table_path("ingested_files"), INGESTED_FILES, mode=batch.mode
+    )
+    counts = replace(
+        counts_from_metrics(rejected_metrics.get, state.rows_in, clean.rows_written),
+        latest_timestamp=batch.latest,
+        incremental=batch.delivery.incremental,
+        files_read=len(batch.delivery.files),
+        files_skipped=batch.delivery.skipped,
+    )
+    reconcile(counts, clean.rows_written, rejected.rows_written)
+    totals = _reconcile_totals(spark, config, clean.version, rejected.version, files.version, batch)
+    publication.publish(
+        spark,
+        config,
+        batch.run_id,
+        "ingest",
+        {
+            "transactions_clean": clean.version,
+            "transactions_rejected": rejected.version,
+            "ingested_files": files.version,
+            "ingest_fingerprints": state.version,
+        },
+        counts={
+            "rows_in": counts.rows_in,
+            "rows_clean": counts.rows_clean,
+            "rows_rejected": counts.rows_rejected,
+            "files_read": counts.files_read,
+            "files_skipped": counts.files_skipped,
+            **totals,
+        },
+    )
     return counts
+
+
+def _reconcile_totals(
+    spark: SparkSession, config: Config, clean_version: int, rejected_version: int, files_version: int, batch: _Batch
+) -> dict[str, int]:
+    """Every line of every ingested file is in exactly one table, after this batch too (file sources)."""
+
+    def rows(table: str, version: int) -> int:
+        # A count of a Delta table is answered from its file statistics.
+        return lakehouse.read_table(spark, config.table_path(table), version=version).count()
+
+    totals = {
+        "total_rows_clean": rows("transactions_clean", clean_version),
+        "total_rows_rejected": rows("transactions_rejected", rejected_version),
+    }
+    if batch.delivery.files:
+        file_lines = lakehouse.read_table(spark, config.table_path("ingested_files"), version=files_version)
+        total_in = int(lakehouse.one_row(file_lines.agg(F.sum("lines_in")), "the lines of ingested_files")[0] or 0)
+        if total_in != totals["total_rows_clean"] + totals["total_rows_rejected"]:
+            raise ReconciliationError(
+                f"rows do not reconcile in total: the ingested files hold {total_in:,} lines, the tables "
+                f"{totals['total_rows_clean']:,} clean + {totals['total_rows_rejected']:,} rejected"
+            )
+        totals["total_rows_in"] = total_in
+    return totals
 
 
 def reconcile(counts: IngestCounts, clean_written: int, rejected_written: int) -> None:

@@ -1,0 +1,134 @@
+"""Incremental ingest: a source that grows file by file gives the tables a from-scratch run gives."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from segspark.errors import InputError
+from segspark.platform import lakehouse, publication
+from segspark.stages.ingest import stage as ingest
+from segspark.synthetic import generate
+from tests.helpers.config import retail_config
+from tests.helpers.data import write_csv
+
+LATEST = "2012-01-01 00:00:00"
+#: Columns that name the run, not the data.
+RUN_COLUMNS = ["run_id", "ingested_at"]
+
+
+def config_for(lake: Path, source: Path, **ingest_keys):
+    return retail_config(lake, source, ingest={"latest_timestamp": LATEST, "max_reject_share": 1.0, **ingest_keys})
+
+
+def table(spark, config, name):
+    return publication.read_published(spark, config, name).drop(*RUN_COLUMNS)
+
+
+def assert_same_tables(spark, got_config, want_config):
+    for name in ("transactions_clean", "transactions_rejected"):
+        got, want = table(spark, got_config, name), table(spark, want_config, name)
+        assert_df_equality(got, want, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    """Five generated CSV files (1,000 lines each) and a hand-written sixth with a line of the first."""
+    folder = tmp_path_factory.mktemp("parts")
+    generate(folder, 5_000, seed=7, chunk_rows=1_000, fmt="csv")
+    return sorted(folder.glob("*.csv"))
+
+
+def deliver(source: Path, files: list[Path]) -> None:
+    source.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copy2(f, source / f.name)
+
+
+def test_five_deliveries_equal_one_full_ingest(spark, tmp_path, parts):
+    source = tmp_path / "source"
+    config = config_for(tmp_path / "lh", source)
+    runs = []
+    for i, part in enumerate(parts):
+        deliver(source, [part])
+        runs.append(ingest.run_ingest(spark, config, f"inc-{i}"))
+    assert [r.files_read for r in runs] == [1, 1, 1, 1, 1]
+    assert [r.files_skipped for r in runs] == [0, 1, 2, 3, 4]
+    assert [r.incremental for r in runs] == [False, True, True, True, True]
+
+    full = config_for(tmp_path / "full", source)
+    whole = ingest.run_ingest(spark, full, "full")
+    assert_same_tables(spark, config, full)
+    assert sum(r.rows_in for r in runs) == whole.rows_in == 5_000
+    for reason in whole.rejected_by_reason:
+        assert sum(r.rejected_by_reason[reason] for r in runs) == whole.rejected_by_reason[reason], reason
+
+    files = table(spark, config, "ingested_files").orderBy("path").collect()
+    assert [Path(r["path"].removeprefix("file://")).name for r in files] == [p.name for p in parts]
+    assert [r["lines_in"] for r in files] == [1_000] * 5
+
+    # Nothing new: the run says so and writes nothing.
+    versions = publication.published_versions(spark, config)
+    again = ingest.run_ingest(spark, config, "inc-none")
+    assert (again.files_read, again.files_skipped, again.rows_in) == (0, 5, 0)
+    assert publication.published_versions(spark, config) == versions
+
+    # A re-delivered file under a new name adds no clean line: every line is a duplicate or its own reject.
+    shutil.copy2(parts[0], source / "resent.csv")
+    resent = ingest.run_ingest(spark, config, "inc-resent")
+    assert resent.rows_clean == 0
+    assert resent.rows_in == 1_000
+    assert resent.rejected_by_reason["duplicate"] == 1_000 - sum(
+        n for r, n in runs[0].rejected_by_reason.items() if r != "duplicate"
+    )
+
+
+def test_a_changed_file_is_an_error_naming_it_and_full_refresh_equals_a_first_run(spark, tmp_path, parts):
+    source = tmp_path / "source"
+    deliver(source, parts[:2])
+    config = config_for(tmp_path / "lh", source)
+    ingest.run_ingest(spark, config, "first")
+    changed = source / parts[1].name
+    with changed.open("a") as f:
+        f.write("536365,85123A,EXTRA LINE,1,2010-12-01 08:26:00,2.55,17850,United Kingdom\n")
+    with pytest.raises(InputError, match=rf"1 source file\(s\) changed since they were ingested.*{changed.name}"):
+        ingest.run_ingest(spark, config, "second")
+
+    refreshed = ingest.run_ingest(spark, config_for(tmp_path / "lh", source, mode="full"), "refresh")
+    assert refreshed.rows_in == 2_001 and not refreshed.incremental
+    first_run = config_for(tmp_path / "fresh", source)
+    ingest.run_ingest(spark, first_run, "fresh")
+    assert_same_tables(spark, config, first_run)
+
+
+def test_a_gone_file_keeps_its_lines_and_a_new_file_with_other_columns_is_an_error(spark, tmp_path):
+    source = tmp_path / "source"
+    rows = [("536365", "85123A", "HEART", 6, "2010-12-01 08:26:00", 2.55, 17850, "United Kingdom")]
+    write_csv(source, rows, name="a.csv")
+    write_csv(source, [(*rows[0][:6], 17851, "France")], name="b.csv")
+    config = config_for(tmp_path / "lh", source)
+    ingest.run_ingest(spark, config, "first")
+    os.remove(source / "a.csv")
+    write_csv(source, [(*rows[0][:6], 17852, "Spain")], name="c.csv")
+    counts = ingest.run_ingest(spark, config, "second")
+    assert (counts.files_read, counts.files_skipped, counts.rows_clean) == (1, 1, 1)
+    clean = table(spark, config, "transactions_clean")
+    assert sorted(r["customer_id"] for r in clean.collect()) == ["17850", "17851", "17852"]
+
+    write_csv(
+        source,
+        [(*rows[0], "extra")],
+        header="InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country,Note",
+        name="d.csv",
+    )
+    with pytest.raises(InputError, match="the new source files have columns"):
+        ingest.run_ingest(spark, config, "third")
+    assert (
+        lakehouse.read_table(spark, config.table_path("transactions_clean")).where(F.col("run_id") == "third").count()
+        == 0
+    )
