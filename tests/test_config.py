@@ -144,11 +144,11 @@ def test_unknown_layout_names_the_available_ones(name):
 #: Options each command shows and accepts beyond the shared ones, and the example its help gives.
 COMMAND_OPTIONS = {
     "run": (
-        {"--input", "--layout", "--as-of", "--retrain"},
+        {"--input", "--layout", "--as-of", "--retrain", "--full-refresh"},
         "run --layout online_retail --input data/ --lakehouse lakehouse",
     ),
     "ingest": (
-        {"--input", "--layout"},
+        {"--input", "--layout", "--full-refresh"},
         "ingest --config conf/layouts/online_retail.yaml --input data/ --lakehouse lakehouse",
     ),
     "features": ({"--as-of"}, "features --lakehouse lakehouse --as-of 2011-11-01 --as-of 2011-12-01"),
@@ -209,6 +209,7 @@ def test_each_job_entry_point_shows_the_same_options_and_a_submit_example(capsys
         (["features", "--layout", "online_retail"], "--layout"),
         (["train", "--model", "m1"], "--model"),
         (["score", "--input", "data/"], "--input"),
+        (["features", "--full-refresh"], "--full-refresh"),
     ],
 )
 def test_an_option_the_command_does_not_use_is_a_usage_error(capsys, argv, option):
@@ -251,3 +252,10 @@ def test_every_table_in_the_registry_has_a_configurable_name_and_no_other():
     from segspark.contracts.schemas import TABLE_NAMES
 
     assert sorted(TableNames.model_fields) == sorted(TABLE_NAMES)
+
+
+def test_full_refresh_sets_the_ingest_mode_for_one_run():
+    parser = cli.build_parser()
+    assert cli.config_from_args(parser.parse_args(["ingest", "--input", "in"])).ingest.mode == "incremental"
+    for argv in (["ingest", "--input", "in", "--full-refresh"], ["run", "--input", "in", "--full-refresh"]):
+        assert cli.config_from_args(parser.parse_args(argv)).ingest.mode == "full"
