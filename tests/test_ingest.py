@@ -382,7 +382,12 @@ def test_nothing_clean_fails_after_writing_and_recording_both_tables(spark, tmp_
     assert (run["status"], run["rows_in"], run["rows_out"]) == ("failed", 3, 0)
     assert run["message"].startswith("RejectThresholdError: no input line is clean (3 of 3 rejected). ")
     assert {k: v for k, v in run["counts"].items() if v} == {
-        "rows_rejected": 3, "rejected_invalid_timestamp": 2, "rejected_missing_customer_id": 1, "files_read": 1
+        "rows_rejected": 3,
+        "rejected_invalid_timestamp": 2,
+        "rejected_missing_customer_id": 1,
+        "files_read": 1,
+        "total_rows_rejected": 3,
+        "total_rows_in": 3,
     }
 
 

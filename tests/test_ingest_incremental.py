@@ -14,7 +14,7 @@ from segspark.errors import InputError
 from segspark.platform import lakehouse, publication
 from segspark.stages.ingest import stage as ingest
 from segspark.synthetic import generate
-from tests.helpers.config import retail_config
+from tests.helpers.config import REAL_DATA, requires_real_data, retail_config
 from tests.helpers.data import write_csv
 
 LATEST = "2012-01-01 00:00:00"
@@ -50,16 +50,29 @@ def deliver(source: Path, files: list[Path]) -> None:
         shutil.copy2(f, source / f.name)
 
 
+@pytest.mark.slow
 def test_five_deliveries_equal_one_full_ingest(spark, tmp_path, parts):
+    check_deliveries(spark, tmp_path, [[p] for p in parts])
+
+
+def test_two_deliveries_equal_one_full_ingest(spark, tmp_path, parts):
+    check_deliveries(spark, tmp_path, [parts[:3], parts[3:]])
+
+
+def check_deliveries(spark, tmp_path, deliveries):
+    """Ingest each delivery into one lakehouse, then check against a full ingest, then nothing new, then a
+    re-delivered file."""
     source = tmp_path / "source"
     config = config_for(tmp_path / "lh", source)
     runs = []
-    for i, part in enumerate(parts):
-        deliver(source, [part])
+    for i, delivery in enumerate(deliveries):
+        deliver(source, delivery)
         runs.append(ingest.run_ingest(spark, config, f"inc-{i}"))
-    assert [r.files_read for r in runs] == [1, 1, 1, 1, 1]
-    assert [r.files_skipped for r in runs] == [0, 1, 2, 3, 4]
-    assert [r.incremental for r in runs] == [False, True, True, True, True]
+    sizes = [len(d) for d in deliveries]
+    assert [r.files_read for r in runs] == sizes
+    assert [r.files_skipped for r in runs] == [sum(sizes[:i]) for i in range(len(sizes))]
+    assert [r.incremental for r in runs] == [False] + [True] * (len(sizes) - 1)
+    parts = [p for d in deliveries for p in d]
 
     full = config_for(tmp_path / "full", source)
     whole = ingest.run_ingest(spark, full, "full")
@@ -75,7 +88,7 @@ def test_five_deliveries_equal_one_full_ingest(spark, tmp_path, parts):
     # Nothing new: the run says so and writes nothing.
     versions = publication.published_versions(spark, config)
     again = ingest.run_ingest(spark, config, "inc-none")
-    assert (again.files_read, again.files_skipped, again.rows_in) == (0, 5, 0)
+    assert (again.files_read, again.files_skipped, again.rows_in) == (0, len(parts), 0)
     assert publication.published_versions(spark, config) == versions
 
     # A re-delivered file under a new name adds no clean line: every line is a duplicate or its own reject.
@@ -83,11 +96,13 @@ def test_five_deliveries_equal_one_full_ingest(spark, tmp_path, parts):
     resent = ingest.run_ingest(spark, config, "inc-resent")
     assert resent.rows_clean == 0
     assert resent.rows_in == 1_000
+    first_file = ingest.run_ingest(spark, config_for(tmp_path / "first", parts[0]), "first-file")
     assert resent.rejected_by_reason["duplicate"] == 1_000 - sum(
-        n for r, n in runs[0].rejected_by_reason.items() if r != "duplicate"
+        n for r, n in first_file.rejected_by_reason.items() if r != "duplicate"
     )
 
 
+@pytest.mark.slow
 def test_a_changed_file_is_an_error_naming_it_and_full_refresh_equals_a_first_run(spark, tmp_path, parts):
     source = tmp_path / "source"
     deliver(source, parts[:2])
@@ -106,6 +121,7 @@ def test_a_changed_file_is_an_error_naming_it_and_full_refresh_equals_a_first_ru
     assert_same_tables(spark, config, first_run)
 
 
+@pytest.mark.slow
 def test_a_gone_file_keeps_its_lines_and_a_new_file_with_other_columns_is_an_error(spark, tmp_path):
     source = tmp_path / "source"
     rows = [("536365", "85123A", "HEART", 6, "2010-12-01 08:26:00", 2.55, 17850, "United Kingdom")]
@@ -132,3 +148,22 @@ def test_a_gone_file_keeps_its_lines_and_a_new_file_with_other_columns_is_an_err
         lakehouse.read_table(spark, config.table_path("transactions_clean")).where(F.col("run_id") == "third").count()
         == 0
     )
+
+
+@pytest.mark.slow
+@requires_real_data
+def test_online_retail_in_two_deliveries_equals_one_full_ingest(spark, tmp_path):
+    """The real files: the first 250 days, then the other 55; against a full ingest of all 305."""
+    days = sorted(REAL_DATA.glob("*.csv"))
+    source = tmp_path / "source"
+    source.mkdir()
+    formats = {"timestamp_formats": ["yyyy-MM-dd HH:mm:ss"]}
+    config = retail_config(tmp_path / "lh", source, source=formats, ingest={"latest_timestamp": LATEST})
+    for delivery in (days[:250], days[250:]):
+        for day in delivery:
+            os.symlink(day, source / day.name)
+        ingest.run_ingest(spark, config, f"delivery-{len(delivery)}")
+    full = retail_config(tmp_path / "full", REAL_DATA, source=formats, ingest={"latest_timestamp": LATEST})
+    whole = ingest.run_ingest(spark, full, "full")
+    assert (whole.rows_in, whole.rows_clean, whole.rejected_by_reason["duplicate"]) == (541_909, 401_564, 5_225)
+    assert_same_tables(spark, config, full)

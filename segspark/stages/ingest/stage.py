@@ -525,6 +525,9 @@ class IngestCounts:
     #: Source files read, and (incremental runs) files left out because they were ingested already.
     files_read: int = 0
     files_skipped: int = 0
+    #: Lines in both tables after the run (``total_rows_clean``, ``total_rows_rejected``) and, for file
+    #: sources, in every file ingested so far (``total_rows_in``).
+    totals: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows_rejected(self) -> int:
@@ -737,6 +740,7 @@ def _record(stage: StageRun | None, counts: IngestCounts) -> None:
         "files_skipped": counts.files_skipped,
     }
     stage.counts.update({f"rejected_{k}": v for k, v in counts.rejected_by_reason.items()})
+    stage.counts.update(counts.totals)
 
 
 @dataclass(frozen=True)
@@ -900,6 +904,7 @@ def _write_tables(
     )
     reconcile(counts, clean.rows_written, rejected.rows_written)
     totals = _reconcile_totals(spark, config, clean.version, rejected.version, files.version, batch)
+    counts = replace(counts, totals=totals)
     publication.publish(
         spark,
         config,
