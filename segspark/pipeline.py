@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pyspark.sql import SparkSession
 
 from segspark.config.settings import Config
-from segspark.platform import catalog, progress, publication
+from segspark.platform import catalog, progress, publication, stage_log
 from segspark.platform.lock import LakehouseLock
 from segspark.platform.stage_log import StageRun, new_run_id
 from segspark.segmentation.scoring import latest_snapshot
@@ -77,18 +77,25 @@ def run_stages(
     results: dict[str, object] | None = None,
 ) -> str:
     """Run ``stages`` in order under one run id; each records a row in ``pipeline_runs``. Returns the run id;
-    each stage's own result goes into ``results`` under the stage's name, when given."""
+    each stage's own result goes into ``results`` under the stage's name, when given.
+
+    A command that takes over the lock of one that died first records the dead run's unrecorded stages
+    (:func:`segspark.platform.stage_log.record_dead_run`), then rolls back what it left unpublished.
+    """
     unknown = [s for s in stages if s not in STAGES and s not in DECIDED]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
     run_id = run_id or new_run_id()
     log.info("run %s: stages %s, lakehouse %s", run_id, ", ".join(stages), config.lakehouse)
     # One command at a time holds the lakehouse; it first rolls back what an unfinished run left unpublished.
-    with LakehouseLock(spark, config, run_id):
+    with LakehouseLock(spark, config, run_id) as lock:
+        if lock.taken_over is not None:
+            stage_log.record_dead_run(spark, config, run_id, lock.taken_over)
         publication.repair(spark, config, run_id)
         for name in stages:
             if name == "segment":
                 name = segment_stage(spark, config)
+            lock.at_stage(name)  # what a command taking over after a kill records in pipeline_runs
             progress.start_stage(name)
             with StageRun(spark, config, run_id, name) as stage:
                 result = STAGES[name](spark, config, run_id, stage)

@@ -145,6 +145,20 @@ def last_publication(spark: SparkSession, config: Config, stage: str) -> dict[st
     return None if row is None else row.asDict(recursive=True)
 
 
+def run_publications(spark: SparkSession, config: Config, run_id: str) -> dict[str, dict[str, Any]]:
+    """Stage -> the latest ``run`` row that run ``run_id`` wrote for it (a dict); {} when none."""
+    path = _log_path(config)
+    if not lakehouse.table_exists(spark, path):
+        return {}
+    rows = (
+        lakehouse.read_table(spark, path)
+        .filter((F.col(RUN_ID) == F.lit(run_id)) & (F.col("kind") == "run"))
+        .orderBy("published_at")
+        .collect()  # a few rows: one per stage of one run (maintain: two)
+    )
+    return {r["stage"]: r.asDict(recursive=True) for r in rows}
+
+
 def published_version(spark: SparkSession, config: Config, table: str) -> int | None:
     """The Delta version of ``table`` readers use: its published one; None when there is nothing to read.
 
