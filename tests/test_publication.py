@@ -1,6 +1,7 @@
-"""Publication log, stage log and lakehouse lock: unpublished versions are never read and are rolled back; the
-command that takes over a dead run's lock records it in pipeline_runs as the publication log has it; one command
-at a time holds a lakehouse. The end-to-end kill harness is in test_reliability.py."""
+"""Publication log, stage log and lakehouse lock: unpublished versions are never read and are rolled back; stages
+published together land in one commit or roll back together; the command that takes over a dead run's lock
+records it in pipeline_runs as the publication log has it; one command at a time holds a lakehouse. The
+end-to-end kill harness is in test_reliability.py."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from segspark import pipeline
-from segspark.contracts.schemas import CUSTOMER_FEATURES, TRANSACTIONS_CLEAN, TableSpec
+from segspark.contracts.schemas import CUSTOMER_FEATURES, CUSTOMER_SEGMENTS, TRANSACTIONS_CLEAN, TableSpec
 from segspark.errors import InputError
 from segspark.platform import lakehouse, publication
 from segspark.platform.lock import LOCK_NAME, STALE_SECONDS, LakehouseBusyError, LakehouseLock
@@ -197,6 +198,73 @@ def test_the_command_taking_over_a_dead_run_records_its_stages_as_the_publicatio
     assert "ended after this stage published" in ingest["message"] and "recorded by run next" in ingest["message"]
     assert "rolled back what it left" in features["message"]
     assert rows[("next", "report")]["status"] == "succeeded"
+    assert log_disagreements(spark, config) == []
+
+
+def _features_stage(rows_written: list[int], cleaned: list[str]):
+    """A features stand-in: writes customer_features and publishes it, with a cleanup like train's."""
+
+    def run(spark, config, run_id, stage):
+        publication.ensure_log(spark, config, run_id)
+        with publication.publishing(spark, config, run_id, cleanup=lambda: cleaned.append(run_id)):
+            version = write_rows(spark, config, "customer_features", CUSTOMER_FEATURES, rows_written[0], run_id)
+            publication.publish(spark, config, run_id, "features", {"customer_features": version}, counts={"n": 2})
+        stage.counts = {"n": 2}
+
+    return run
+
+
+def _profile_stage(seen: dict, fail: bool):
+    """A profile stand-in: reads customer_features as published, then writes customer_segments (or fails)."""
+
+    def run(spark, config, run_id, stage):
+        seen["features"] = tags(spark, config, "customer_features")
+        seen["committed"] = publication.last_publication(spark, config, "features")
+        if fail:
+            raise InputError("no customer to profile")
+        with publication.publishing(spark, config, run_id):
+            version = write_rows(spark, config, "customer_segments", CUSTOMER_SEGMENTS, 2, run_id)
+            publication.publish(spark, config, run_id, "profile", {"customer_segments": version}, counts={"n": 1})
+        stage.counts = {"n": 1}
+
+    return run
+
+
+def test_stages_published_together_become_visible_in_one_commit_or_roll_back_together(spark, tmp_path, monkeypatch):
+    config = make_config(tmp_path / "lake")
+    seen: dict = {}
+    cleaned: list[str] = []
+    monkeypatch.setitem(pipeline.STAGES, "features", _features_stage([2], cleaned))
+    monkeypatch.setitem(pipeline.STAGES, "profile", _profile_stage(seen, fail=False))
+    pipeline.run_stages(spark, config, ["features", "profile"], "one")
+
+    # profile read what features wrote before anything was committed; both rows landed in one commit.
+    assert seen == {"features": {"one"}, "committed": None}
+    log_df = lakehouse.read_table(spark, config.table_path("published_runs"))
+    rows = log_df.filter(F.col("run_id") == "one").collect()
+    assert sorted(r["stage"] for r in rows) == ["features", "profile"] and len({r["published_at"] for r in rows}) == 1
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{config.table_path('published_runs')}`")
+    assert history.filter(F.col("operation") == "WRITE").count() == 1  # created empty, then one append
+    assert tags(spark, config, "customer_segments") == {"one"}
+    assert {k: r["status"] for k, r in stage_rows(spark, config).items()} == {
+        ("one", "features"): "succeeded",
+        ("one", "profile"): "succeeded",
+    }
+
+    # Now profile fails: features' new version is rolled back with it, and its cleanup runs.
+    monkeypatch.setitem(pipeline.STAGES, "profile", _profile_stage(seen, fail=True))
+    with pytest.raises(InputError, match="no customer to profile"):
+        pipeline.run_stages(spark, config, ["features", "profile"], "two")
+    assert seen["features"] == {"two"}  # it had read the held version
+    assert cleaned == ["two"]
+    assert tags(spark, config, "customer_features") == {"one"}
+    latest = lakehouse.read_table(spark, config.table_path("customer_features"))  # what a BI tool reads
+    assert {r[0].split("-")[0] for r in latest.select("customer_id").distinct().collect()} == {"one"}
+    assert log_df.filter((F.col("run_id") == "two") & (F.col("kind") == "run")).count() == 0
+    rows = stage_rows(spark, config)
+    assert (rows[("two", "features")]["status"], rows[("two", "profile")]["status"]) == ("rolled_back", "failed")
+    assert rows[("two", "features")]["message"].startswith("rolled back unpublished: profile failed")
+    assert rows[("two", "profile")]["message"] == "InputError: no customer to profile"
     assert log_disagreements(spark, config) == []
 
 

@@ -99,8 +99,9 @@ REJECT_REASONS: tuple[str, ...] = get_args(RejectReason)
 #: ``pipeline_runs.status``: how a stage of a run ended, and whether its tables are the published ones.
 #: ``succeeded``: it finished and its tables were published. ``failed``: it raised an error; its writes were
 #: rolled back (except an ingest over the reject threshold, whose tables stay for inspection).
-#: ``rolled_back``: its process died before the stage published; the command that took over the lakehouse lock
-#: recorded it and rolled back what it left. ``interrupted_after_publishing``: its process died after the
+#: ``rolled_back``: its tables were rolled back before they were published: it finished, but a later stage of
+#: the same command that publishes with it failed; or its process died before publishing (recorded by the
+#: command that took over the lakehouse lock). ``interrupted_after_publishing``: its process died after the
 #: stage had published and before it recorded itself; recorded by the command that took over, with the counts
 #: its publication names.
 StageStatus = Literal["succeeded", "failed", "rolled_back", "interrupted_after_publishing"]
@@ -207,9 +208,9 @@ PIPELINE_RUNS = TableSpec(
             field(
                 "status",
                 T.StringType(),
-                "succeeded; failed; rolled_back (its process died before it published; what it left was rolled back); "
-                "interrupted_after_publishing (its process died after it published; counts are those of "
-                "published_runs)",
+                "succeeded; failed; rolled_back (its tables were rolled back unpublished: a later stage it publishes "
+                "with failed, or its process died first); interrupted_after_publishing (its process died after it "
+                "published; counts are those of published_runs)",
                 False,
             ),
             field("started_at", T.TimestampType(), "Stage start (UTC)", False),

@@ -1,10 +1,12 @@
 """Run ids and the ``pipeline_runs`` table: one row per stage per run, whatever became of the stage.
 
-A stage records its row when it ends (:class:`StageRun`): ``succeeded`` or ``failed``. A process that dies
-leaves no rows for the stages it had started and not recorded; the command that takes over its lock writes
-them (:func:`record_dead_run`): ``interrupted_after_publishing`` with the counts of the stage's publication,
-or ``rolled_back``. So every stage run ``published_runs`` names has a row here whose counts agree with it. The
-status values: :data:`segspark.contracts.schemas.STAGE_STATUSES`.
+A stage records its row when it ends (:class:`StageRun`): ``succeeded`` or ``failed``. A stage that publishes
+with later ones (:func:`segspark.platform.publication.together`) holds its row until the group's outcome is
+known, then :func:`record_held` writes the group's rows in one commit, a finished stage's as ``rolled_back``
+when the group failed. A process that dies leaves no rows for the stages it had started and not recorded; the
+command that takes over its lock writes them (:func:`record_dead_run`): ``interrupted_after_publishing`` with
+the counts of the stage's publication, or ``rolled_back``. So every stage run ``published_runs`` names has a
+row here whose counts agree with it. The status values: :data:`segspark.contracts.schemas.STAGE_STATUSES`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from segspark.platform import lakehouse, publication
 from segspark.platform.lock import DeadRun
 from segspark.platform.session import versions
 
-__all__ = ["StageRun", "new_run_id", "record_dead_run"]
+__all__ = ["StageRun", "new_run_id", "record_dead_run", "record_held"]
 
 log = logging.getLogger("segspark")
 
@@ -49,7 +51,8 @@ def _first_line(error: BaseException) -> str:
 class StageRun:
     """Timing and counts of one stage of one run, recorded into ``pipeline_runs`` when the stage ends.
 
-    Use as a context manager; the stage sets ``rows_in``, ``rows_out`` and ``counts`` as it learns them.
+    Use as a context manager; the stage sets ``rows_in``, ``rows_out`` and ``counts`` as it learns them. With
+    ``hold`` the row is not written at the end of the block but by :func:`record_held`.
     """
 
     spark: SparkSession
@@ -60,6 +63,7 @@ class StageRun:
     rows_out: int | None = None
     counts: dict[str, int] = field(default_factory=dict)
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    hold: bool = False
     #: Set when the block ends.
     status: StageStatus | None = None
     ended_at: dt.datetime | None = None
@@ -80,7 +84,8 @@ class StageRun:
         self.ended_at = dt.datetime.now(dt.UTC)
         self.status = "succeeded" if exc is None else "failed"
         self.message = None if exc is None else _first_line(exc)
-        _record_quietly(self.spark, self.config, [self], exc)
+        if not self.hold:
+            _record_quietly(self.spark, self.config, [self], exc)
         log.info(
             "stage %s %s: rows in %s, rows out %s, %.1f s",
             self.stage,
@@ -129,6 +134,22 @@ def _record_quietly(spark: SparkSession, config: Config, runs: list[StageRun], e
         log.debug("pipeline_runs write failure", exc_info=True)
         if error is None:
             raise
+
+
+def record_held(spark: SparkSession, config: Config, runs: list[StageRun], error: BaseException | None = None) -> None:
+    """Write the held rows of stages published together, in one commit.
+
+    With ``error`` (a stage of the group failed, or its publication did), the tables of the stages that had
+    finished were rolled back unpublished: their rows say ``rolled_back`` and why.
+    """
+    if error is not None:
+        failed = next((r.stage for r in runs if r.status == "failed"), None)
+        why = f"{failed} failed" if failed is not None else f"publishing failed ({_first_line(error)})"
+        for run in runs:
+            if run.status == "succeeded":
+                run.status = "rolled_back"
+                run.message = f"rolled back unpublished: {why}, and this command's stages publish together"
+    _record_quietly(spark, config, runs, error)
 
 
 def _recorded_stages(spark: SparkSession, config: Config, run_id: str) -> set[str]:
