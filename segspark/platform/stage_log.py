@@ -139,12 +139,13 @@ def _record_quietly(spark: SparkSession, config: Config, runs: list[StageRun], e
 def record_held(spark: SparkSession, config: Config, runs: list[StageRun], error: BaseException | None = None) -> None:
     """Write the held rows of stages published together, in one commit.
 
-    With ``error`` (a stage of the group failed, or its publication did), the tables of the stages that had
-    finished were rolled back unpublished: their rows say ``rolled_back`` and why.
+    With ``error`` (a stage of the group failed; or something between them, such as choosing train or score,
+    or the publication itself), the tables of the stages that had finished were rolled back unpublished: their
+    rows say ``rolled_back`` and why.
     """
     if error is not None:
         failed = next((r.stage for r in runs if r.status == "failed"), None)
-        why = f"{failed} failed" if failed is not None else f"publishing failed ({_first_line(error)})"
+        why = f"{failed} failed" if failed is not None else f"the command failed ({_first_line(error)})"
         for run in runs:
             if run.status == "succeeded":
                 run.status = "rolled_back"
