@@ -1,4 +1,9 @@
-"""Stages in pipeline order; ``segspark run`` runs them all, each subcommand runs one."""
+"""Stages in pipeline order; ``segspark run`` runs them all, each subcommand runs one.
+
+The stages whose tables readers join (:data:`JOINED`: features, train or score, profile) publish together in
+one command: ``segspark run``'s stages after ingest become visible at once when the last of them succeeded,
+and a failure or a kill in any of them leaves the previous publication of all of them.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from collections.abc import Callable
 from pyspark.sql import SparkSession
 
 from segspark.config.settings import Config
-from segspark.platform import catalog, progress, publication
+from segspark.platform import catalog, progress, publication, stage_log
 from segspark.platform.lock import LakehouseLock
 from segspark.platform.stage_log import StageRun, new_run_id
 from segspark.segmentation.scoring import latest_snapshot
@@ -20,7 +25,7 @@ from segspark.stages.report.stage import run_report
 from segspark.stages.score.stage import model_snapshot, run_score
 from segspark.stages.train.stage import run_train
 
-__all__ = ["DECIDED", "STAGES", "run_stages", "segment_stage"]
+__all__ = ["DECIDED", "JOINED", "STAGES", "run_stages", "segment_stage"]
 
 log = logging.getLogger("segspark")
 
@@ -36,6 +41,10 @@ STAGES: dict[str, Callable[..., object]] = {
 }
 #: Stages decided when their turn comes: ``segment`` is train or score (:func:`segment_stage`).
 DECIDED = ("segment",)
+#: Stages whose tables readers join: within one command, the span from the first to the last of them publishes
+#: as one unit (:func:`segspark.platform.publication.together`). Ingest publishes on its own (its tables are
+#: the input, read whole), report publishes nothing, maintain publishes twice by design.
+JOINED = ("features", "segment", "train", "score", "profile")
 
 
 def segment_stage(spark: SparkSession, config: Config) -> str:
@@ -69,6 +78,70 @@ def segment_stage(spark: SparkSession, config: Config) -> str:
     return "score"
 
 
+def _spans(stages: list[str]) -> list[tuple[bool, list[str]]]:
+    """``stages`` cut into (published together, stages): the span of :data:`JOINED` stages, and each other."""
+    joined = [i for i, name in enumerate(stages) if name in JOINED]
+    if not joined:
+        return [(False, [name]) for name in stages]
+    first, last = joined[0], joined[-1]
+    return [
+        *[(False, [name]) for name in stages[:first]],
+        (True, stages[first : last + 1]),
+        *[(False, [name]) for name in stages[last + 1 :]],
+    ]
+
+
+def _run_stage(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    name: str,
+    lock: LakehouseLock,
+    results: dict[str, object] | None,
+    held: list[StageRun] | None = None,
+) -> None:
+    """Run one stage under its ``pipeline_runs`` row; with ``held``, the row is held there for record_held."""
+    if name == "segment":
+        name = segment_stage(spark, config)
+    lock.at_stage(name)  # what a command taking over after a kill records in pipeline_runs
+    progress.start_stage(name)
+    stage = StageRun(spark, config, run_id, name, hold=held is not None)
+    if held is not None:
+        held.append(stage)
+    with stage:
+        result = STAGES[name](spark, config, run_id, stage)
+    if results is not None:
+        results[name] = result
+
+
+def _run_together(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    names: list[str],
+    lock: LakehouseLock,
+    results: dict[str, object] | None,
+) -> None:
+    """Run ``names`` with their publications held back and committed together; then record their rows."""
+    held: list[StageRun] = []
+    try:
+        with publication.together(spark, config, run_id):
+            for name in names:
+                _run_stage(spark, config, run_id, name, lock, results, held)
+    except Exception as exc:
+        finished = [r.stage for r in held if r.status == "succeeded"]
+        if finished:
+            log.warning(
+                "run %s: %s rolled back too: the stages %s publish together",
+                run_id,
+                ", ".join(finished),
+                ", ".join(r.stage for r in held),
+            )
+        stage_log.record_held(spark, config, held, exc)
+        raise
+    stage_log.record_held(spark, config, held)
+
+
 def run_stages(
     spark: SparkSession,
     config: Config,
@@ -77,23 +150,27 @@ def run_stages(
     results: dict[str, object] | None = None,
 ) -> str:
     """Run ``stages`` in order under one run id; each records a row in ``pipeline_runs``. Returns the run id;
-    each stage's own result goes into ``results`` under the stage's name, when given."""
+    each stage's own result goes into ``results`` under the stage's name, when given.
+
+    The :data:`JOINED` stages among them publish together. A command that takes over the lock of one that died
+    first records the dead run's unrecorded stages (:func:`segspark.platform.stage_log.record_dead_run`), then
+    rolls back what it left unpublished.
+    """
     unknown = [s for s in stages if s not in STAGES and s not in DECIDED]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
     run_id = run_id or new_run_id()
     log.info("run %s: stages %s, lakehouse %s", run_id, ", ".join(stages), config.lakehouse)
     # One command at a time holds the lakehouse; it first rolls back what an unfinished run left unpublished.
-    with LakehouseLock(spark, config, run_id):
+    with LakehouseLock(spark, config, run_id) as lock:
+        if lock.taken_over is not None:
+            stage_log.record_dead_run(spark, config, run_id, lock.taken_over)
         publication.repair(spark, config, run_id)
-        for name in stages:
-            if name == "segment":
-                name = segment_stage(spark, config)
-            progress.start_stage(name)
-            with StageRun(spark, config, run_id, name) as stage:
-                result = STAGES[name](spark, config, run_id, stage)
-            if results is not None:
-                results[name] = result
+        for together, names in _spans(stages):
+            if together:
+                _run_together(spark, config, run_id, names, lock, results)
+            else:
+                _run_stage(spark, config, run_id, names[0], lock, results)
         if config.catalog.database:
             progress.step(f"registering the tables in catalog database {config.catalog.database}")
             registration = catalog.register_tables(spark, config)

@@ -1,9 +1,12 @@
 """Killed and concurrent runs, end to end with real processes.
 
 The kill harness starts real ``segspark`` commands in their own process groups and kills each group with
-SIGKILL at a moment chosen from the command's own log lines (plus a delay), at 14 points spread over ingest,
-features, train and profile. After every kill it checks what readers see: one consistent published run per stage.
-Then a complete run on the same lakehouse must equal a clean run on a fresh one.
+SIGKILL at a moment chosen from the command's own log lines (plus a delay), at 17 points spread over ingest,
+features, train and profile, and over a ``segspark run --retrain`` between train and profile. After every kill
+it checks what readers see: one consistent published run per stage, and after the ``run`` kills one model per
+snapshot in customer_segments, segment_profiles and campaign_audiences; and that the stage log agrees with the
+publication log for every run a later command took over. Then a complete run on the same lakehouse must equal
+a clean run on a fresh one.
 """
 
 from __future__ import annotations
@@ -24,11 +27,14 @@ from pyspark.sql import functions as F
 from segspark.contracts.schemas import PUBLISHED_TABLES
 from segspark.platform import lakehouse, publication
 from tests.helpers.config import retail_config
-from tests.helpers.runs import QUICK_RUN_SETTINGS, cli_environment, comparable
+from tests.helpers.runs import QUICK_RUN_SETTINGS, cli_environment, comparable, log_disagreements
 
 pytestmark = pytest.mark.slow
 
 # (command, log line to wait for, seconds after it). A kill that comes after the command ended is not counted.
+# The ``run --retrain`` points fit a new model (a new model_version) on the same snapshot and are killed
+# between train and profile, while profile writes campaign_audiences (after it named customer_segments), and
+# right after the run's stages after ingest were published together.
 KILL_POINTS = [
     ("ingest", r"ingest: counting the source lines", 0.0),
     ("ingest", r"ingest: checking every line and writing the rejected", 0.5),
@@ -44,6 +50,9 @@ KILL_POINTS = [
     ("profile", r"profile: naming customer_segments", 0.3),
     ("profile", r"profile: mining cross-sell rules", 0.0),
     ("profile", r"profile published", 0.0),
+    ("run --retrain", r"stage train succeeded", 0.0),
+    ("run --retrain", r"profile: writing campaign_audiences", 0.3),
+    ("run --retrain", r"profile published", 0.0),
 ]
 
 
@@ -146,7 +155,8 @@ def check_published_run_is_consistent(spark, lake: Path) -> None:
         assert swept.limit(1).count() == 1
         assert (lake / "models" / model).is_dir()
     profile = publication.last_publication(spark, config, "profile")
-    if profile is not None and (train is None or profile["published_at"] > train["published_at"]):
+    # A segspark run publishes train and profile in one commit: the same published_at.
+    if profile is not None and (train is None or profile["published_at"] >= train["published_at"]):
         run = profile["run_id"]
         profiles = publication.read_published(spark, config, "segment_profiles").filter(F.col("run_id") == run)
         names = {r["segment_id"]: r["segment_name"] for r in profiles.collect()}
@@ -162,6 +172,34 @@ def check_published_run_is_consistent(spark, lake: Path) -> None:
             .collect()
         )
         assert {r[0]: r[1] for r in named} == names
+
+
+def check_each_snapshot_has_one_model(spark, lake: Path) -> None:
+    """customer_segments, segment_profiles and campaign_audiences of every profiled snapshot name one model,
+    and customer_segments carries that model's segment names (a segspark run publishes them together)."""
+    config = retail_config(lake)
+    if not publication.is_published(spark, config, "segment_profiles"):
+        return
+    models: dict[str, dict] = {}
+    for table in ("customer_segments", "segment_profiles", "campaign_audiences"):
+        rows = publication.read_published(spark, config, table).groupBy("as_of_date", "model_version").count()
+        for r in rows.collect():  # snapshots x models: a few rows
+            models.setdefault(table, {}).setdefault(r["as_of_date"], set()).add(r["model_version"])
+    for as_of, profiled in models["segment_profiles"].items():
+        assert len(profiled) == 1, (as_of, profiled)
+        assert models["customer_segments"][as_of] == profiled == models["campaign_audiences"][as_of], (as_of, models)
+    assigned = (
+        publication.read_published(spark, config, "customer_segments")
+        .filter(F.col("as_of_date").isin(list(models["segment_profiles"])))
+        .select("as_of_date", "segment_id", F.col("segment_name").alias("assigned_name"))
+    )
+    profiles = publication.read_published(spark, config, "segment_profiles").select(
+        "as_of_date", "segment_id", "segment_name"
+    )
+    unnamed = assigned.join(profiles, ["as_of_date", "segment_id"], "left").filter(
+        F.col("segment_name").isNull() | ~F.col("assigned_name").eqNullSafe(F.col("segment_name"))
+    )
+    assert unnamed.limit(1).count() == 0, "a customer's segment_name is not its segment's in segment_profiles"
 
 
 def check_latest_versions_are_published(spark, lake: Path) -> None:
@@ -215,6 +253,8 @@ def test_a_second_command_on_a_busy_lakehouse_stops_naming_the_holder(spark, bus
     assert len(message) == 1 and f"in use by run {holder}" in message[0], second.stderr[-2000:]
     check_published_run_is_consistent(spark, lake)
     check_latest_versions_are_published(spark, lake)
+    check_each_snapshot_has_one_model(spark, lake)
+    assert log_disagreements(spark, retail_config(lake)) == []
     assert not (lake / "_segspark_lock").exists()
 
 
@@ -223,21 +263,34 @@ def test_killed_runs_leave_one_consistent_published_run_and_a_rerun_equals_a_cle
 ):
     data = small_input
     lake = tmp_path / "lake"
+    config = retail_config(lake)
     landed = []
-    for i, (stage, marker, delay) in enumerate(KILL_POINTS):
-        killed, output = run_and_kill([stage], lake, data, marker, delay)
+    killed_runs = []
+    for i, (args, marker, delay) in enumerate(KILL_POINTS):
+        killed, output = run_and_kill(args.split(), lake, data, marker, delay)
+        started = re.search(r"run (\S+): stages", output)
+        killed_runs += [started.group(1)] if started else []
         if killed:
-            landed.append((stage, marker, delay))
+            landed.append((args, marker, delay))
         assert "Traceback" not in output, output[-3000:]
         check_published_run_is_consistent(spark, lake)
+        if args.startswith("run"):
+            check_each_snapshot_has_one_model(spark, lake)
+        # Every run before this one was taken over by the next command, which recorded it in pipeline_runs.
+        assert log_disagreements(spark, config, pending=killed_runs[-1:]) == [], (args, marker)
         if i % 2 == 1:  # every other time, repair here; otherwise the next command repairs
-            publication.repair(spark, retail_config(lake), f"check-{i}")
+            publication.repair(spark, config, f"check-{i}")
             check_latest_versions_are_published(spark, lake)
-    assert len(landed) >= 12, landed
+    assert len(landed) >= 15, landed
 
     rerun = run_to_end(["run"], lake, data)
     check_published_run_is_consistent(spark, lake)
     check_latest_versions_are_published(spark, lake)
+    check_each_snapshot_has_one_model(spark, lake)
+    assert log_disagreements(spark, config) == []
+    stage_log = lakehouse.read_table(spark, config.table_path("pipeline_runs"))
+    recorded = {r[0] for r in stage_log.select("run_id").distinct().collect()}  # one row per run
+    assert set(killed_runs) <= recorded, set(killed_runs) - recorded  # every killed run is in the stage log
     clean_lake = busy_then_clean[0]
     for table in ("transactions_clean", "transactions_rejected", "customer_features", "customer_segments"):
         assert_df_equality(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import get_args
+from typing import Literal, get_args
 
 from pyspark.sql import DataFrame
 from pyspark.sql import types as T
@@ -55,12 +55,14 @@ __all__ = [
     "SEGMENT_NAME",
     "SEGMENT_PROFILES",
     "SEGMENT_TOP_PRODUCTS",
+    "STAGE_STATUSES",
     "SWEEP_SEGMENTS",
     "TABLES",
     "TABLE_NAMES",
     "TABLE_SPECS",
     "TRANSACTIONS_CLEAN",
     "UNIT_PRICE",
+    "StageStatus",
     "Table",
     "TableSpec",
     "field",
@@ -95,6 +97,17 @@ AMOUNT_TYPE = T.DecimalType(28, 4)
 #: Rejection reasons, in the order they are tested: a row gets the first that applies. Written once, as the
 #: config's ``RejectReason`` type (``ingest.tolerated_reject_reasons`` is validated against it).
 REJECT_REASONS: tuple[str, ...] = get_args(RejectReason)
+
+#: ``pipeline_runs.status``: how a stage of a run ended, and whether its tables are the published ones.
+#: ``succeeded``: it finished and its tables were published. ``failed``: it raised an error; its writes were
+#: rolled back (except an ingest over the reject threshold, whose tables stay for inspection).
+#: ``rolled_back``: its tables were rolled back before they were published: it finished, but a later stage of
+#: the same command that publishes with it failed; or its process died before publishing (recorded by the
+#: command that took over the lakehouse lock). ``interrupted_after_publishing``: its process died after the
+#: stage had published and before it recorded itself; recorded by the command that took over, with the counts
+#: its publication names.
+StageStatus = Literal["succeeded", "failed", "rolled_back", "interrupted_after_publishing"]
+STAGE_STATUSES: tuple[str, ...] = get_args(StageStatus)
 
 
 def field(name: str, data_type: T.DataType, comment: str, nullable: bool = True) -> T.StructField:
@@ -229,16 +242,36 @@ PIPELINE_RUNS = TableSpec(
         [
             field(RUN_ID, T.StringType(), "Run id (UTC start time + random suffix)", False),
             field("stage", T.StringType(), "Stage name: ingest, features, train, ...", False),
-            field("status", T.StringType(), "succeeded or failed", False),
+            field(
+                "status",
+                T.StringType(),
+                "succeeded; failed; rolled_back (its tables were rolled back unpublished: a later stage it publishes "
+                "with failed, or its process died first); interrupted_after_publishing (its process died after it "
+                "published; counts are those of published_runs)",
+                False,
+            ),
             field("started_at", T.TimestampType(), "Stage start (UTC)", False),
-            field("ended_at", T.TimestampType(), "Stage end (UTC)", False),
+            field(
+                "ended_at",
+                T.TimestampType(),
+                "Stage end (UTC); for a process that died, the next stage's start or its lock's last refresh",
+                False,
+            ),
             field("seconds", T.DoubleType(), "Wall-clock seconds", False),
             field("rows_in", T.LongType(), "Rows read by the stage"),
             field("rows_out", T.LongType(), "Rows written by the stage (main table)"),
             field("counts", T.MapType(T.StringType(), T.LongType()), "Named counts, e.g. rejects by reason"),
             field("config_hash", T.StringType(), "Hash of the effective configuration", False),
-            field("versions", T.MapType(T.StringType(), T.StringType()), "segspark, Spark and Delta versions"),
-            field("message", T.StringType(), "Error message when the stage failed"),
+            field(
+                "versions",
+                T.MapType(T.StringType(), T.StringType()),
+                "segspark, Spark and Delta versions (null for a stage of a process that died)",
+            ),
+            field(
+                "message",
+                T.StringType(),
+                "The error of a failed stage; why a stage was rolled back or interrupted, and which run recorded it",
+            ),
         ]
     ),
 )

@@ -1,13 +1,16 @@
 """One segspark command at a time per lakehouse: a lock file ``<lakehouse>/_segspark_lock``.
 
-The holder writes its run id, host, process id and start time into the file and refreshes the file's
-modification time every :data:`HEARTBEAT_SECONDS`. A second command finds the file and stops with
-:class:`LakehouseBusyError` naming the holder, unless the holder is gone:
+The holder writes its run id, host, process id, start time and configuration hash into the file, adds each
+stage it starts (:meth:`LakehouseLock.at_stage`), and refreshes the file's modification time every
+:data:`HEARTBEAT_SECONDS`. A second command finds the file and stops with :class:`LakehouseBusyError` naming
+the holder, unless the holder is gone:
 
 - on the same host, its process no longer exists (a killed driver), or
 - the file has not been refreshed for :data:`STALE_SECONDS` (a driver on another machine that died).
 
-Then the lock is taken over, and the new command's repair rolls back whatever the dead run left unpublished.
+Then the lock is taken over: the new command gets the dead run's record (:attr:`LakehouseLock.taken_over`,
+a :class:`DeadRun`) to write the dead run's stages into ``pipeline_runs``, and its repair rolls back whatever
+the dead run left unpublished.
 
 A local lakehouse uses an exclusive create (``O_CREAT | O_EXCL``), which is atomic. Elsewhere the lock goes
 through Hadoop's FileSystem ``create(overwrite=false)``: atomic on HDFS; on object stores it is best effort
@@ -23,6 +26,7 @@ import os
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -32,7 +36,7 @@ from segspark.config.settings import Config
 from segspark.errors import SegsparkError
 from segspark.platform import filesystem
 
-__all__ = ["HEARTBEAT_SECONDS", "LOCK_NAME", "STALE_SECONDS", "LakehouseBusyError", "LakehouseLock"]
+__all__ = ["HEARTBEAT_SECONDS", "LOCK_NAME", "STALE_SECONDS", "DeadRun", "LakehouseBusyError", "LakehouseLock"]
 
 log = logging.getLogger("segspark")
 
@@ -45,6 +49,45 @@ class LakehouseBusyError(SegsparkError):
     """Another segspark command holds the lakehouse; exit code 3 (retry later)."""
 
     exit_code = 3
+
+
+@dataclass(frozen=True)
+class DeadRun:
+    """What the lock file of a command that ended without releasing the lakehouse said about it."""
+
+    run_id: str
+    host: str
+    pid: int | None
+    #: The configuration hash it ran with; None in a lock file written before it was recorded.
+    config_hash: str | None
+    #: The stages it started, in order, with their start times (UTC).
+    stages: tuple[tuple[str, dt.datetime], ...]
+    #: The lock file's last refresh: within :data:`HEARTBEAT_SECONDS` of the moment the process ended.
+    last_seen: dt.datetime
+
+    @classmethod
+    def of(cls, holder: dict[str, object], modified: float) -> DeadRun | None:
+        """The record in a lock file's parsed text, or None when it names no run."""
+        run_id = holder.get("run_id")
+        if not isinstance(run_id, str):
+            return None
+        pid = holder.get("pid")
+        config_hash = holder.get("config_hash")
+        stages: list[tuple[str, dt.datetime]] = []
+        listed = holder.get("stages")
+        for item in listed if isinstance(listed, list) else []:
+            try:
+                stages.append((str(item["stage"]), dt.datetime.fromisoformat(str(item["started_at"]))))
+            except (KeyError, TypeError, ValueError):
+                continue  # a stage entry this version cannot read is left out, not guessed
+        return cls(
+            run_id=run_id,
+            host=str(holder.get("host", "?")),
+            pid=pid if isinstance(pid, int) else None,
+            config_hash=config_hash if isinstance(config_hash, str) else None,
+            stages=tuple(stages),
+            last_seen=dt.datetime.fromtimestamp(modified, dt.UTC),
+        )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -80,6 +123,12 @@ class _LocalFile:
     def touch(self) -> None:
         os.utime(self.path)
 
+    def replace(self, text: str) -> None:
+        """Write the whole file anew in one step (a reader sees the old text or the new, never a part)."""
+        staged = self.path.with_name(f"{self.path.name}.{os.getpid()}.new")
+        staged.write_text(text, encoding="utf-8")
+        os.replace(staged, self.path)
+
     def rename_to(self, suffix: str) -> bool:
         """Move the file aside (atomic: of two commands taking over, one moves it) and delete it."""
         aside = self.path.with_name(self.path.name + suffix)
@@ -114,6 +163,10 @@ class _HadoopFile:
     def touch(self) -> None:
         filesystem.touch(self._spark, self.uri)
 
+    def replace(self, text: str) -> None:
+        # An overwriting create replaces the file in one namenode operation on HDFS and one PUT on object stores.
+        filesystem.write_text(self._spark, self.uri, text, overwrite=True)
+
     def rename_to(self, suffix: str) -> bool:
         aside = self.uri + suffix
         moved = filesystem.rename(self._spark, self.uri, aside)
@@ -139,14 +192,20 @@ class LakehouseLock:
         self.run_id = run_id
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
-        self._text = json.dumps(
-            {
-                "run_id": run_id,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            }
-        )
+        self._record: dict[str, object] = {
+            "run_id": run_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "config_hash": config.config_hash(),
+        }
+        self._stages: list[dict[str, str]] = []
+        #: The run whose lock this command took over, when it did (see :meth:`acquire`).
+        self.taken_over: DeadRun | None = None
+
+    @property
+    def _text(self) -> str:
+        return json.dumps({**self._record, "stages": self._stages})
 
     def __enter__(self) -> LakehouseLock:
         self.acquire()
@@ -185,10 +244,27 @@ class LakehouseLock:
                     why,
                 )
                 self._file.rename_to(f".stale-{self.run_id}")
+                # Whichever command gets the lock below records the dead run, whether or not it moved the file.
+                self.taken_over = DeadRun.of(holder, found[1])
             if not self._file.create_exclusive(self._text):
+                self.taken_over = None
                 raise LakehouseBusyError(f"another segspark command took the lakehouse ({self.location}) just now")
         self._beat = threading.Thread(target=self._heartbeat, name="segspark-lock", daemon=True)
         self._beat.start()
+
+    def at_stage(self, stage: str) -> None:
+        """Add ``stage`` to the stages this command started, in the lock file (what a takeover records).
+
+        A failure to write it is logged and ignored: the lock still holds, and a takeover then records fewer
+        stages of this run.
+        """
+        self._stages.append({"stage": stage, "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")})
+        try:
+            if self.holds():  # never write over the lock of a command that took this one over as stale
+                self._file.replace(self._text)
+        except Exception:  # noqa: BLE001 - the lock file still exists and names this run
+            log.warning("could not note stage %s in the lakehouse lock %s", stage, self.location)
+            log.debug("lock file write failure", exc_info=True)
 
     def _gone(self, holder: dict[str, object], modified: float) -> str | None:
         """Why the holder is no longer running, or None when it may be."""

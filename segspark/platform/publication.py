@@ -14,6 +14,12 @@ table is the publication log that makes the set atomic:
 
 A lakehouse written before the log existed is adopted: the first command records its tables' current versions
 as published (an ``adopt`` row).
+
+Stages whose tables readers join (``segspark run``'s features, train or score, and profile) publish as one unit
+inside :func:`together`: each :func:`publish` is held back, readers in this process already read the held
+versions, and the block's end appends every held row in one commit. A failure anywhere in the block rolls back
+all of them, so a killed or failed run never leaves a snapshot's segments from one model and its profile from
+another.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from delta.tables import DeltaTable
@@ -56,27 +63,67 @@ def _log_path(config: Config) -> str:
     return config.table_path("published_runs")
 
 
-def _append(
-    spark: SparkSession,
-    config: Config,
-    run_id: str,
-    stage: str,
-    kind: str,
-    versions: Mapping[str, int],
-    model_version: str | None = None,
-    counts: Mapping[str, int] | None = None,
-) -> None:
-    row = (
-        run_id,
-        stage,
-        kind,
-        dt.datetime.now(dt.UTC),
-        {t: int(v) for t, v in versions.items()},
-        model_version,
-        None if counts is None else {k: int(v) for k, v in counts.items()},
-    )
-    df = spark.createDataFrame([row], PUBLISHED_RUNS.schema)
+@dataclass(frozen=True)
+class _Row:
+    """One row of the publication log, before it is written."""
+
+    run_id: str
+    stage: str
+    kind: str
+    versions: Mapping[str, int]
+    model_version: str | None = None
+    counts: Mapping[str, int] | None = None
+
+
+@dataclass
+class _Group:
+    """The publications :func:`together` holds back until its block ends."""
+
+    run_id: str
+    rows: list[_Row] = field(default_factory=list)
+    #: What to undo outside the tables (train's model folder) if the group is rolled back after all.
+    cleanups: list[Callable[[], None]] = field(default_factory=list)
+    #: A repair ran inside the block: the held versions were rolled back and must never be published.
+    repaired: bool = False
+
+    def versions(self) -> dict[str, int]:
+        """Table -> the version the held rows name, a later row's winning (profile's customer_segments)."""
+        held: dict[str, int] = {}
+        for row in self.rows:
+            held.update(row.versions)
+        return held
+
+
+#: Log path -> the group open on that lakehouse in this process (one command per lakehouse holds the lock).
+_groups: dict[str, _Group] = {}
+
+
+def _append(spark: SparkSession, config: Config, rows: list[_Row]) -> None:
+    """Append ``rows`` to the log in one commit; they share one ``published_at``."""
+    now = dt.datetime.now(dt.UTC)
+    values = [
+        (
+            row.run_id,
+            row.stage,
+            row.kind,
+            now,
+            {t: int(v) for t, v in row.versions.items()},
+            row.model_version,
+            None if row.counts is None else {k: int(v) for k, v in row.counts.items()},
+        )
+        for row in rows
+    ]
+    df = spark.createDataFrame(values, PUBLISHED_RUNS.schema)
     lakehouse.write_table(df, _log_path(config), PUBLISHED_RUNS, mode="append")
+
+
+def _log_published(row: _Row) -> None:
+    log.info(
+        "%s published: %s",
+        row.stage,
+        ", ".join(f"{t} v{v}" for t, v in row.versions.items())
+        + (f", model {row.model_version}" if row.model_version else ""),
+    )
 
 
 def ensure_log(spark: SparkSession, config: Config, run_id: str) -> None:
@@ -93,7 +140,7 @@ def ensure_log(spark: SparkSession, config: Config, run_id: str) -> None:
         if version is not None:
             existing[table] = version
     if existing:
-        _append(spark, config, run_id, "adopt", "adopt", existing)
+        _append(spark, config, [_Row(run_id, "adopt", "adopt", existing)])
         log.info("publication log started: the current versions of %s are taken as published", ", ".join(existing))
     else:
         lakehouse.create_table(spark, _log_path(config), PUBLISHED_RUNS)
@@ -105,10 +152,24 @@ _versions_cache: dict[str, tuple[tuple[int, dt.datetime], dict[str, int]]] = {}
 
 
 def published_versions(spark: SparkSession, config: Config) -> dict[str, int]:
-    """Logical table name -> the Delta version its latest publication names; {} without a log.
+    """Logical table name -> the Delta version readers use: its latest publication's; {} without a log.
+
+    Inside :func:`together` the versions its block holds back count as published for this process, so a stage
+    reads what the stage before it in the same command wrote.
+    """
+    versions = _committed_versions(spark, config)
+    group = _groups.get(_log_path(config))
+    if group is not None:
+        versions.update(group.versions())
+    return versions
+
+
+def _committed_versions(spark: SparkSession, config: Config) -> dict[str, int]:
+    """Logical table name -> the Delta version its latest row in the log names; {} without a log.
 
     One row per table comes back (at most :data:`PUBLISHED_TABLES`), however long the log. The answer is
-    cached per version of the log, so readers can ask before every read.
+    cached per version of the log, so readers can ask before every read. Rows of one commit share their
+    ``published_at`` and run id; of two naming one table, the later version is the later stage's.
     """
     path = _log_path(config)
     if not lakehouse.table_exists(spark, path):
@@ -124,7 +185,7 @@ def published_versions(spark: SparkSession, config: Config) -> dict[str, int]:
         lakehouse.read_table(spark, path, version=key[0])
         .select("published_at", RUN_ID, F.explode("table_versions").alias("table", "version"))
         .groupBy("table")
-        .agg(F.max_by("version", F.struct("published_at", RUN_ID)).alias("version"))
+        .agg(F.max_by("version", F.struct("published_at", RUN_ID, "version")).alias("version"))
     )
     versions = {r["table"]: int(r["version"]) for r in latest.collect()}  # one row per published table (12)
     _versions_cache[path] = (key, versions)
@@ -132,7 +193,7 @@ def published_versions(spark: SparkSession, config: Config) -> dict[str, int]:
 
 
 def last_publication(spark: SparkSession, config: Config, stage: str) -> dict[str, Any] | None:
-    """The latest ``run`` row of ``stage`` as a dict, or None when the stage never published."""
+    """The latest committed ``run`` row of ``stage`` as a dict, or None when the stage never published."""
     path = _log_path(config)
     if not lakehouse.table_exists(spark, path):
         return None
@@ -143,6 +204,20 @@ def last_publication(spark: SparkSession, config: Config, stage: str) -> dict[st
         .first()
     )
     return None if row is None else row.asDict(recursive=True)
+
+
+def run_publications(spark: SparkSession, config: Config, run_id: str) -> dict[str, dict[str, Any]]:
+    """Stage -> the latest committed ``run`` row that run ``run_id`` wrote for it (a dict); {} when none."""
+    path = _log_path(config)
+    if not lakehouse.table_exists(spark, path):
+        return {}
+    rows = (
+        lakehouse.read_table(spark, path)
+        .filter((F.col(RUN_ID) == F.lit(run_id)) & (F.col("kind") == "run"))
+        .orderBy("published_at")
+        .collect()  # a few rows: one per stage of one run (maintain: two)
+    )
+    return {r["stage"]: r.asDict(recursive=True) for r in rows}
 
 
 def published_version(spark: SparkSession, config: Config, table: str) -> int | None:
@@ -193,15 +268,18 @@ def publish(
     """Make a stage run's tables visible together: one appended row naming each table's version.
 
     Call it after every write of the stage has succeeded and been checked. Until this commit lands, readers
-    keep reading the previous publication.
+    keep reading the previous publication. Inside :func:`together` the row is held back and written with the
+    block's other rows when the block ends.
     """
     ensure_log(spark, config, run_id)
-    _append(spark, config, run_id, stage, "run", versions, model_version, counts)
-    log.info(
-        "%s published: %s",
-        stage,
-        ", ".join(f"{t} v{v}" for t, v in versions.items()) + (f", model {model_version}" if model_version else ""),
-    )
+    row = _Row(run_id, stage, "run", dict(versions), model_version, counts)
+    group = _groups.get(_log_path(config))
+    if group is not None:
+        group.rows.append(row)
+        log.debug("%s written: %s; published when the stages it is published with have succeeded", stage, versions)
+        return
+    _append(spark, config, [row])
+    _log_published(row)
 
 
 @contextmanager
@@ -216,7 +294,8 @@ def publishing(
 
     On any error inside the block every table goes back to its published version (:func:`repair`),
     ``cleanup`` removes what the stage made outside the tables (train's model folder), ``failed`` is logged as
-    one error line, and the error is raised again for the stage log and the CLI.
+    one error line, and the error is raised again for the stage log and the CLI. Inside :func:`together`,
+    ``cleanup`` is also kept for the group, to run if a later stage of the group fails.
     """
     try:
         yield
@@ -227,10 +306,54 @@ def publishing(
         if failed is not None:
             log.error("%s", failed)
         raise
+    group = _groups.get(_log_path(config))
+    if group is not None and cleanup is not None:
+        group.cleanups.append(cleanup)
+
+
+@contextmanager
+def together(spark: SparkSession, config: Config, run_id: str) -> Iterator[None]:
+    """The publications of every stage inside the block become visible in one commit, or none of them do.
+
+    Each :func:`publish` in the block is held back; readers in this process already read the held versions
+    (:func:`published_versions`). When the block ends without error, the held rows are appended to the log in
+    one commit. On any error, every table goes back to its published version (:func:`repair`: the held
+    stages' too), the stages' cleanups run (a model folder no publication names), and the error is raised
+    again.
+
+    Raises
+    ------
+    InternalError
+        The block is entered while another is open on the same lakehouse, or a repair inside it rolled back
+        versions it holds (and it did not fail).
+    """
+    path = _log_path(config)
+    if path in _groups:
+        holder = _groups[path].run_id
+        raise InternalError(f"the publications of {config.lakehouse} are already held back by run {holder}")
+    group = _groups[path] = _Group(run_id)
+    try:
+        yield
+        if group.repaired:
+            raise InternalError(f"run {run_id}'s held publications were rolled back inside the block")
+        if group.rows:
+            _append(spark, config, group.rows)
+    except Exception:
+        del _groups[path]
+        repair(spark, config, run_id)
+        for cleanup in reversed(group.cleanups):
+            cleanup()
+        raise
+    finally:
+        _groups.pop(path, None)
+    for row in group.rows:
+        _log_published(row)
 
 
 def repair(spark: SparkSession, config: Config, run_id: str) -> dict[str, tuple[int, int]]:
     """Roll back every table whose latest version is not its published one; say so in one line.
+
+    Published means committed to the log: versions :func:`together` holds back are rolled back too.
 
     A table that was never published (its first run did not finish) goes back to version 0, the empty table
     :func:`segspark.platform.lakehouse.write_table` creates first. The rollback is recorded as a ``repair`` row naming
@@ -242,7 +365,7 @@ def repair(spark: SparkSession, config: Config, run_id: str) -> dict[str, tuple[
         Table -> (version found, version restored), for the tables rolled back.
     """
     ensure_log(spark, config, run_id)
-    published = published_versions(spark, config)
+    published = _committed_versions(spark, config)
     rolled: dict[str, tuple[int, int]] = {}
     new_versions: dict[str, int] = {}
     for table in PUBLISHED_TABLES:
@@ -260,7 +383,10 @@ def repair(spark: SparkSession, config: Config, run_id: str) -> dict[str, tuple[
             raise InternalError(f"{table} ({path}) has no Delta version after its restore to v{target}")
         new_versions[table] = restored
     if rolled:
-        _append(spark, config, run_id, "repair", "repair", new_versions)
+        group = _groups.get(_log_path(config))
+        if group is not None:  # what the group holds back was not published: it was rolled back with the rest
+            group.repaired = True
+        _append(spark, config, [_Row(run_id, "repair", "repair", new_versions)])
         log.warning(
             "rolled back what an unfinished run left in the lakehouse: %s; the tables are again those last published",
             ", ".join(f"{t} v{found} -> v{target}" for t, (found, target) in rolled.items()),
