@@ -21,7 +21,7 @@ from segspark.errors import InputError, SchemaError
 from segspark.platform import lakehouse, publication
 from segspark.platform.stage_log import StageRun
 from segspark.stages.features import stage as features
-from segspark.stages.features.stage import build_customer_features, quintile_score, rfm_segment
+from segspark.stages.features.customers import build_customer_features, quintile_score, rfm_segment
 from segspark.stages.ingest import stage as ingest
 from segspark.stages.train import stage as train
 from tests.helpers.config import REAL_DATA, make_config, requires_real_data, retail_config
