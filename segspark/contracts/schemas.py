@@ -30,6 +30,8 @@ __all__ = [
     "CUSTOMER_SEGMENTS",
     "DESCRIPTION",
     "INGESTED_AT",
+    "INGEST_RUN_ID",
+    "INVOICE_ROLLUP",
     "INVOICE_DATE",
     "INVOICE_ID",
     "INVOICE_TS",
@@ -40,12 +42,14 @@ __all__ = [
     "PIPELINE_RUNS",
     "PRICE_TYPE",
     "PRODUCT_ID",
+    "PRODUCT_ROLLUP",
     "PUBLISHED_RUNS",
     "PUBLISHED_TABLES",
     "QUANTITY",
     "REJECTED_EXTRA_FIELDS",
     "REJECT_REASON",
     "REJECT_REASONS",
+    "ROLLUP_BATCHES",
     "RUN_ID",
     "SEGMENT_CENTROIDS",
     "SEGMENT_CROSS_SELL",
@@ -82,6 +86,8 @@ RUN_ID = "run_id"
 INGESTED_AT = "ingested_at"
 REJECT_REASON = "reject_reason"
 AS_OF_DATE = "as_of_date"
+#: The ingest run whose clean lines a rollup row aggregates (``run_id`` of those lines).
+INGEST_RUN_ID = "ingest_run_id"
 
 #: The core RFM columns of customer_features: every profile and report shows them, whatever the model read.
 CORE_COLUMNS = ("recency_days", "frequency", "monetary", "tenure_days")
@@ -162,7 +168,8 @@ TRANSACTIONS_CLEAN = TableSpec(
             field(INGESTED_AT, T.TimestampType(), "When the ingest run wrote the line (UTC)", False),
         ]
     ),
-    stats_columns=(CUSTOMER_ID, INVOICE_DATE),
+    # run_id: the features stage reads the lines of new ingest batches by run id, skipping the older files.
+    stats_columns=(CUSTOMER_ID, INVOICE_DATE, RUN_ID),
 )
 
 #: Columns the rejected table adds after the source's own columns (which are kept as text, by source name).
@@ -303,6 +310,76 @@ SEGMENT_ID = "segment_id"
 SEGMENT_NAME = "segment_name"
 MODEL_VERSION = "model_version"
 CREATED_AT = "created_at"
+
+INVOICE_ROLLUP = TableSpec(
+    comment=(
+        "The features stage's rollup of transactions_clean: one row per customer, invoice, invoice date and "
+        "ingest batch, holding partial aggregates of those lines that merge exactly (sums, min, max, OR), so any "
+        "snapshot's invoices come from these rows instead of the lines (segspark features)."
+    ),
+    schema=T.StructType(
+        [
+            field(CUSTOMER_ID, T.StringType(), "Customer id", False),
+            field(INVOICE_ID, T.StringType(), "Invoice id"),
+            field(INVOICE_DATE, T.DateType(), "Invoice date (UTC) of the lines", False),
+            field(INGEST_RUN_ID, T.StringType(), "Ingest run that wrote the lines (their run_id)", False),
+            field("lines", T.LongType(), "Clean lines aggregated into the row", False),
+            field("purchase_value", T.DecimalType(38, 4), "Sum of line_amount over purchase lines; null if none"),
+            field("returned_value", T.DecimalType(38, 4), "Sum of |line_amount| over return lines; null if none"),
+            field("purchase_items", T.LongType(), "Sum of quantity over purchase lines; null if none"),
+            field("has_purchase", T.BooleanType(), "Whether any line is a purchase (is_return false)", False),
+            field("purchase_ts", T.TimestampType(), "Earliest invoice_ts of the purchase lines; null if none"),
+            field(COUNTRY, T.StringType(), "Greatest country of the purchase lines (as features merges invoices)"),
+            field(RUN_ID, T.StringType(), "Features run that wrote the row", False),
+        ]
+    ),
+    stats_columns=(CUSTOMER_ID, INVOICE_DATE),
+)
+
+PRODUCT_ROLLUP = TableSpec(
+    comment=(
+        "The features stage's rollup of purchased products: one row per customer, product and ingest batch with "
+        "the first purchase date in that batch, so distinct products as of any snapshot are a count (segspark "
+        "features)."
+    ),
+    schema=T.StructType(
+        [
+            field(CUSTOMER_ID, T.StringType(), "Customer id", False),
+            field(PRODUCT_ID, T.StringType(), "Product id (lines without one never count)", False),
+            field("first_purchase_date", T.DateType(), "Earliest invoice_date of the batch's purchase lines", False),
+            field(INGEST_RUN_ID, T.StringType(), "Ingest run that wrote the lines (their run_id)", False),
+            field(RUN_ID, T.StringType(), "Features run that wrote the row", False),
+        ]
+    ),
+    stats_columns=(CUSTOMER_ID, "first_purchase_date"),
+)
+
+ROLLUP_BATCHES = TableSpec(
+    comment=(
+        "What the features rollup has consumed of transactions_clean: one row per features run that read clean "
+        "lines into it, since its last rebuild (segspark features)."
+    ),
+    schema=T.StructType(
+        [
+            field(RUN_ID, T.StringType(), "Features run that read the batch", False),
+            field("kind", T.StringType(), "rebuild: every line, the rollup written anew; append: new lines", False),
+            field("reason", T.StringType(), "Why: no rollup yet, transactions_clean rewritten, lines appended", False),
+            field("clean_table_id", T.StringType(), "Delta table id of transactions_clean (new when recreated)", False),
+            field("clean_version", T.LongType(), "The transactions_clean version read (its published one)", False),
+            field(
+                "lines_by_ingest_run",
+                T.MapType(T.StringType(), T.LongType(), False),
+                "Ingest run id -> clean lines of that run the batch read",
+                False,
+            ),
+            field("lines", T.LongType(), "Clean lines the batch read", False),
+            field("invoice_rows", T.LongType(), "Rows appended to invoice_rollup", False),
+            field("product_rows", T.LongType(), "Rows appended to product_rollup", False),
+            field(CREATED_AT, T.TimestampType(), "When the batch was written (UTC)", False),
+        ]
+    ),
+)
+
 
 #: The columns naming one candidate of one train run's sweep (model_selection and sweep_segments).
 _CANDIDATE_KEY = [
@@ -667,6 +744,9 @@ class Table:
 TABLES: tuple[Table, ...] = (
     Table("transactions_clean", "ingest", TRANSACTIONS_CLEAN),
     Table("transactions_rejected", "ingest", None),
+    Table("invoice_rollup", "features", INVOICE_ROLLUP),
+    Table("product_rollup", "features", PRODUCT_ROLLUP),
+    Table("rollup_batches", "features", ROLLUP_BATCHES),
     Table("customer_features", "features", CUSTOMER_FEATURES),
     Table("customer_segments", "train, score", CUSTOMER_SEGMENTS),
     Table("segment_centroids", "train", SEGMENT_CENTROIDS),
