@@ -1,4 +1,4 @@
-"""Customer features: hand-computed golden snapshot, quintile scores, several snapshots, the stage end to end.
+"""Customer features: hand-computed golden snapshot, quintile scores, several snapshots, the rollup, the stage.
 
 Every expected value below is computed by hand from the definitions in ``schemas.CUSTOMER_FEATURES`` (and the
 feature spec), not read back from the implementation. Day counts to the as_of_date 2011-12-10 (a Saturday):
@@ -10,9 +10,11 @@ from __future__ import annotations
 import datetime as dt
 import math
 from decimal import Decimal
+from functools import reduce
 
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segspark.config.settings import DEFAULT_RFM_RULES, FeatureSettings
@@ -22,6 +24,7 @@ from segspark.platform import lakehouse, publication
 from segspark.platform.stage_log import StageRun
 from segspark.stages.features import stage as features
 from segspark.stages.features.customers import build_customer_features, quintile_score, rfm_segment
+from segspark.stages.features.rollup import build_features_from_rollup, product_rollup_rows, rollup_lines
 from segspark.stages.ingest import stage as ingest
 from segspark.stages.train import stage as train
 from tests.helpers.config import REAL_DATA, make_config, requires_real_data, retail_config
@@ -242,10 +245,31 @@ def settings():
     return FeatureSettings()
 
 
-@pytest.fixture(scope="module")
-def golden(spark, settings):
+def in_two_batches(lines_df):
+    """The lines with an ingest ``run_id``: about half ``b1``, the rest ``b2``, fixed by each line's content."""
+    key = F.crc32(F.concat_ws("|", "customer_id", "invoice_id", "product_id", F.col("invoice_ts").cast("string")))
+    return lines_df.withColumn("run_id", F.when(key % 2 == 0, "b1").otherwise("b2"))
+
+
+def via_rollup(lines_df, as_of_dates, settings):
+    """Features from the rollup of ``lines_df``: each ingest run rolled up on its own and the rows appended, as
+    the stage appends one batch per run."""
+    runs = sorted(r.run_id for r in lines_df.select("run_id").distinct().collect())
+    parts = [rollup_lines(lines_df.where(F.col("run_id") == run), "features-run") for run in runs]
+    invoices = reduce(DataFrame.unionByName, parts)
+    products = reduce(DataFrame.unionByName, [product_rollup_rows(part) for part in parts])
+    return build_features_from_rollup(invoices.drop("products"), products, as_of_dates, settings)
+
+
+@pytest.fixture(scope="module", params=["from lines", "from the rollup"])
+def golden(spark, settings, request):
+    """The golden snapshot computed from the lines in one pass, and from a rollup appended in two batches."""
     lines = spark.createDataFrame(GOLDEN_LINES, LINES_DDL)
-    out = build_customer_features(lines, [AS_OF], settings).select(*FEATURE_COLUMNS).cache()
+    if request.param == "from lines":
+        out = build_customer_features(lines, [AS_OF], settings)
+    else:
+        out = via_rollup(in_two_batches(lines), [AS_OF], settings)
+    out = out.select(*FEATURE_COLUMNS).cache()
     yield out
     out.unpersist()
 
@@ -392,6 +416,116 @@ def test_several_snapshots_in_one_call(spark, settings):
     assert_approx_df_equality(plain(got), expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
 
 
+# --- the rollup: features from mergeable partials equal features from lines ---
+
+BACKFILL, MID = dt.date(2011, 11, 15), dt.date(2011, 12, 1)
+ROLLUP_DATES = [BACKFILL, MID, AS_OF]
+ROLLUP_LINES = [
+    # r1: I0 early; I1 spans two days AND two batches: day 1 (a purchase and a return line) in b1, day 2 (another
+    # product, another country) in b2. MID sees day 1 only; AS_OF the whole invoice, whose time stays day 1's.
+    (*ln("r1", "I0", "P1", 1, "4.00", "2011-11-10 10:00:00"), "b1"),
+    (*ln("r1", "I1", "P1", 2, "10.00", "2011-11-30 23:50:00", "France"), "b1"),
+    (*ret("r1", "I1", "P9", -1, "-3.00", "2011-11-30 23:55:00"), "b1"),
+    (*ln("r1", "I1", "P2", 1, "5.00", "2011-12-01 00:10:00", "Germany"), "b2"),
+    # r2: one invoice, one day, its lines in two batches; b2's purchase line is the earliest (Sunday 09:00)
+    (*ln("r2", "I2", "P1", 1, "6.00", "2011-11-20 10:00:00"), "b1"),
+    (*ln("r2", "I2", "P2", 1, "4.00", "2011-11-20 09:00:00"), "b2"),
+    (*ret("r2", "I2", "P1", -1, "-6.00", "2011-11-20 11:00:00"), "b2"),
+    # r3: nulls: a purchase line without product id, no country on any line
+    (*ln("r3", "I3", None, 1, "3.00", "2011-11-05 10:00:00", None), "b1"),
+    (*ln("r3", "I4", "P3", 2, "8.00", "2011-11-06 19:30:00", None), "b1"),
+    # r4: returns only before BACKFILL (left out of it), a purchase later in b2
+    (*ret("r4", "C1", "P1", -1, "-2.00", "2011-11-01 10:00:00"), "b1"),
+    (*ln("r4", "I5", "P1", 1, "2.00", "2011-11-25 10:00:00"), "b2"),
+    # r5: the same product in both batches; b2's line arrives late, dated before b1's
+    (*ln("r5", "I6", "P4", 1, "1.00", "2011-11-28 10:00:00"), "b1"),
+    (*ln("r5", "I7", "P4", 1, "1.00", "2011-11-12 10:00:00"), "b2"),
+    # r6: a customer new in b2; r7: a line on AS_OF only (in no snapshot)
+    (*ln("r6", "I8", "P5", 3, "9.00", "2011-12-05 19:00:00"), "b2"),
+    (*ln("r7", "I9", "P6", 1, "5.00", "2011-12-10 09:00:00"), "b2"),
+]
+ROLLUP_LINES_DDL = LINES_DDL + ", run_id string"
+
+
+@pytest.fixture(scope="module")
+def rollup_lines_df(spark):
+    return spark.createDataFrame(ROLLUP_LINES, ROLLUP_LINES_DDL)
+
+
+def test_rollup_rows_of_invoices_split_by_day_and_batch(spark, rollup_lines_df):
+    got = rollup_lines(rollup_lines_df.where(F.col("customer_id").isin("r1", "r2")), "f1")
+    ts = lambda text: dt.datetime.fromisoformat(text).replace(tzinfo=UTC)  # noqa: E731
+    expected = spark.createDataFrame(
+        [
+            # customer, invoice, date, batch, lines, purchase_value, returned, items, has_purchase, ts, country
+            ("r1", "I0", _d("2011-11-10"), "b1", 1, Decimal("4.00"), None, 1, True, ts("2011-11-10 10:00:00"), UK),
+            ("r1", "I1", _d("2011-11-30"), "b1", 2, Decimal("10.00"), Decimal("3.00"), 2, True,
+             ts("2011-11-30 23:50:00"), "France"),
+            ("r1", "I1", _d("2011-12-01"), "b2", 1, Decimal("5.00"), None, 1, True, ts("2011-12-01 00:10:00"),
+             "Germany"),
+            ("r2", "I2", _d("2011-11-20"), "b1", 1, Decimal("6.00"), None, 1, True, ts("2011-11-20 10:00:00"), UK),
+            ("r2", "I2", _d("2011-11-20"), "b2", 2, Decimal("4.00"), Decimal("6.00"), 1, True,
+             ts("2011-11-20 09:00:00"), UK),
+        ],
+        "customer_id string, invoice_id string, invoice_date date, ingest_run_id string, lines bigint, "
+        "purchase_value decimal(38,4), returned_value decimal(38,4), purchase_items bigint, has_purchase boolean, "
+        "purchase_ts timestamp, country string",
+    )
+    assert_df_equality(got.select(*expected.columns), expected, ignore_row_order=True, ignore_nullable=True)
+    products = product_rollup_rows(rollup_lines(rollup_lines_df.where(F.col("customer_id").isin("r3", "r5")), "f1"))
+    expected_products = spark.createDataFrame(
+        [("r3", "P3", _d("2011-11-06"), "b1"), ("r5", "P4", _d("2011-11-28"), "b1"),
+         ("r5", "P4", _d("2011-11-12"), "b2")],
+        "customer_id string, product_id string, first_purchase_date date, ingest_run_id string",
+    )
+    assert_df_equality(products.select(*expected_products.columns), expected_products, ignore_row_order=True,
+                       ignore_nullable=True)
+
+
+def test_features_from_the_rollup_equal_features_from_lines(rollup_lines_df, settings):
+    from_lines = build_customer_features(rollup_lines_df, ROLLUP_DATES, settings).select(*FEATURE_COLUMNS)
+    from_rollup = via_rollup(rollup_lines_df, ROLLUP_DATES, settings).select(*FEATURE_COLUMNS)
+    assert from_lines.count() == 14  # BACKFILL: r1, r3, r5; MID: r1..r5; AS_OF: r1..r6
+    assert_df_equality(from_rollup, from_lines, ignore_row_order=True)
+
+
+def test_golden_lines_in_two_batches_equal_from_lines(spark, settings):
+    lines = in_two_batches(spark.createDataFrame(GOLDEN_LINES, LINES_DDL))
+    dates = [AS_OF, dt.date(2011, 11, 2), dt.date(2011, 10, 4)]
+    assert {r.run_id for r in lines.select("run_id").distinct().collect()} == {"b1", "b2"}
+    from_rollup = via_rollup(lines, dates, settings).select(*FEATURE_COLUMNS)
+    assert_df_equality(from_rollup, build_customer_features(lines, dates, settings).select(*FEATURE_COLUMNS),
+                       ignore_row_order=True)
+
+
+def test_features_from_the_rollup_by_hand(spark, rollup_lines_df, settings):
+    got = via_rollup(rollup_lines_df, ROLLUP_DATES, settings).where(F.col("customer_id").isin("r1", "r2", "r3"))
+    ddl = (
+        "as_of_date date, customer_id string, frequency bigint, monetary decimal(20,2), returned_value "
+        "decimal(20,2), last_purchase_date date, distinct_products int, total_items bigint, weekend_share double, "
+        "evening_share double, country string"
+    )
+    expected = spark.createDataFrame(
+        [
+            # r1 at MID: I0 and I1's day 1 (France); at AS_OF I1's day-2 line adds 5.00, P2 and the greater
+            # country of the invoice's purchase lines (Germany); its time stays 11-30 23:50 (Wed, evening).
+            (BACKFILL, "r1", 1, Decimal("4.00"), Decimal("0.00"), _d("2011-11-10"), 1, 1, 0.0, 0.0, UK),
+            (MID, "r1", 2, Decimal("14.00"), Decimal("3.00"), _d("2011-11-30"), 1, 3, 0.0, 0.5, "France"),
+            (AS_OF, "r1", 2, Decimal("19.00"), Decimal("3.00"), _d("2011-11-30"), 2, 4, 0.0, 0.5, "Germany"),
+            # r2: one invoice from two batches: its time is b2's 09:00 (a Sunday morning)
+            (MID, "r2", 1, Decimal("10.00"), Decimal("6.00"), _d("2011-11-20"), 2, 2, 1.0, 0.0, UK),
+            (AS_OF, "r2", 1, Decimal("10.00"), Decimal("6.00"), _d("2011-11-20"), 2, 2, 1.0, 0.0, UK),
+            # r3 (Sat, Sun evening): the line without product id counts in spend and items, not in products; no
+            # country
+            (BACKFILL, "r3", 2, Decimal("11.00"), Decimal("0.00"), _d("2011-11-06"), 1, 3, 1.0, 0.5, None),
+            (MID, "r3", 2, Decimal("11.00"), Decimal("0.00"), _d("2011-11-06"), 1, 3, 1.0, 0.5, None),
+            (AS_OF, "r3", 2, Decimal("11.00"), Decimal("0.00"), _d("2011-11-06"), 1, 3, 1.0, 0.5, None),
+        ],
+        ddl,
+    )
+    assert_df_equality(plain(got.select(*expected.columns)), expected, ignore_row_order=True, ignore_nullable=True)
+
+
 # --- the stage end to end on a lakehouse ---
 
 CLEAN_DDL = (
@@ -523,6 +657,7 @@ def test_snapshot_without_purchases_is_an_error(spark, staged):
 def test_missing_clean_table_is_an_error(spark, tmp_path):
     with pytest.raises(InputError, match="transactions_clean"):
         features.run_features(spark, make_config(tmp_path / "empty-lakehouse"), "run-x")
+
 
 
 # --- real data ---

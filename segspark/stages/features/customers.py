@@ -35,12 +35,15 @@ from segspark.contracts.schemas import (
 from segspark.errors import ConfigError
 
 __all__ = [
+    "CUSTOMER_AGGREGATE_COLUMNS",
     "FEATURE_INPUT_COLUMNS",
     "MONEY",
     "aggregate_customers",
     "aggregate_invoices",
     "build_customer_features",
     "customer_aggregates",
+    "customer_aggregations",
+    "invoice_partials",
     "quintile_score",
     "rfm_segment",
     "scored_features",
@@ -64,13 +67,31 @@ FEATURE_INPUT_COLUMNS = [
 MONEY = T.DecimalType(20, 2)
 
 
-def with_snapshot_dates(lines_df: DataFrame, as_of_dates: list[dt.date]) -> DataFrame:
-    """Add ``as_of_date``: one row per (line, snapshot) with ``invoice_date < as_of_date``.
+def with_snapshot_dates(df: DataFrame, as_of_dates: list[dt.date], date_column: str = INVOICE_DATE) -> DataFrame:
+    """Add ``as_of_date``: one row per (row, snapshot) with ``date_column < as_of_date``.
 
-    Lines on or after every snapshot date are dropped; a line counts in every later snapshot.
+    Rows on or after every snapshot date are dropped; a row counts in every later snapshot.
     """
     dates = F.array(*[F.lit(d) for d in sorted(set(as_of_dates))])
-    return lines_df.withColumn(AS_OF_DATE, F.explode(F.filter(dates, lambda d: d > F.col(INVOICE_DATE))))
+    return df.withColumn(AS_OF_DATE, F.explode(F.filter(dates, lambda d: d > F.col(date_column))))
+
+
+def invoice_partials() -> list[Column]:
+    """The aggregates of an invoice's lines, over clean lines (the columns of :func:`aggregate_invoices`).
+
+    Each is a sum, a min, a max or an OR, so partials over any split of the lines merge exactly (the rollup
+    relies on it); ``products`` (a set) is the exception, kept apart by the rollup as first purchase dates.
+    """
+    is_purchase = ~F.col(IS_RETURN)
+    return [
+        F.sum(F.when(is_purchase, F.col(LINE_AMOUNT))).alias("purchase_value"),
+        F.sum(F.when(~is_purchase, F.abs(F.col(LINE_AMOUNT)))).alias("returned_value"),
+        F.sum(F.when(is_purchase, F.col(QUANTITY))).alias("purchase_items"),
+        F.max(is_purchase).alias("has_purchase"),
+        F.min(F.when(is_purchase, F.col(INVOICE_TS))).alias("purchase_ts"),
+        F.collect_set(F.when(is_purchase, F.col(PRODUCT_ID))).alias("products"),
+        F.max(F.when(is_purchase, F.col(COUNTRY))).alias(COUNTRY),
+    ]
 
 
 def aggregate_invoices(lines_df: DataFrame) -> DataFrame:
@@ -81,35 +102,48 @@ def aggregate_invoices(lines_df: DataFrame) -> DataFrame:
     (earliest purchase line), ``products`` (distinct purchased product ids), ``country``.
     """
     require_columns(lines_df, [*FEATURE_INPUT_COLUMNS, AS_OF_DATE], "aggregate_invoices")
-    is_purchase = ~F.col(IS_RETURN)
-    return lines_df.groupBy(AS_OF_DATE, CUSTOMER_ID, INVOICE_ID).agg(
-        F.sum(F.when(is_purchase, F.col(LINE_AMOUNT))).alias("purchase_value"),
-        F.sum(F.when(~is_purchase, F.abs(F.col(LINE_AMOUNT)))).alias("returned_value"),
-        F.sum(F.when(is_purchase, F.col(QUANTITY))).alias("purchase_items"),
-        F.max(is_purchase).alias("has_purchase"),
-        F.min(F.when(is_purchase, F.col(INVOICE_TS))).alias("purchase_ts"),
-        F.collect_set(F.when(is_purchase, F.col(PRODUCT_ID))).alias("products"),
-        F.max(F.when(is_purchase, F.col(COUNTRY))).alias(COUNTRY),
-    )
+    return lines_df.groupBy(AS_OF_DATE, CUSTOMER_ID, INVOICE_ID).agg(*invoice_partials())
 
 
-def aggregate_customers(invoices_df: DataFrame, settings: FeatureSettings) -> DataFrame:
-    """Invoices to one row per (as_of_date, customer_id) of raw aggregates, including returns-only customers.
+#: The raw per-customer aggregates, in order: what :func:`aggregate_customers` returns and
+#: :func:`with_derived_features` reads.
+CUSTOMER_AGGREGATE_COLUMNS = [
+    AS_OF_DATE,
+    CUSTOMER_ID,
+    "frequency",
+    "monetary_exact",
+    "returned_exact",
+    "first_purchase_date",
+    "last_purchase_date",
+    "purchase_days",
+    "distinct_products",
+    "total_items",
+    "weekend_invoices",
+    "evening_invoices",
+    "recent_spend",
+    "q4_spend",
+    COUNTRY,
+]
 
-    ``frequency`` is 0 for a customer with returns only; :func:`with_derived_features` drops them.
+
+def customer_aggregations(settings: FeatureSettings) -> list[Column]:
+    """Every aggregate of a customer's invoices (per snapshot) but ``distinct_products``.
+
+    The invoices carry ``purchase_value, returned_value, purchase_items, has_purchase, purchase_ts, country``
+    (:func:`aggregate_invoices`); distinct products need the invoices' product sets, or the rollup's first
+    purchase dates, so each caller adds them.
     """
     purchase = F.col("has_purchase")
     purchase_date = F.to_date(F.col("purchase_ts"))
     value = F.col("purchase_value")
     recent_start = F.date_sub(F.col(AS_OF_DATE), settings.recent_window_days)
-    return invoices_df.groupBy(AS_OF_DATE, CUSTOMER_ID).agg(
+    return [
         F.count(F.when(purchase, True)).alias("frequency"),
         F.sum(value).alias("monetary_exact"),
         F.coalesce(F.sum("returned_value"), F.lit(0)).alias("returned_exact"),
         F.min(purchase_date).alias("first_purchase_date"),
         F.max(purchase_date).alias("last_purchase_date"),
         F.array_sort(F.collect_set(purchase_date)).alias("purchase_days"),
-        F.size(F.array_distinct(F.flatten(F.collect_list("products")))).alias("distinct_products"),
         F.coalesce(F.sum("purchase_items"), F.lit(0)).cast(T.LongType()).alias("total_items"),
         F.count(F.when(purchase & F.dayofweek("purchase_ts").isin(1, 7), True)).alias("weekend_invoices"),
         F.count(F.when(purchase & (F.hour("purchase_ts") >= settings.evening_start_hour), True)).alias(
@@ -119,6 +153,20 @@ def aggregate_customers(invoices_df: DataFrame, settings: FeatureSettings) -> Da
         F.coalesce(F.sum(F.when(F.month(purchase_date) >= 10, value)), F.lit(0)).alias("q4_spend"),
         # Country of the latest purchase invoice; the struct makes ties (same time) pick one value for sure.
         F.max_by(F.col(COUNTRY), F.when(purchase, F.struct("purchase_ts", COUNTRY))).alias(COUNTRY),
+    ]
+
+
+def aggregate_customers(invoices_df: DataFrame, settings: FeatureSettings) -> DataFrame:
+    """Invoices to one row per (as_of_date, customer_id) of raw aggregates, including returns-only customers.
+
+    Output: :data:`CUSTOMER_AGGREGATE_COLUMNS`. ``frequency`` is 0 for a customer with returns only;
+    :func:`with_derived_features` drops them.
+    """
+    distinct_products = F.size(F.array_distinct(F.flatten(F.collect_list("products")))).alias("distinct_products")
+    return (
+        invoices_df.groupBy(AS_OF_DATE, CUSTOMER_ID)
+        .agg(*customer_aggregations(settings), distinct_products)
+        .select(*CUSTOMER_AGGREGATE_COLUMNS)
     )
 
 
