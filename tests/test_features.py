@@ -14,15 +14,19 @@ from functools import reduce
 
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+from delta.tables import DeltaTable
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segspark.config.settings import DEFAULT_RFM_RULES, FeatureSettings
-from segspark.contracts.schemas import CUSTOMER_FEATURES, TRANSACTIONS_CLEAN
-from segspark.errors import InputError, SchemaError
+from segspark.contracts.schemas import CUSTOMER_FEATURES, INVOICE_ROLLUP, PRODUCT_ROLLUP, TRANSACTIONS_CLEAN
+from segspark.errors import InputError, ReconciliationError, SchemaError
 from segspark.platform import lakehouse, publication
+from segspark.platform.lakehouse import Commit
 from segspark.platform.stage_log import StageRun
+from segspark.stages.features import batches
 from segspark.stages.features import stage as features
+from segspark.stages.features.batches import BatchPlan, RollupState, plan_batch
 from segspark.stages.features.customers import build_customer_features, quintile_score, rfm_segment
 from segspark.stages.features.rollup import build_features_from_rollup, product_rollup_rows, rollup_lines
 from segspark.stages.ingest import stage as ingest
@@ -526,6 +530,56 @@ def test_features_from_the_rollup_by_hand(spark, rollup_lines_df, settings):
     assert_df_equality(plain(got.select(*expected.columns)), expected, ignore_row_order=True, ignore_nullable=True)
 
 
+# --- what the rollup reads: the plan from its state and the clean table's commits ---
+
+STATE = RollupState("table-1", 5, frozenset({"b1", "b2"}))
+
+
+def commit(version, operation, *, mode=None, rows=None, restored=None):
+    parameters = {k: v for k, v in {"mode": mode, "version": restored}.items() if v is not None}
+    return Commit(version, operation, parameters, {} if rows is None else {"numOutputRows": str(rows)})
+
+
+def append(version, rows):
+    return commit(version, "WRITE", mode="Append", rows=rows)
+
+
+@pytest.mark.parametrize(
+    ("state", "table_id", "version", "commits", "plan"),
+    [
+        (None, "table-1", 3, [], BatchPlan("rebuild", "no rollup yet")),
+        (STATE, "table-2", 5, [], BatchPlan("rebuild", "transactions_clean was created anew")),
+        (STATE, "table-1", 4, [], BatchPlan("rebuild", "transactions_clean v4 is older than the v5 the rollup read")),
+        (STATE, "table-1", 5, [], BatchPlan("unchanged", "transactions_clean is still at v5")),
+        (STATE, "table-1", 7, [append(6, 10), append(7, 5)],
+         BatchPlan("append", "lines appended to transactions_clean after v5", 15)),
+        # compaction, vacuum and properties keep the lines; a restore returns to a version whose lines are known
+        (STATE, "table-1", 11,
+         [commit(6, "OPTIMIZE"), append(7, 3), commit(8, "VACUUM START"), commit(9, "VACUUM END"), append(10, 4),
+          commit(11, "RESTORE", restored="8")],
+         BatchPlan("append", "lines appended to transactions_clean after v5", 3)),
+        (STATE, "table-1", 6, [commit(6, "RESTORE", restored="5")],
+         BatchPlan("append", "lines appended to transactions_clean after v5", 0)),
+        (STATE, "table-1", 6, [commit(6, "RESTORE", restored="4")],
+         BatchPlan("rebuild", "transactions_clean v6 replaced or removed lines (RESTORE)")),
+        (STATE, "table-1", 7, [append(6, 2), commit(7, "WRITE", mode="Overwrite", rows=9)],
+         BatchPlan("rebuild", "transactions_clean v7 replaced or removed lines (WRITE Overwrite)")),
+        (STATE, "table-1", 6, [commit(6, "DELETE")],
+         BatchPlan("rebuild", "transactions_clean v6 replaced or removed lines (DELETE)")),
+        (STATE, "table-1", 7, [append(7, 2)],
+         BatchPlan("rebuild", "the log of transactions_clean no longer holds v6")),
+        # a commit without its row count: the new lines are read, their count not checked
+        (STATE, "table-1", 7, [commit(6, "WRITE", mode="Append"), append(7, 2)],
+         BatchPlan("append", "lines appended to transactions_clean after v5", None)),
+    ],
+    ids=["no rollup", "new table", "older version", "same version", "appends", "restore to a known version",
+         "restore to the version read", "restore before it", "full refresh", "delete", "history gone",
+         "no row count"],
+)
+def test_plan_batch(state, table_id, version, commits, plan):
+    assert plan_batch(state, table_id, version, commits) == plan
+
+
 # --- the stage end to end on a lakehouse ---
 
 CLEAN_DDL = (
@@ -536,11 +590,11 @@ CLEAN_DDL = (
 INGESTED_AT = dt.datetime(2011, 12, 20, tzinfo=UTC)
 
 
-def clean_row(invoice, customer, product, qty, price, ts, country=UK):
+def clean_row(invoice, customer, product, qty, price, ts, country=UK, run="ingest-run"):
     stamp = dt.datetime.fromisoformat(ts).replace(tzinfo=UTC)
     price = Decimal(price)
     return (invoice, customer, product, product.lower(), qty, price, qty * price, stamp, stamp.date(),
-            country, qty < 0, "ingest-run", INGESTED_AT)
+            country, qty < 0, run, INGESTED_AT)
 
 
 CLEAN_V1 = [
@@ -658,6 +712,154 @@ def test_missing_clean_table_is_an_error(spark, tmp_path):
     with pytest.raises(InputError, match="transactions_clean"):
         features.run_features(spark, make_config(tmp_path / "empty-lakehouse"), "run-x")
 
+
+# --- the stage over ingest batches: rebuild, append, backfill, full refresh ---
+
+def as_clean(line, run):
+    """A ROLLUP_LINES line as a transactions_clean row of ingest run ``run``."""
+    customer, invoice, product, qty, amount, ts, date, country, is_return = line[:9]
+    return (invoice, customer, product, None if product is None else product.lower(), qty, abs(amount / qty),
+            amount, ts, date, country, is_return, run, INGESTED_AT)
+
+
+BATCH_B3 = [
+    ln("r2", "I10", "P7", 1, "7.00", "2011-12-03 10:00:00"),
+    ln("r1", "I1", "P3", 1, "2.00", "2011-12-01 08:00:00"),  # a third part of r1's two-day invoice, in b3
+    ret("r6", "C2", "P5", -1, "-9.00", "2011-12-06 10:00:00"),
+]
+B1 = [as_clean(line, "ingest-b1") for line in ROLLUP_LINES if line[9] == "b1"]
+B2 = [as_clean(line, "ingest-b2") for line in ROLLUP_LINES if line[9] == "b2"]
+B3 = [as_clean(line, "ingest-b3") for line in BATCH_B3]
+# The full refresh: b1's lines again plus one, all under one new ingest run.
+FULL = [as_clean(line, "ingest-full") for line in [*(x for x in ROLLUP_LINES if x[9] == "b1"), BATCH_B3[0]]]
+
+
+def publish_clean(spark, config, rows, mode):
+    df = spark.createDataFrame(rows, CLEAN_DDL)
+    written = lakehouse.write_table(df, config.table_path("transactions_clean"), TRANSACTIONS_CLEAN, mode=mode)
+    publication.publish(spark, config, f"test-ingest-{written.version}", "ingest",
+                        {"transactions_clean": written.version})
+
+
+def published_rows(spark, config, table):
+    return plain(publication.read_published(spark, config, table)).collect()
+
+
+def expected_features(spark, rows, dates, settings):
+    return build_customer_features(spark.createDataFrame(rows, CLEAN_DDL), dates, settings).select(*FEATURE_COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def batched(spark, tmp_path_factory):
+    """Clean lines in two ingest batches and a first features run (a rebuild); a third batch appended and the
+    clean table compacted, then a run for a backfill and a later snapshot (an append); then a full refresh and a
+    run (a rebuild again)."""
+    lake = tmp_path_factory.mktemp("features-batched") / "lakehouse"
+    config = make_config(lake)
+    clean = config.table_path("transactions_clean")
+    publish_clean(spark, config, B1, "overwrite")
+    publish_clean(spark, config, B2, "append")
+    features.run_features(spark, make_config(lake, as_of_dates=[MID]), "run-f1")
+    after_f1 = {t: published_rows(spark, config, t) for t in batches.ROLLUP_TABLES}
+
+    files_before = set(publication.read_published(spark, config, "transactions_clean").inputFiles())
+    publish_clean(spark, config, B3, "append")
+    clean_df = publication.read_published(spark, config, "transactions_clean")
+    new_files = set(clean_df.inputFiles()) - files_before
+    read_files = set(batches.new_lines(clean_df, batches.rollup_state(spark, config)).inputFiles())
+    DeltaTable.forPath(spark, clean).optimize().executeCompaction()  # as segspark maintain does
+    publication.publish(spark, config, "test-maintain", "maintain",
+                        {"transactions_clean": lakehouse.current_version(spark, clean)})
+    with StageRun(spark, config, "run-f2", "features") as stage:
+        features.run_features(spark, make_config(lake, as_of_dates=[BACKFILL, AS_OF]), "run-f2", stage)
+    after_f2 = {t: published_rows(spark, config, t) for t in (*batches.ROLLUP_TABLES, "customer_features")}
+
+    publish_clean(spark, config, FULL, "overwrite")
+    features.run_features(spark, make_config(lake, as_of_dates=[AS_OF]), "run-f3")
+    return {"config": config, "lake": lake, "after_f1": after_f1, "after_f2": after_f2, "new_files": new_files,
+            "read_files": read_files, "files_before": files_before}
+
+
+def batch_rows(rows):
+    return [(r.run_id, r.kind, r.reason, dict(r.lines_by_ingest_run), r.lines) for r in rows]
+
+
+def test_first_run_rebuilds_the_rollup_from_every_line(spark, batched):
+    assert batch_rows(batched["after_f1"]["rollup_batches"]) == [
+        ("run-f1", "rebuild", "no rollup yet", {"ingest-b1": len(B1), "ingest-b2": len(B2)}, len(B1) + len(B2)),
+    ]
+    got = spark.createDataFrame(batched["after_f1"]["invoice_rollup"], INVOICE_ROLLUP.schema)
+    lines = spark.createDataFrame(B1 + B2, CLEAN_DDL)
+    assert_df_equality(got, lakehouse.conform(rollup_lines(lines, "run-f1"), INVOICE_ROLLUP), ignore_row_order=True,
+                       ignore_nullable=True, ignore_metadata=True)
+
+
+def test_new_lines_are_read_from_the_new_files_only(batched):
+    assert batched["new_files"] and batched["files_before"]
+    assert batched["read_files"] == batched["new_files"]  # Delta skipped every file of b1 and b2 by run_id
+
+
+def test_a_later_run_appends_only_the_new_lines(spark, batched):
+    rows = batch_rows(sorted(batched["after_f2"]["rollup_batches"], key=lambda r: r.created_at))
+    assert rows[0][:2] == ("run-f1", "rebuild")
+    # The compaction between the two runs changed no line: no rebuild.
+    assert rows[1] == ("run-f2", "append", "lines appended to transactions_clean after v2", {"ingest-b3": 3}, 3)
+    appended = [r for r in batched["after_f2"]["invoice_rollup"] if r.run_id == "run-f2"]
+    assert len(batched["after_f2"]["invoice_rollup"]) == len(batched["after_f1"]["invoice_rollup"]) + len(appended)
+    assert {(r.customer_id, r.invoice_id, r.ingest_run_id) for r in appended} == {
+        ("r2", "I10", "ingest-b3"), ("r1", "I1", "ingest-b3"), ("r6", "C2", "ingest-b3")}
+    run = [r for r in lakehouse.read_table(spark, batched["config"].table_path("pipeline_runs")).collect()
+           if r.run_id == "run-f2"][0]
+    assert (run.status, run.rows_in, run.counts["rollup_rebuilt"]) == ("succeeded", 3, 0)
+
+
+def test_features_after_an_append_equal_features_from_lines(spark, batched, settings):
+    # MID from the rebuild run, BACKFILL and AS_OF from the appending one: each equal to the lines in one pass.
+    got = spark.createDataFrame(batched["after_f2"]["customer_features"], CUSTOMER_FEATURES.schema)
+    expected = expected_features(spark, B1 + B2 + B3, [BACKFILL, MID, AS_OF], settings)
+    assert_df_equality(got.select(*FEATURE_COLUMNS), expected, ignore_row_order=True, ignore_nullable=True,
+                       ignore_metadata=True)
+
+
+def test_a_full_refresh_rebuilds_the_rollup(spark, batched, settings):
+    config = batched["config"]
+    rows = batch_rows(published_rows(spark, config, "rollup_batches"))
+    assert rows == [("run-f3", "rebuild", "transactions_clean v5 replaced or removed lines (WRITE Overwrite)",
+                     {"ingest-full": len(FULL)}, len(FULL))]
+    lines = spark.createDataFrame(FULL, CLEAN_DDL)
+    got = publication.read_published(spark, config, "invoice_rollup")
+    assert_df_equality(got, lakehouse.conform(rollup_lines(lines, "run-f3"), INVOICE_ROLLUP), ignore_row_order=True,
+                       ignore_nullable=True, ignore_metadata=True)
+    products = publication.read_published(spark, config, "product_rollup")
+    assert_df_equality(products, lakehouse.conform(product_rollup_rows(rollup_lines(lines, "run-f3")), PRODUCT_ROLLUP),
+                       ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+    snapshot = feature_table(spark, config).where(F.col("as_of_date") == AS_OF).select(*FEATURE_COLUMNS)
+    assert_df_equality(snapshot, expected_features(spark, FULL, [AS_OF], settings), ignore_row_order=True,
+                       ignore_nullable=True, ignore_metadata=True)
+
+
+def test_a_failed_run_leaves_the_rollup_as_published(spark, batched, monkeypatch):
+    config = batched["config"]
+    publish_clean(spark, config, [as_clean(ln("r8", "I11", "P1", 1, "1.00", "2011-12-08 10:00:00"), "ingest-b4")],
+                  "append")
+    tables = (*batches.ROLLUP_TABLES, "customer_features")
+    before = {t: sorted(published_rows(spark, config, t), key=repr) for t in tables}
+    write_table = lakehouse.write_table
+
+    def fail_on_features(df, path, spec, **kwargs):
+        if spec is CUSTOMER_FEATURES:
+            raise ReconciliationError("simulated failure after the rollup was written")
+        return write_table(df, path, spec, **kwargs)
+
+    monkeypatch.setattr(lakehouse, "write_table", fail_on_features)
+    with pytest.raises(ReconciliationError, match="simulated"):
+        features.run_features(spark, make_config(batched["lake"], as_of_dates=[AS_OF]), "run-f4")
+    monkeypatch.undo()
+    # Rolled back: every table's latest version is a published one holding the rows published before.
+    for table, rows in before.items():
+        assert lakehouse.current_version(spark, config.table_path(table)) == publication.published_version(
+            spark, config, table)
+        assert sorted(published_rows(spark, config, table), key=repr) == rows
 
 
 # --- real data ---
