@@ -19,7 +19,13 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segspark.config.settings import DEFAULT_RFM_RULES, FeatureSettings
-from segspark.contracts.schemas import CUSTOMER_FEATURES, INVOICE_ROLLUP, PRODUCT_ROLLUP, TRANSACTIONS_CLEAN
+from segspark.contracts.schemas import (
+    CUSTOMER_FEATURES,
+    INVOICE_ROLLUP,
+    NEW_PRODUCTS_ROLLUP,
+    PRODUCT_ROLLUP,
+    TRANSACTIONS_CLEAN,
+)
 from segspark.errors import InputError, ReconciliationError, SchemaError
 from segspark.platform import lakehouse, publication
 from segspark.platform.lakehouse import Commit
@@ -28,7 +34,13 @@ from segspark.stages.features import batches
 from segspark.stages.features import stage as features
 from segspark.stages.features.batches import BatchPlan, RollupState, plan_batch
 from segspark.stages.features.customers import build_customer_features, quintile_score, rfm_segment
-from segspark.stages.features.rollup import build_features_from_rollup, product_rollup_rows, rollup_lines
+from segspark.stages.features.rollup import (
+    build_features_from_rollup,
+    first_purchases,
+    product_rollup_rows,
+    rollup_lines,
+    with_known_dates,
+)
 from segspark.stages.ingest import stage as ingest
 from segspark.stages.train import stage as train
 from tests.helpers.config import REAL_DATA, make_config, requires_real_data, retail_config
@@ -256,13 +268,18 @@ def in_two_batches(lines_df):
 
 
 def via_rollup(lines_df, as_of_dates, settings):
-    """Features from the rollup of ``lines_df``: each ingest run rolled up on its own and the rows appended, as
-    the stage appends one batch per run."""
+    """Features from the rollup of ``lines_df`` brought in one ingest run at a time, in run id order, as the
+    stage appends one batch per run: each batch's products checked against the pairs known before it."""
     runs = sorted(r.run_id for r in lines_df.select("run_id").distinct().collect())
-    parts = [rollup_lines(lines_df.where(F.col("run_id") == run), "features-run") for run in runs]
-    invoices = reduce(DataFrame.unionByName, parts)
-    products = reduce(DataFrame.unionByName, [product_rollup_rows(part) for part in parts])
-    return build_features_from_rollup(invoices.drop("products"), products, as_of_dates, settings)
+    invoices, new_products, known = [], [], None
+    for run in runs:
+        part = rollup_lines(lines_df.where(F.col("run_id") == run), f"features-{run}")
+        pairs, changes = first_purchases(with_known_dates(product_rollup_rows(part), known), f"features-{run}")
+        known = pairs if known is None else known.unionByName(pairs)
+        invoices.append(part.drop("products"))
+        new_products.append(changes)
+    return build_features_from_rollup(reduce(DataFrame.unionByName, invoices),
+                                      reduce(DataFrame.unionByName, new_products), as_of_dates, settings)
 
 
 @pytest.fixture(scope="module", params=["from lines", "from the rollup"])
@@ -476,14 +493,27 @@ def test_rollup_rows_of_invoices_split_by_day_and_batch(spark, rollup_lines_df):
         "purchase_ts timestamp, country string",
     )
     assert_df_equality(got.select(*expected.columns), expected, ignore_row_order=True, ignore_nullable=True)
-    products = product_rollup_rows(rollup_lines(rollup_lines_df.where(F.col("customer_id").isin("r3", "r5")), "f1"))
-    expected_products = spark.createDataFrame(
-        [("r3", "P3", _d("2011-11-06"), "b1"), ("r5", "P4", _d("2011-11-28"), "b1"),
-         ("r5", "P4", _d("2011-11-12"), "b2")],
-        "customer_id string, product_id string, first_purchase_date date, ingest_run_id string",
-    )
-    assert_df_equality(products.select(*expected_products.columns), expected_products, ignore_row_order=True,
-                       ignore_nullable=True)
+
+
+def test_first_purchases_of_products_over_two_batches(spark, rollup_lines_df):
+    # r3's line without product id never counts; r5 bought P4 on 11-28 in b1, and b2 brings a line of 11-12:
+    # b2 moves the pair's first purchase earlier (+1 on 11-12, -1 on 11-28).
+    mine = rollup_lines_df.where(F.col("customer_id").isin("r3", "r5"))
+    first_pairs, first_changes = first_purchases(
+        with_known_dates(product_rollup_rows(rollup_lines(mine.where(F.col("run_id") == "b1"), "f1")), None), "f1")
+    second_pairs, second_changes = first_purchases(
+        with_known_dates(product_rollup_rows(rollup_lines(mine.where(F.col("run_id") == "b2"), "f2")), first_pairs),
+        "f2")
+    pairs_ddl = "customer_id string, product_id string, first_purchase_date date, run_id string"
+    changes_ddl = "customer_id string, first_purchase_date date, new_products bigint, run_id string"
+    for got, rows, ddl in (
+        (first_pairs, [("r3", "P3", _d("2011-11-06"), "f1"), ("r5", "P4", _d("2011-11-28"), "f1")], pairs_ddl),
+        (second_pairs, [("r5", "P4", _d("2011-11-12"), "f2")], pairs_ddl),
+        (first_changes, [("r3", _d("2011-11-06"), 1, "f1"), ("r5", _d("2011-11-28"), 1, "f1")], changes_ddl),
+        (second_changes, [("r5", _d("2011-11-12"), 1, "f2"), ("r5", _d("2011-11-28"), -1, "f2")], changes_ddl),
+    ):
+        expected = spark.createDataFrame(rows, ddl)
+        assert_df_equality(got.select(*expected.columns), expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_features_from_the_rollup_equal_features_from_lines(rollup_lines_df, settings):
@@ -830,9 +860,12 @@ def test_a_full_refresh_rebuilds_the_rollup(spark, batched, settings):
     got = publication.read_published(spark, config, "invoice_rollup")
     assert_df_equality(got, lakehouse.conform(rollup_lines(lines, "run-f3"), INVOICE_ROLLUP), ignore_row_order=True,
                        ignore_nullable=True, ignore_metadata=True)
-    products = publication.read_published(spark, config, "product_rollup")
-    assert_df_equality(products, lakehouse.conform(product_rollup_rows(rollup_lines(lines, "run-f3")), PRODUCT_ROLLUP),
-                       ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+    pairs, changes = first_purchases(with_known_dates(product_rollup_rows(rollup_lines(lines, "run-f3")), None),
+                                     "run-f3")
+    for table, spec, rows in (("product_rollup", PRODUCT_ROLLUP, pairs), ("new_products_rollup", NEW_PRODUCTS_ROLLUP,
+                                                                        changes)):
+        assert_df_equality(publication.read_published(spark, config, table), lakehouse.conform(rows, spec),
+                           ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
     snapshot = feature_table(spark, config).where(F.col("as_of_date") == AS_OF).select(*FEATURE_COLUMNS)
     assert_df_equality(snapshot, expected_features(spark, FULL, [AS_OF], settings), ignore_row_order=True,
                        ignore_nullable=True, ignore_metadata=True)

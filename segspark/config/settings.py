@@ -657,6 +657,7 @@ class TableNames(_Section):
     published_runs: str = "published_runs"
     invoice_rollup: str = "invoice_rollup"
     product_rollup: str = "product_rollup"
+    new_products_rollup: str = "new_products_rollup"
     rollup_batches: str = "rollup_batches"
     customer_features: str = "customer_features"
     model_selection: str = "model_selection"

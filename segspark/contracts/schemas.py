@@ -39,6 +39,7 @@ __all__ = [
     "LINE_AMOUNT",
     "MODEL_SELECTION",
     "MODEL_VERSION",
+    "NEW_PRODUCTS_ROLLUP",
     "PIPELINE_RUNS",
     "PRICE_TYPE",
     "PRODUCT_ID",
@@ -338,17 +339,38 @@ INVOICE_ROLLUP = TableSpec(
 
 PRODUCT_ROLLUP = TableSpec(
     comment=(
-        "The features stage's rollup of purchased products: one row per customer, product and ingest batch with "
-        "the first purchase date in that batch, so distinct products as of any snapshot are a count (segspark "
-        "features)."
+        "The features stage's record of purchased products: one row per customer and product a batch of clean "
+        "lines bought first, or earlier than known, with that purchase date; a pair's first purchase date is the "
+        "earliest of its rows (segspark features)."
     ),
     schema=T.StructType(
         [
             field(CUSTOMER_ID, T.StringType(), "Customer id", False),
             field(PRODUCT_ID, T.StringType(), "Product id (lines without one never count)", False),
             field("first_purchase_date", T.DateType(), "Earliest invoice_date of the batch's purchase lines", False),
-            field(INGEST_RUN_ID, T.StringType(), "Ingest run that wrote the lines (their run_id)", False),
-            field(RUN_ID, T.StringType(), "Features run that wrote the row", False),
+            field(RUN_ID, T.StringType(), "Features run (batch) that wrote the row", False),
+        ]
+    ),
+    stats_columns=(CUSTOMER_ID, PRODUCT_ID),
+)
+
+NEW_PRODUCTS_ROLLUP = TableSpec(
+    comment=(
+        "The features stage's rollup of distinct products: one row per customer, date and batch with the change "
+        "in the number of products first bought that day, so distinct products as of any snapshot are the sum "
+        "over the days before it (segspark features)."
+    ),
+    schema=T.StructType(
+        [
+            field(CUSTOMER_ID, T.StringType(), "Customer id", False),
+            field("first_purchase_date", T.DateType(), "The day the products were first bought", False),
+            field(
+                "new_products",
+                T.LongType(),
+                "Products first bought that day; -1 for each whose first purchase a later batch found earlier",
+                False,
+            ),
+            field(RUN_ID, T.StringType(), "Features run (batch) that wrote the row", False),
         ]
     ),
     stats_columns=(CUSTOMER_ID, "first_purchase_date"),
@@ -375,6 +397,7 @@ ROLLUP_BATCHES = TableSpec(
             field("lines", T.LongType(), "Clean lines the batch read", False),
             field("invoice_rows", T.LongType(), "Rows appended to invoice_rollup", False),
             field("product_rows", T.LongType(), "Rows appended to product_rollup", False),
+            field("new_products_rows", T.LongType(), "Rows appended to new_products_rollup", False),
             field(CREATED_AT, T.TimestampType(), "When the batch was written (UTC)", False),
         ]
     ),
@@ -746,6 +769,7 @@ TABLES: tuple[Table, ...] = (
     Table("transactions_rejected", "ingest", None),
     Table("invoice_rollup", "features", INVOICE_ROLLUP),
     Table("product_rollup", "features", PRODUCT_ROLLUP),
+    Table("new_products_rollup", "features", NEW_PRODUCTS_ROLLUP),
     Table("rollup_batches", "features", ROLLUP_BATCHES),
     Table("customer_features", "features", CUSTOMER_FEATURES),
     Table("customer_segments", "train, score", CUSTOMER_SEGMENTS),

@@ -41,6 +41,7 @@ _PRODUCER = {
     "transactions_rejected": "ingest",
     "invoice_rollup": "features",
     "product_rollup": "features",
+    "new_products_rollup": "features",
     "rollup_batches": "features",
     "customer_features": "features",
     "customer_segments": "train",
@@ -129,7 +130,7 @@ def published_versions(spark: SparkSession, config: Config) -> dict[str, int]:
         .groupBy("table")
         .agg(F.max_by("version", F.struct("published_at", RUN_ID)).alias("version"))
     )
-    versions = {r["table"]: int(r["version"]) for r in latest.collect()}  # one row per published table (15)
+    versions = {r["table"]: int(r["version"]) for r in latest.collect()}  # one row per published table (16)
     _versions_cache[path] = (key, versions)
     return dict(versions)
 

@@ -92,8 +92,8 @@ def run_features(spark: SparkSession, config: Config, run_id: str, stage: StageR
     batch = batches.prepare_batch(spark, config, run_id, lines_df, clean_version)
     log.info("%s", _say_batch(batch))
     try:
-        invoice_rollup_df, product_rollup_df = batches.rollup_frames(spark, config, batch)
-        customers_df = rollup_customer_aggregates(invoice_rollup_df, product_rollup_df, as_of_dates, settings)
+        invoice_rollup_df, new_products_df = batches.rollup_frames(spark, config, batch)
+        customers_df = rollup_customer_aggregates(invoice_rollup_df, new_products_df, as_of_dates, settings)
         # Reused by the counts and the write: the rollup is aggregated once.
         customers_df = customers_df.persist(StorageLevel.MEMORY_AND_DISK)
         counts, expected = _write(spark, config, run_id, batch, customers_df, as_of_dates)
