@@ -1,4 +1,4 @@
-"""Customer features: hand-computed golden snapshot, quintile scores, several snapshots, the stage end to end.
+"""Customer features: hand-computed golden snapshot, quintile scores, several snapshots, the rollup, the stage.
 
 Every expected value below is computed by hand from the definitions in ``schemas.CUSTOMER_FEATURES`` (and the
 feature spec), not read back from the implementation. Day counts to the as_of_date 2011-12-10 (a Saturday):
@@ -10,18 +10,37 @@ from __future__ import annotations
 import datetime as dt
 import math
 from decimal import Decimal
+from functools import reduce
 
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segspark.config.settings import DEFAULT_RFM_RULES, FeatureSettings
-from segspark.contracts.schemas import CUSTOMER_FEATURES, TRANSACTIONS_CLEAN
-from segspark.errors import InputError, SchemaError
+from segspark.contracts.schemas import (
+    CUSTOMER_FEATURES,
+    INVOICE_ROLLUP,
+    NEW_PRODUCTS_ROLLUP,
+    PRODUCT_ROLLUP,
+    TRANSACTIONS_CLEAN,
+)
+from segspark.errors import InputError, ReconciliationError, SchemaError
 from segspark.platform import lakehouse, publication
+from segspark.platform.lakehouse import Commit
 from segspark.platform.stage_log import StageRun
+from segspark.stages.features import batches
 from segspark.stages.features import stage as features
-from segspark.stages.features.stage import build_customer_features, quintile_score, rfm_segment
+from segspark.stages.features.batches import BatchPlan, RollupState, plan_batch
+from segspark.stages.features.customers import build_customer_features, quintile_score, rfm_segment
+from segspark.stages.features.rollup import (
+    build_features_from_rollup,
+    first_purchases,
+    product_rollup_rows,
+    rollup_lines,
+    with_known_dates,
+)
 from segspark.stages.ingest import stage as ingest
 from segspark.stages.train import stage as train
 from tests.helpers.config import REAL_DATA, make_config, requires_real_data, retail_config
@@ -242,10 +261,36 @@ def settings():
     return FeatureSettings()
 
 
-@pytest.fixture(scope="module")
-def golden(spark, settings):
+def in_two_batches(lines_df):
+    """The lines with an ingest ``run_id``: about half ``b1``, the rest ``b2``, fixed by each line's content."""
+    key = F.crc32(F.concat_ws("|", "customer_id", "invoice_id", "product_id", F.col("invoice_ts").cast("string")))
+    return lines_df.withColumn("run_id", F.when(key % 2 == 0, "b1").otherwise("b2"))
+
+
+def via_rollup(lines_df, as_of_dates, settings):
+    """Features from the rollup of ``lines_df`` brought in one ingest run at a time, in run id order, as the
+    stage appends one batch per run: each batch's products checked against the pairs known before it."""
+    runs = sorted(r.run_id for r in lines_df.select("run_id").distinct().collect())
+    invoices, new_products, known = [], [], None
+    for run in runs:
+        part = rollup_lines(lines_df.where(F.col("run_id") == run), f"features-{run}")
+        pairs, changes = first_purchases(with_known_dates(product_rollup_rows(part), known), f"features-{run}")
+        known = pairs if known is None else known.unionByName(pairs)
+        invoices.append(part.drop("products"))
+        new_products.append(changes)
+    return build_features_from_rollup(reduce(DataFrame.unionByName, invoices),
+                                      reduce(DataFrame.unionByName, new_products), as_of_dates, settings)
+
+
+@pytest.fixture(scope="module", params=["from lines", "from the rollup"])
+def golden(spark, settings, request):
+    """The golden snapshot computed from the lines in one pass, and from a rollup appended in two batches."""
     lines = spark.createDataFrame(GOLDEN_LINES, LINES_DDL)
-    out = build_customer_features(lines, [AS_OF], settings).select(*FEATURE_COLUMNS).cache()
+    if request.param == "from lines":
+        out = build_customer_features(lines, [AS_OF], settings)
+    else:
+        out = via_rollup(in_two_batches(lines), [AS_OF], settings)
+    out = out.select(*FEATURE_COLUMNS).cache()
     yield out
     out.unpersist()
 
@@ -392,6 +437,179 @@ def test_several_snapshots_in_one_call(spark, settings):
     assert_approx_df_equality(plain(got), expected, 1e-9, ignore_row_order=True, ignore_nullable=True)
 
 
+# --- the rollup: features from mergeable partials equal features from lines ---
+
+BACKFILL, MID = dt.date(2011, 11, 15), dt.date(2011, 12, 1)
+ROLLUP_DATES = [BACKFILL, MID, AS_OF]
+ROLLUP_LINES = [
+    # r1: I0 early; I1 spans two days AND two batches: day 1 (a purchase and a return line) in b1, day 2 (another
+    # product, another country) in b2. MID sees day 1 only; AS_OF the whole invoice, whose time stays day 1's.
+    (*ln("r1", "I0", "P1", 1, "4.00", "2011-11-10 10:00:00"), "b1"),
+    (*ln("r1", "I1", "P1", 2, "10.00", "2011-11-30 23:50:00", "France"), "b1"),
+    (*ret("r1", "I1", "P9", -1, "-3.00", "2011-11-30 23:55:00"), "b1"),
+    (*ln("r1", "I1", "P2", 1, "5.00", "2011-12-01 00:10:00", "Germany"), "b2"),
+    # r2: one invoice, one day, its lines in two batches; b2's purchase line is the earliest (Sunday 09:00)
+    (*ln("r2", "I2", "P1", 1, "6.00", "2011-11-20 10:00:00"), "b1"),
+    (*ln("r2", "I2", "P2", 1, "4.00", "2011-11-20 09:00:00"), "b2"),
+    (*ret("r2", "I2", "P1", -1, "-6.00", "2011-11-20 11:00:00"), "b2"),
+    # r3: nulls: a purchase line without product id, no country on any line
+    (*ln("r3", "I3", None, 1, "3.00", "2011-11-05 10:00:00", None), "b1"),
+    (*ln("r3", "I4", "P3", 2, "8.00", "2011-11-06 19:30:00", None), "b1"),
+    # r4: returns only before BACKFILL (left out of it), a purchase later in b2
+    (*ret("r4", "C1", "P1", -1, "-2.00", "2011-11-01 10:00:00"), "b1"),
+    (*ln("r4", "I5", "P1", 1, "2.00", "2011-11-25 10:00:00"), "b2"),
+    # r5: the same product in both batches; b2's line arrives late, dated before b1's
+    (*ln("r5", "I6", "P4", 1, "1.00", "2011-11-28 10:00:00"), "b1"),
+    (*ln("r5", "I7", "P4", 1, "1.00", "2011-11-12 10:00:00"), "b2"),
+    # r6: a customer new in b2; r7: a line on AS_OF only (in no snapshot)
+    (*ln("r6", "I8", "P5", 3, "9.00", "2011-12-05 19:00:00"), "b2"),
+    (*ln("r7", "I9", "P6", 1, "5.00", "2011-12-10 09:00:00"), "b2"),
+]
+ROLLUP_LINES_DDL = LINES_DDL + ", run_id string"
+
+
+@pytest.fixture(scope="module")
+def rollup_lines_df(spark):
+    return spark.createDataFrame(ROLLUP_LINES, ROLLUP_LINES_DDL)
+
+
+def test_rollup_rows_of_invoices_split_by_day_and_batch(spark, rollup_lines_df):
+    got = rollup_lines(rollup_lines_df.where(F.col("customer_id").isin("r1", "r2")), "f1")
+    ts = lambda text: dt.datetime.fromisoformat(text).replace(tzinfo=UTC)  # noqa: E731
+    expected = spark.createDataFrame(
+        [
+            # customer, invoice, date, batch, lines, purchase_value, returned, items, has_purchase, ts, country
+            ("r1", "I0", _d("2011-11-10"), "b1", 1, Decimal("4.00"), None, 1, True, ts("2011-11-10 10:00:00"), UK),
+            ("r1", "I1", _d("2011-11-30"), "b1", 2, Decimal("10.00"), Decimal("3.00"), 2, True,
+             ts("2011-11-30 23:50:00"), "France"),
+            ("r1", "I1", _d("2011-12-01"), "b2", 1, Decimal("5.00"), None, 1, True, ts("2011-12-01 00:10:00"),
+             "Germany"),
+            ("r2", "I2", _d("2011-11-20"), "b1", 1, Decimal("6.00"), None, 1, True, ts("2011-11-20 10:00:00"), UK),
+            ("r2", "I2", _d("2011-11-20"), "b2", 2, Decimal("4.00"), Decimal("6.00"), 1, True,
+             ts("2011-11-20 09:00:00"), UK),
+        ],
+        "customer_id string, invoice_id string, invoice_date date, ingest_run_id string, lines bigint, "
+        "purchase_value decimal(38,4), returned_value decimal(38,4), purchase_items bigint, has_purchase boolean, "
+        "purchase_ts timestamp, country string",
+    )
+    assert_df_equality(got.select(*expected.columns), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_first_purchases_of_products_over_two_batches(spark, rollup_lines_df):
+    # r3's line without product id never counts; r5 bought P4 on 11-28 in b1, and b2 brings a line of 11-12:
+    # b2 moves the pair's first purchase earlier (+1 on 11-12, -1 on 11-28).
+    mine = rollup_lines_df.where(F.col("customer_id").isin("r3", "r5"))
+    first_pairs, first_changes = first_purchases(
+        with_known_dates(product_rollup_rows(rollup_lines(mine.where(F.col("run_id") == "b1"), "f1")), None), "f1")
+    second_pairs, second_changes = first_purchases(
+        with_known_dates(product_rollup_rows(rollup_lines(mine.where(F.col("run_id") == "b2"), "f2")), first_pairs),
+        "f2")
+    pairs_ddl = "customer_id string, product_id string, first_purchase_date date, run_id string"
+    changes_ddl = "customer_id string, first_purchase_date date, new_products bigint, run_id string"
+    for got, rows, ddl in (
+        (first_pairs, [("r3", "P3", _d("2011-11-06"), "f1"), ("r5", "P4", _d("2011-11-28"), "f1")], pairs_ddl),
+        (second_pairs, [("r5", "P4", _d("2011-11-12"), "f2")], pairs_ddl),
+        (first_changes, [("r3", _d("2011-11-06"), 1, "f1"), ("r5", _d("2011-11-28"), 1, "f1")], changes_ddl),
+        (second_changes, [("r5", _d("2011-11-12"), 1, "f2"), ("r5", _d("2011-11-28"), -1, "f2")], changes_ddl),
+    ):
+        expected = spark.createDataFrame(rows, ddl)
+        assert_df_equality(got.select(*expected.columns), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_features_from_the_rollup_equal_features_from_lines(rollup_lines_df, settings):
+    from_lines = build_customer_features(rollup_lines_df, ROLLUP_DATES, settings).select(*FEATURE_COLUMNS)
+    from_rollup = via_rollup(rollup_lines_df, ROLLUP_DATES, settings).select(*FEATURE_COLUMNS)
+    assert from_lines.count() == 14  # BACKFILL: r1, r3, r5; MID: r1..r5; AS_OF: r1..r6
+    assert_df_equality(from_rollup, from_lines, ignore_row_order=True)
+
+
+def test_golden_lines_in_two_batches_equal_from_lines(spark, settings):
+    lines = in_two_batches(spark.createDataFrame(GOLDEN_LINES, LINES_DDL))
+    dates = [AS_OF, dt.date(2011, 11, 2), dt.date(2011, 10, 4)]
+    assert {r.run_id for r in lines.select("run_id").distinct().collect()} == {"b1", "b2"}
+    from_rollup = via_rollup(lines, dates, settings).select(*FEATURE_COLUMNS)
+    assert_df_equality(from_rollup, build_customer_features(lines, dates, settings).select(*FEATURE_COLUMNS),
+                       ignore_row_order=True)
+
+
+def test_features_from_the_rollup_by_hand(spark, rollup_lines_df, settings):
+    got = via_rollup(rollup_lines_df, ROLLUP_DATES, settings).where(F.col("customer_id").isin("r1", "r2", "r3"))
+    ddl = (
+        "as_of_date date, customer_id string, frequency bigint, monetary decimal(20,2), returned_value "
+        "decimal(20,2), last_purchase_date date, distinct_products int, total_items bigint, weekend_share double, "
+        "evening_share double, country string"
+    )
+    expected = spark.createDataFrame(
+        [
+            # r1 at MID: I0 and I1's day 1 (France); at AS_OF I1's day-2 line adds 5.00, P2 and the greater
+            # country of the invoice's purchase lines (Germany); its time stays 11-30 23:50 (Wed, evening).
+            (BACKFILL, "r1", 1, Decimal("4.00"), Decimal("0.00"), _d("2011-11-10"), 1, 1, 0.0, 0.0, UK),
+            (MID, "r1", 2, Decimal("14.00"), Decimal("3.00"), _d("2011-11-30"), 1, 3, 0.0, 0.5, "France"),
+            (AS_OF, "r1", 2, Decimal("19.00"), Decimal("3.00"), _d("2011-11-30"), 2, 4, 0.0, 0.5, "Germany"),
+            # r2: one invoice from two batches: its time is b2's 09:00 (a Sunday morning)
+            (MID, "r2", 1, Decimal("10.00"), Decimal("6.00"), _d("2011-11-20"), 2, 2, 1.0, 0.0, UK),
+            (AS_OF, "r2", 1, Decimal("10.00"), Decimal("6.00"), _d("2011-11-20"), 2, 2, 1.0, 0.0, UK),
+            # r3 (Sat, Sun evening): the line without product id counts in spend and items, not in products; no
+            # country
+            (BACKFILL, "r3", 2, Decimal("11.00"), Decimal("0.00"), _d("2011-11-06"), 1, 3, 1.0, 0.5, None),
+            (MID, "r3", 2, Decimal("11.00"), Decimal("0.00"), _d("2011-11-06"), 1, 3, 1.0, 0.5, None),
+            (AS_OF, "r3", 2, Decimal("11.00"), Decimal("0.00"), _d("2011-11-06"), 1, 3, 1.0, 0.5, None),
+        ],
+        ddl,
+    )
+    assert_df_equality(plain(got.select(*expected.columns)), expected, ignore_row_order=True, ignore_nullable=True)
+
+
+# --- what the rollup reads: the plan from its state and the clean table's commits ---
+
+STATE = RollupState("table-1", 5, frozenset({"b1", "b2"}))
+
+
+def commit(version, operation, *, mode=None, rows=None, restored=None):
+    parameters = {k: v for k, v in {"mode": mode, "version": restored}.items() if v is not None}
+    return Commit(version, operation, parameters, {} if rows is None else {"numOutputRows": str(rows)})
+
+
+def append(version, rows):
+    return commit(version, "WRITE", mode="Append", rows=rows)
+
+
+@pytest.mark.parametrize(
+    ("state", "table_id", "version", "commits", "plan"),
+    [
+        (None, "table-1", 3, [], BatchPlan("rebuild", "no rollup yet")),
+        (STATE, "table-2", 5, [], BatchPlan("rebuild", "transactions_clean was created anew")),
+        (STATE, "table-1", 4, [], BatchPlan("rebuild", "transactions_clean v4 is older than the v5 the rollup read")),
+        (STATE, "table-1", 5, [], BatchPlan("unchanged", "transactions_clean is still at v5")),
+        (STATE, "table-1", 7, [append(6, 10), append(7, 5)],
+         BatchPlan("append", "lines appended to transactions_clean after v5", 15)),
+        # compaction, vacuum and properties keep the lines; a restore returns to a version whose lines are known
+        (STATE, "table-1", 11,
+         [commit(6, "OPTIMIZE"), append(7, 3), commit(8, "VACUUM START"), commit(9, "VACUUM END"), append(10, 4),
+          commit(11, "RESTORE", restored="8")],
+         BatchPlan("append", "lines appended to transactions_clean after v5", 3)),
+        (STATE, "table-1", 6, [commit(6, "RESTORE", restored="5")],
+         BatchPlan("append", "lines appended to transactions_clean after v5", 0)),
+        (STATE, "table-1", 6, [commit(6, "RESTORE", restored="4")],
+         BatchPlan("rebuild", "transactions_clean v6 replaced or removed lines (RESTORE)")),
+        (STATE, "table-1", 7, [append(6, 2), commit(7, "WRITE", mode="Overwrite", rows=9)],
+         BatchPlan("rebuild", "transactions_clean v7 replaced or removed lines (WRITE Overwrite)")),
+        (STATE, "table-1", 6, [commit(6, "DELETE")],
+         BatchPlan("rebuild", "transactions_clean v6 replaced or removed lines (DELETE)")),
+        (STATE, "table-1", 7, [append(7, 2)],
+         BatchPlan("rebuild", "the log of transactions_clean no longer holds v6")),
+        # a commit without its row count: the new lines are read, their count not checked
+        (STATE, "table-1", 7, [commit(6, "WRITE", mode="Append"), append(7, 2)],
+         BatchPlan("append", "lines appended to transactions_clean after v5", None)),
+    ],
+    ids=["no rollup", "new table", "older version", "same version", "appends", "restore to a known version",
+         "restore to the version read", "restore before it", "full refresh", "delete", "history gone",
+         "no row count"],
+)
+def test_plan_batch(state, table_id, version, commits, plan):
+    assert plan_batch(state, table_id, version, commits) == plan
+
+
 # --- the stage end to end on a lakehouse ---
 
 CLEAN_DDL = (
@@ -402,11 +620,11 @@ CLEAN_DDL = (
 INGESTED_AT = dt.datetime(2011, 12, 20, tzinfo=UTC)
 
 
-def clean_row(invoice, customer, product, qty, price, ts, country=UK):
+def clean_row(invoice, customer, product, qty, price, ts, country=UK, run="ingest-run"):
     stamp = dt.datetime.fromisoformat(ts).replace(tzinfo=UTC)
     price = Decimal(price)
     return (invoice, customer, product, product.lower(), qty, price, qty * price, stamp, stamp.date(),
-            country, qty < 0, "ingest-run", INGESTED_AT)
+            country, qty < 0, run, INGESTED_AT)
 
 
 CLEAN_V1 = [
@@ -523,6 +741,158 @@ def test_snapshot_without_purchases_is_an_error(spark, staged):
 def test_missing_clean_table_is_an_error(spark, tmp_path):
     with pytest.raises(InputError, match="transactions_clean"):
         features.run_features(spark, make_config(tmp_path / "empty-lakehouse"), "run-x")
+
+
+# --- the stage over ingest batches: rebuild, append, backfill, full refresh ---
+
+def as_clean(line, run):
+    """A ROLLUP_LINES line as a transactions_clean row of ingest run ``run``."""
+    customer, invoice, product, qty, amount, ts, date, country, is_return = line[:9]
+    return (invoice, customer, product, None if product is None else product.lower(), qty, abs(amount / qty),
+            amount, ts, date, country, is_return, run, INGESTED_AT)
+
+
+BATCH_B3 = [
+    ln("r2", "I10", "P7", 1, "7.00", "2011-12-03 10:00:00"),
+    ln("r1", "I1", "P3", 1, "2.00", "2011-12-01 08:00:00"),  # a third part of r1's two-day invoice, in b3
+    ret("r6", "C2", "P5", -1, "-9.00", "2011-12-06 10:00:00"),
+]
+B1 = [as_clean(line, "ingest-b1") for line in ROLLUP_LINES if line[9] == "b1"]
+B2 = [as_clean(line, "ingest-b2") for line in ROLLUP_LINES if line[9] == "b2"]
+B3 = [as_clean(line, "ingest-b3") for line in BATCH_B3]
+# The full refresh: b1's lines again plus one, all under one new ingest run.
+FULL = [as_clean(line, "ingest-full") for line in [*(x for x in ROLLUP_LINES if x[9] == "b1"), BATCH_B3[0]]]
+
+
+def publish_clean(spark, config, rows, mode):
+    df = spark.createDataFrame(rows, CLEAN_DDL)
+    written = lakehouse.write_table(df, config.table_path("transactions_clean"), TRANSACTIONS_CLEAN, mode=mode)
+    publication.publish(spark, config, f"test-ingest-{written.version}", "ingest",
+                        {"transactions_clean": written.version})
+
+
+def published_rows(spark, config, table):
+    return plain(publication.read_published(spark, config, table)).collect()
+
+
+def expected_features(spark, rows, dates, settings):
+    return build_customer_features(spark.createDataFrame(rows, CLEAN_DDL), dates, settings).select(*FEATURE_COLUMNS)
+
+
+@pytest.fixture(scope="module")
+def batched(spark, tmp_path_factory):
+    """Clean lines in two ingest batches and a first features run (a rebuild); a third batch appended and the
+    clean table compacted, then a run for a backfill and a later snapshot (an append); then a full refresh and a
+    run (a rebuild again)."""
+    lake = tmp_path_factory.mktemp("features-batched") / "lakehouse"
+    config = make_config(lake)
+    clean = config.table_path("transactions_clean")
+    publish_clean(spark, config, B1, "overwrite")
+    publish_clean(spark, config, B2, "append")
+    features.run_features(spark, make_config(lake, as_of_dates=[MID]), "run-f1")
+    after_f1 = {t: published_rows(spark, config, t) for t in batches.ROLLUP_TABLES}
+
+    files_before = set(publication.read_published(spark, config, "transactions_clean").inputFiles())
+    publish_clean(spark, config, B3, "append")
+    clean_df = publication.read_published(spark, config, "transactions_clean")
+    new_files = set(clean_df.inputFiles()) - files_before
+    read_files = set(batches.new_lines(clean_df, batches.rollup_state(spark, config)).inputFiles())
+    DeltaTable.forPath(spark, clean).optimize().executeCompaction()  # as segspark maintain does
+    publication.publish(spark, config, "test-maintain", "maintain",
+                        {"transactions_clean": lakehouse.current_version(spark, clean)})
+    with StageRun(spark, config, "run-f2", "features") as stage:
+        features.run_features(spark, make_config(lake, as_of_dates=[BACKFILL, AS_OF]), "run-f2", stage)
+    after_f2 = {t: published_rows(spark, config, t) for t in (*batches.ROLLUP_TABLES, "customer_features")}
+
+    publish_clean(spark, config, FULL, "overwrite")
+    features.run_features(spark, make_config(lake, as_of_dates=[AS_OF]), "run-f3")
+    return {"config": config, "lake": lake, "after_f1": after_f1, "after_f2": after_f2, "new_files": new_files,
+            "read_files": read_files, "files_before": files_before}
+
+
+def batch_rows(rows):
+    return [(r.run_id, r.kind, r.reason, dict(r.lines_by_ingest_run), r.lines) for r in rows]
+
+
+def test_first_run_rebuilds_the_rollup_from_every_line(spark, batched):
+    assert batch_rows(batched["after_f1"]["rollup_batches"]) == [
+        ("run-f1", "rebuild", "no rollup yet", {"ingest-b1": len(B1), "ingest-b2": len(B2)}, len(B1) + len(B2)),
+    ]
+    got = spark.createDataFrame(batched["after_f1"]["invoice_rollup"], INVOICE_ROLLUP.schema)
+    lines = spark.createDataFrame(B1 + B2, CLEAN_DDL)
+    assert_df_equality(got, lakehouse.conform(rollup_lines(lines, "run-f1"), INVOICE_ROLLUP), ignore_row_order=True,
+                       ignore_nullable=True, ignore_metadata=True)
+
+
+def test_new_lines_are_read_from_the_new_files_only(batched):
+    assert batched["new_files"] and batched["files_before"]
+    assert batched["read_files"] == batched["new_files"]  # Delta skipped every file of b1 and b2 by run_id
+
+
+def test_a_later_run_appends_only_the_new_lines(spark, batched):
+    rows = batch_rows(sorted(batched["after_f2"]["rollup_batches"], key=lambda r: r.created_at))
+    assert rows[0][:2] == ("run-f1", "rebuild")
+    # The compaction between the two runs changed no line: no rebuild.
+    assert rows[1] == ("run-f2", "append", "lines appended to transactions_clean after v2", {"ingest-b3": 3}, 3)
+    appended = [r for r in batched["after_f2"]["invoice_rollup"] if r.run_id == "run-f2"]
+    assert len(batched["after_f2"]["invoice_rollup"]) == len(batched["after_f1"]["invoice_rollup"]) + len(appended)
+    assert {(r.customer_id, r.invoice_id, r.ingest_run_id) for r in appended} == {
+        ("r2", "I10", "ingest-b3"), ("r1", "I1", "ingest-b3"), ("r6", "C2", "ingest-b3")}
+    run = [r for r in lakehouse.read_table(spark, batched["config"].table_path("pipeline_runs")).collect()
+           if r.run_id == "run-f2"][0]
+    assert (run.status, run.rows_in, run.counts["rollup_rebuilt"]) == ("succeeded", 3, 0)
+
+
+def test_features_after_an_append_equal_features_from_lines(spark, batched, settings):
+    # MID from the rebuild run, BACKFILL and AS_OF from the appending one: each equal to the lines in one pass.
+    got = spark.createDataFrame(batched["after_f2"]["customer_features"], CUSTOMER_FEATURES.schema)
+    expected = expected_features(spark, B1 + B2 + B3, [BACKFILL, MID, AS_OF], settings)
+    assert_df_equality(got.select(*FEATURE_COLUMNS), expected, ignore_row_order=True, ignore_nullable=True,
+                       ignore_metadata=True)
+
+
+def test_a_full_refresh_rebuilds_the_rollup(spark, batched, settings):
+    config = batched["config"]
+    rows = batch_rows(published_rows(spark, config, "rollup_batches"))
+    assert rows == [("run-f3", "rebuild", "transactions_clean v5 replaced or removed lines (WRITE Overwrite)",
+                     {"ingest-full": len(FULL)}, len(FULL))]
+    lines = spark.createDataFrame(FULL, CLEAN_DDL)
+    got = publication.read_published(spark, config, "invoice_rollup")
+    assert_df_equality(got, lakehouse.conform(rollup_lines(lines, "run-f3"), INVOICE_ROLLUP), ignore_row_order=True,
+                       ignore_nullable=True, ignore_metadata=True)
+    pairs, changes = first_purchases(with_known_dates(product_rollup_rows(rollup_lines(lines, "run-f3")), None),
+                                     "run-f3")
+    for table, spec, rows in (("product_rollup", PRODUCT_ROLLUP, pairs), ("new_products_rollup", NEW_PRODUCTS_ROLLUP,
+                                                                        changes)):
+        assert_df_equality(publication.read_published(spark, config, table), lakehouse.conform(rows, spec),
+                           ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
+    snapshot = feature_table(spark, config).where(F.col("as_of_date") == AS_OF).select(*FEATURE_COLUMNS)
+    assert_df_equality(snapshot, expected_features(spark, FULL, [AS_OF], settings), ignore_row_order=True,
+                       ignore_nullable=True, ignore_metadata=True)
+
+
+def test_a_failed_run_leaves_the_rollup_as_published(spark, batched, monkeypatch):
+    config = batched["config"]
+    publish_clean(spark, config, [as_clean(ln("r8", "I11", "P1", 1, "1.00", "2011-12-08 10:00:00"), "ingest-b4")],
+                  "append")
+    tables = (*batches.ROLLUP_TABLES, "customer_features")
+    before = {t: sorted(published_rows(spark, config, t), key=repr) for t in tables}
+    write_table = lakehouse.write_table
+
+    def fail_on_features(df, path, spec, **kwargs):
+        if spec is CUSTOMER_FEATURES:
+            raise ReconciliationError("simulated failure after the rollup was written")
+        return write_table(df, path, spec, **kwargs)
+
+    monkeypatch.setattr(lakehouse, "write_table", fail_on_features)
+    with pytest.raises(ReconciliationError, match="simulated"):
+        features.run_features(spark, make_config(batched["lake"], as_of_dates=[AS_OF]), "run-f4")
+    monkeypatch.undo()
+    # Rolled back: every table's latest version is a published one holding the rows published before.
+    for table, rows in before.items():
+        assert lakehouse.current_version(spark, config.table_path(table)) == publication.published_version(
+            spark, config, table)
+        assert sorted(published_rows(spark, config, table), key=repr) == rows
 
 
 # --- real data ---

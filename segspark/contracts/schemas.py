@@ -30,6 +30,8 @@ __all__ = [
     "CUSTOMER_SEGMENTS",
     "DESCRIPTION",
     "INGESTED_AT",
+    "INGEST_RUN_ID",
+    "INVOICE_ROLLUP",
     "INVOICE_DATE",
     "INVOICE_ID",
     "INVOICE_TS",
@@ -39,15 +41,18 @@ __all__ = [
     "LINE_AMOUNT",
     "MODEL_SELECTION",
     "MODEL_VERSION",
+    "NEW_PRODUCTS_ROLLUP",
     "PIPELINE_RUNS",
     "PRICE_TYPE",
     "PRODUCT_ID",
+    "PRODUCT_ROLLUP",
     "PUBLISHED_RUNS",
     "PUBLISHED_TABLES",
     "QUANTITY",
     "REJECTED_EXTRA_FIELDS",
     "REJECT_REASON",
     "REJECT_REASONS",
+    "ROLLUP_BATCHES",
     "RUN_ID",
     "SEGMENT_CENTROIDS",
     "SEGMENT_CROSS_SELL",
@@ -86,6 +91,8 @@ RUN_ID = "run_id"
 INGESTED_AT = "ingested_at"
 REJECT_REASON = "reject_reason"
 AS_OF_DATE = "as_of_date"
+#: The ingest run whose clean lines a rollup row aggregates (``run_id`` of those lines).
+INGEST_RUN_ID = "ingest_run_id"
 
 #: The core RFM columns of customer_features: every profile and report shows them, whatever the model read.
 CORE_COLUMNS = ("recency_days", "frequency", "monetary", "tenure_days")
@@ -177,7 +184,8 @@ TRANSACTIONS_CLEAN = TableSpec(
             field(INGESTED_AT, T.TimestampType(), "When the ingest run wrote the line (UTC)", False),
         ]
     ),
-    stats_columns=(CUSTOMER_ID, INVOICE_DATE),
+    # run_id: the features stage reads the lines of new ingest batches by run id, skipping the older files.
+    stats_columns=(CUSTOMER_ID, INVOICE_DATE, RUN_ID),
 )
 
 #: Columns the rejected table adds after the source's own columns (which are kept as text, by source name).
@@ -373,6 +381,98 @@ SEGMENT_ID = "segment_id"
 SEGMENT_NAME = "segment_name"
 MODEL_VERSION = "model_version"
 CREATED_AT = "created_at"
+
+INVOICE_ROLLUP = TableSpec(
+    comment=(
+        "The features stage's rollup of transactions_clean: one row per customer, invoice, invoice date and "
+        "ingest batch, holding partial aggregates of those lines that merge exactly (sums, min, max, OR), so any "
+        "snapshot's invoices come from these rows instead of the lines (segspark features)."
+    ),
+    schema=T.StructType(
+        [
+            field(CUSTOMER_ID, T.StringType(), "Customer id", False),
+            field(INVOICE_ID, T.StringType(), "Invoice id"),
+            field(INVOICE_DATE, T.DateType(), "Invoice date (UTC) of the lines", False),
+            field(INGEST_RUN_ID, T.StringType(), "Ingest run that wrote the lines (their run_id)", False),
+            field("lines", T.LongType(), "Clean lines aggregated into the row", False),
+            field("purchase_value", T.DecimalType(38, 4), "Sum of line_amount over purchase lines; null if none"),
+            field("returned_value", T.DecimalType(38, 4), "Sum of |line_amount| over return lines; null if none"),
+            field("purchase_items", T.LongType(), "Sum of quantity over purchase lines; null if none"),
+            field("has_purchase", T.BooleanType(), "Whether any line is a purchase (is_return false)", False),
+            field("purchase_ts", T.TimestampType(), "Earliest invoice_ts of the purchase lines; null if none"),
+            field(COUNTRY, T.StringType(), "Greatest country of the purchase lines (as features merges invoices)"),
+            field(RUN_ID, T.StringType(), "Features run that wrote the row", False),
+        ]
+    ),
+    stats_columns=(CUSTOMER_ID, INVOICE_DATE),
+)
+
+PRODUCT_ROLLUP = TableSpec(
+    comment=(
+        "The features stage's record of purchased products: one row per customer and product a batch of clean "
+        "lines bought first, or earlier than known, with that purchase date; a pair's first purchase date is the "
+        "earliest of its rows (segspark features)."
+    ),
+    schema=T.StructType(
+        [
+            field(CUSTOMER_ID, T.StringType(), "Customer id", False),
+            field(PRODUCT_ID, T.StringType(), "Product id (lines without one never count)", False),
+            field("first_purchase_date", T.DateType(), "Earliest invoice_date of the batch's purchase lines", False),
+            field(RUN_ID, T.StringType(), "Features run (batch) that wrote the row", False),
+        ]
+    ),
+    stats_columns=(CUSTOMER_ID, PRODUCT_ID),
+)
+
+NEW_PRODUCTS_ROLLUP = TableSpec(
+    comment=(
+        "The features stage's rollup of distinct products: one row per customer, date and batch with the change "
+        "in the number of products first bought that day, so distinct products as of any snapshot are the sum "
+        "over the days before it (segspark features)."
+    ),
+    schema=T.StructType(
+        [
+            field(CUSTOMER_ID, T.StringType(), "Customer id", False),
+            field("first_purchase_date", T.DateType(), "The day the products were first bought", False),
+            field(
+                "new_products",
+                T.LongType(),
+                "Products first bought that day; -1 for each whose first purchase a later batch found earlier",
+                False,
+            ),
+            field(RUN_ID, T.StringType(), "Features run (batch) that wrote the row", False),
+        ]
+    ),
+    stats_columns=(CUSTOMER_ID, "first_purchase_date"),
+)
+
+ROLLUP_BATCHES = TableSpec(
+    comment=(
+        "What the features rollup has consumed of transactions_clean: one row per features run that read clean "
+        "lines into it, since its last rebuild (segspark features)."
+    ),
+    schema=T.StructType(
+        [
+            field(RUN_ID, T.StringType(), "Features run that read the batch", False),
+            field("kind", T.StringType(), "rebuild: every line, the rollup written anew; append: new lines", False),
+            field("reason", T.StringType(), "Why: no rollup yet, transactions_clean rewritten, lines appended", False),
+            field("clean_table_id", T.StringType(), "Delta table id of transactions_clean (new when recreated)", False),
+            field("clean_version", T.LongType(), "The transactions_clean version read (its published one)", False),
+            field(
+                "lines_by_ingest_run",
+                T.MapType(T.StringType(), T.LongType(), False),
+                "Ingest run id -> clean lines of that run the batch read",
+                False,
+            ),
+            field("lines", T.LongType(), "Clean lines the batch read", False),
+            field("invoice_rows", T.LongType(), "Rows appended to invoice_rollup", False),
+            field("product_rows", T.LongType(), "Rows appended to product_rollup", False),
+            field("new_products_rows", T.LongType(), "Rows appended to new_products_rollup", False),
+            field(CREATED_AT, T.TimestampType(), "When the batch was written (UTC)", False),
+        ]
+    ),
+)
+
 
 #: The columns naming one candidate of one train run's sweep (model_selection and sweep_segments).
 _CANDIDATE_KEY = [
@@ -739,6 +839,10 @@ TABLES: tuple[Table, ...] = (
     Table("transactions_rejected", "ingest", None),
     Table("ingested_files", "ingest", INGESTED_FILES),
     Table("ingest_fingerprints", "ingest", INGEST_FINGERPRINTS),
+    Table("invoice_rollup", "features", INVOICE_ROLLUP),
+    Table("product_rollup", "features", PRODUCT_ROLLUP),
+    Table("new_products_rollup", "features", NEW_PRODUCTS_ROLLUP),
+    Table("rollup_batches", "features", ROLLUP_BATCHES),
     Table("customer_features", "features", CUSTOMER_FEATURES),
     Table("customer_segments", "train, score", CUSTOMER_SEGMENTS),
     Table("segment_centroids", "train", SEGMENT_CENTROIDS),

@@ -24,8 +24,10 @@ from segspark.errors import ConfigError, InputError, InternalError
 from segspark.platform import filesystem
 
 __all__ = [
+    "Commit",
     "WriteResult",
     "check_lakehouse",
+    "commits_after",
     "conform",
     "create_table",
     "current_version",
@@ -37,6 +39,7 @@ __all__ = [
     "read_table",
     "restore",
     "table_exists",
+    "table_id",
     "write_table",
 ]
 
@@ -54,6 +57,19 @@ class WriteResult:
     path: str
     version: int
     rows_written: int
+
+
+@dataclass(frozen=True)
+class Commit:
+    """One commit of a Delta table, as its history reports it."""
+
+    version: int
+    #: Delta's name for it: ``WRITE``, ``OPTIMIZE``, ``RESTORE``, ``MERGE``, ``SET TBLPROPERTIES``, ...
+    operation: str
+    #: ``operationParameters`` (``mode`` of a WRITE, ``version`` of a RESTORE), all text.
+    parameters: dict[str, str]
+    #: ``operationMetrics`` (``numOutputRows`` of a WRITE), all text.
+    metrics: dict[str, str]
 
 
 def dates_predicate(column: str, dates: Iterable[dt.date]) -> str:
@@ -159,6 +175,34 @@ def current_version(spark: SparkSession, path: str) -> int | None:
     # history(1) is one row: the latest commit.
     history_df = DeltaTable.forPath(spark, path).history(1).select("version")
     return int(one_row(history_df, f"the latest commit of {path}")[0])
+
+
+def commits_after(spark: SparkSession, path: str, version: int) -> list[Commit]:
+    """The commits of the table at ``path`` after ``version``, oldest first; [] when there is no table.
+
+    Only those the table's log still holds (Delta drops commits older than ``delta.logRetentionDuration``): a
+    caller that needs every one checks the versions are consecutive.
+    """
+    current = current_version(spark, path)
+    if current is None or current <= version:
+        return []
+    # history(n) is the latest n commits: one row per commit, read from the log only.
+    history_df = DeltaTable.forPath(spark, path).history(current - version)
+    rows = history_df.select("version", "operation", "operationParameters", "operationMetrics").collect()
+    found = [
+        Commit(
+            int(r["version"]), r["operation"], dict(r["operationParameters"] or {}), dict(r["operationMetrics"] or {})
+        )
+        for r in rows
+        if int(r["version"]) > version
+    ]
+    return sorted(found, key=lambda c: c.version)
+
+
+def table_id(spark: SparkSession, path: str) -> str:
+    """The Delta table id of the table at ``path``: it changes only when the table is created anew."""
+    detail_df = DeltaTable.forPath(spark, path).detail().select("id")
+    return str(one_row(detail_df, f"DESCRIBE DETAIL of the Delta table at {path}")["id"])
 
 
 def conform(df: DataFrame, spec: TableSpec) -> DataFrame:

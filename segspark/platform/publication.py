@@ -46,6 +46,10 @@ log = logging.getLogger("segspark")
 _PRODUCER = {
     "transactions_clean": "ingest",
     "transactions_rejected": "ingest",
+    "invoice_rollup": "features",
+    "product_rollup": "features",
+    "new_products_rollup": "features",
+    "rollup_batches": "features",
     "customer_features": "features",
     "customer_segments": "train",
     "segment_centroids": "train",
@@ -187,7 +191,7 @@ def _committed_versions(spark: SparkSession, config: Config) -> dict[str, int]:
         .groupBy("table")
         .agg(F.max_by("version", F.struct("published_at", RUN_ID, "version")).alias("version"))
     )
-    versions = {r["table"]: int(r["version"]) for r in latest.collect()}  # one row per published table (12)
+    versions = {r["table"]: int(r["version"]) for r in latest.collect()}  # one row per published table (16)
     _versions_cache[path] = (key, versions)
     return dict(versions)
 

@@ -1,13 +1,10 @@
-"""Customer features: RFM and behaviour per customer as of snapshot dates, with RFM scores and segments.
+"""The features stage: ``customer_features`` for the configured snapshots, replacing only their partitions.
 
-Plan (one scan of ``transactions_clean`` for every requested snapshot together):
-
-1. Each clean line is paired with every snapshot it counts for (``invoice_date < as_of_date``) by exploding
-   the small list of snapshot dates, so all snapshots come from the same scan.
-2. Lines are aggregated to invoices (per snapshot, customer, invoice), then invoices to customers: every
-   feature is an aggregate of those two levels; nothing joins back to the fact table.
-3. RFM scores are quintiles over each snapshot's customers (a window per snapshot), and the named RFM segment
-   comes from the configured (recency score, frequency-monetary score) grid.
+What each feature is lives in :mod:`segspark.stages.features.customers`. The stage never aggregates the whole
+history of clean lines twice: it brings the lines new since its last run into the rollup
+(:mod:`segspark.stages.features.batches`; every line on its first run or after a full refresh), computes every
+requested snapshot from the rollup (:mod:`segspark.stages.features.rollup`), counts each snapshot's
+customers, then writes the rollup and the snapshots and publishes them together.
 """
 
 from __future__ import annotations
@@ -17,238 +14,21 @@ import logging
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
-from segspark.config.settings import Config, FeatureSettings, RfmRule
-from segspark.contracts.schemas import (
-    AS_OF_DATE,
-    COUNTRY,
-    CUSTOMER_FEATURES,
-    CUSTOMER_ID,
-    INVOICE_DATE,
-    INVOICE_ID,
-    INVOICE_TS,
-    IS_RETURN,
-    LINE_AMOUNT,
-    PRODUCT_ID,
-    QUANTITY,
-    RUN_ID,
-    require_columns,
-)
-from segspark.errors import ConfigError, InputError, ReconciliationError
+from segspark.config.settings import Config
+from segspark.contracts.schemas import AS_OF_DATE, CUSTOMER_FEATURES, INVOICE_DATE, RUN_ID
+from segspark.errors import InputError, ReconciliationError
 from segspark.platform import lakehouse, progress, publication
 from segspark.platform.stage_log import StageRun
+from segspark.stages.features import batches
+from segspark.stages.features.customers import scored_features
+from segspark.stages.features.rollup import rollup_customer_aggregates
 
-__all__ = [
-    "FEATURE_INPUT_COLUMNS",
-    "MONEY",
-    "FeatureCounts",
-    "aggregate_customers",
-    "aggregate_invoices",
-    "build_customer_features",
-    "customer_aggregates",
-    "default_as_of_date",
-    "quintile_score",
-    "rfm_segment",
-    "run_features",
-    "scored_features",
-    "snapshot_counts",
-    "with_derived_features",
-    "with_rfm_scores",
-    "with_snapshot_dates",
-]
+__all__ = ["FeatureCounts", "default_as_of_date", "run_features", "snapshot_counts"]
 
 log = logging.getLogger("segspark")
-
-#: Columns of transactions_clean the feature stage reads.
-FEATURE_INPUT_COLUMNS = [
-    CUSTOMER_ID,
-    INVOICE_ID,
-    PRODUCT_ID,
-    QUANTITY,
-    LINE_AMOUNT,
-    INVOICE_TS,
-    INVOICE_DATE,
-    COUNTRY,
-    IS_RETURN,
-]
-MONEY = T.DecimalType(20, 2)
-
-
-def with_snapshot_dates(lines_df: DataFrame, as_of_dates: list[dt.date]) -> DataFrame:
-    """Add ``as_of_date``: one row per (line, snapshot) with ``invoice_date < as_of_date``.
-
-    Lines on or after every snapshot date are dropped; a line counts in every later snapshot.
-    """
-    dates = F.array(*[F.lit(d) for d in sorted(set(as_of_dates))])
-    return lines_df.withColumn(AS_OF_DATE, F.explode(F.filter(dates, lambda d: d > F.col(INVOICE_DATE))))
-
-
-def aggregate_invoices(lines_df: DataFrame) -> DataFrame:
-    """Lines to one row per (as_of_date, customer_id, invoice_id).
-
-    Output: ``purchase_value`` (sum of purchase lines, null when none), ``returned_value`` (sum of
-    |line_amount| over return lines, null when none), ``purchase_items``, ``has_purchase``, ``purchase_ts``
-    (earliest purchase line), ``products`` (distinct purchased product ids), ``country``.
-    """
-    require_columns(lines_df, [*FEATURE_INPUT_COLUMNS, AS_OF_DATE], "aggregate_invoices")
-    is_purchase = ~F.col(IS_RETURN)
-    return lines_df.groupBy(AS_OF_DATE, CUSTOMER_ID, INVOICE_ID).agg(
-        F.sum(F.when(is_purchase, F.col(LINE_AMOUNT))).alias("purchase_value"),
-        F.sum(F.when(~is_purchase, F.abs(F.col(LINE_AMOUNT)))).alias("returned_value"),
-        F.sum(F.when(is_purchase, F.col(QUANTITY))).alias("purchase_items"),
-        F.max(is_purchase).alias("has_purchase"),
-        F.min(F.when(is_purchase, F.col(INVOICE_TS))).alias("purchase_ts"),
-        F.collect_set(F.when(is_purchase, F.col(PRODUCT_ID))).alias("products"),
-        F.max(F.when(is_purchase, F.col(COUNTRY))).alias(COUNTRY),
-    )
-
-
-def aggregate_customers(invoices_df: DataFrame, settings: FeatureSettings) -> DataFrame:
-    """Invoices to one row per (as_of_date, customer_id) of raw aggregates, including returns-only customers.
-
-    ``frequency`` is 0 for a customer with returns only; :func:`with_derived_features` drops them.
-    """
-    purchase = F.col("has_purchase")
-    purchase_date = F.to_date(F.col("purchase_ts"))
-    value = F.col("purchase_value")
-    recent_start = F.date_sub(F.col(AS_OF_DATE), settings.recent_window_days)
-    return invoices_df.groupBy(AS_OF_DATE, CUSTOMER_ID).agg(
-        F.count(F.when(purchase, True)).alias("frequency"),
-        F.sum(value).alias("monetary_exact"),
-        F.coalesce(F.sum("returned_value"), F.lit(0)).alias("returned_exact"),
-        F.min(purchase_date).alias("first_purchase_date"),
-        F.max(purchase_date).alias("last_purchase_date"),
-        F.array_sort(F.collect_set(purchase_date)).alias("purchase_days"),
-        F.size(F.array_distinct(F.flatten(F.collect_list("products")))).alias("distinct_products"),
-        F.coalesce(F.sum("purchase_items"), F.lit(0)).cast(T.LongType()).alias("total_items"),
-        F.count(F.when(purchase & F.dayofweek("purchase_ts").isin(1, 7), True)).alias("weekend_invoices"),
-        F.count(F.when(purchase & (F.hour("purchase_ts") >= settings.evening_start_hour), True)).alias(
-            "evening_invoices"
-        ),
-        F.coalesce(F.sum(F.when(purchase_date >= recent_start, value)), F.lit(0)).alias("recent_spend"),
-        F.coalesce(F.sum(F.when(F.month(purchase_date) >= 10, value)), F.lit(0)).alias("q4_spend"),
-        # Country of the latest purchase invoice; the struct makes ties (same time) pick one value for sure.
-        F.max_by(F.col(COUNTRY), F.when(purchase, F.struct("purchase_ts", COUNTRY))).alias(COUNTRY),
-    )
-
-
-def _ratio(numerator: Column, denominator: Column) -> Column:
-    # try_divide: null, not an ANSI-mode error, if a denominator is ever 0.
-    return F.try_divide(numerator.cast(T.DoubleType()), denominator.cast(T.DoubleType())).cast(T.DoubleType())
-
-
-def with_derived_features(customers_df: DataFrame) -> DataFrame:
-    """Keep customers with a purchase and derive the model-ready features (no nulls for them).
-
-    Single-purchase rules: with one purchase day, ``avg_days_between_purchases`` is ``tenure_days`` (the gap
-    so far, a lower bound) and ``std_days_between_purchases`` is 0 (also with two purchase days, one gap).
-    """
-    days = F.col("purchase_days")
-    n_days = F.size(days)
-    # Gap i = purchase_days[i+1] - purchase_days[i]; transform's index is 0-based, element_at is 1-based.
-    gaps = F.transform(
-        F.slice(days, 2, F.greatest(n_days - 1, F.lit(1))), lambda d, i: F.datediff(d, F.element_at(days, i + 1))
-    )
-    gaps = F.when(n_days >= 2, gaps).otherwise(F.array().cast("array<int>"))
-    n_gaps = F.size(gaps)
-    mean_sq = F.aggregate(gaps, F.lit(0.0), lambda acc, g: acc + g.cast("double") * g) / n_gaps
-    tenure = F.datediff(F.col(AS_OF_DATE), F.col("first_purchase_date"))
-    mean_gap = F.when(n_days >= 2, F.datediff("last_purchase_date", "first_purchase_date") / (n_days - 1))
-    mean_gap = mean_gap.otherwise(tenure.cast(T.DoubleType()))
-    std_gap = F.when(n_gaps >= 2, F.sqrt(F.greatest(mean_sq - mean_gap * mean_gap, F.lit(0.0)))).otherwise(0.0)
-    frequency = F.col("frequency")
-    monetary = F.col("monetary_exact")
-    return (
-        customers_df.where(frequency > 0)
-        .withColumn("recency_days", F.datediff(F.col(AS_OF_DATE), F.col("last_purchase_date")))
-        .withColumn("tenure_days", tenure)
-        .withColumn("monetary", F.round(monetary, 2).cast(MONEY))
-        .withColumn("returned_value", F.round(F.col("returned_exact"), 2).cast(MONEY))
-        .withColumn("avg_basket_value", _ratio(monetary, frequency))
-        .withColumn("return_rate", _ratio(F.col("returned_exact"), monetary))
-        .withColumn("items_per_basket", _ratio(F.col("total_items"), frequency))
-        .withColumn("purchase_days_count", n_days)
-        .withColumn("avg_days_between_purchases", mean_gap.cast(T.DoubleType()))
-        .withColumn("std_days_between_purchases", std_gap.cast(T.DoubleType()))
-        .withColumn("recent_spend_share", _ratio(F.col("recent_spend"), monetary))
-        .withColumn("weekend_share", _ratio(F.col("weekend_invoices"), frequency))
-        .withColumn("evening_share", _ratio(F.col("evening_invoices"), frequency))
-        .withColumn("q4_spend_share", _ratio(F.col("q4_spend"), monetary))
-    )
-
-
-def quintile_score(value: Column, higher_is_better: bool = True) -> Column:
-    """1-5 score by quintile of ``value`` among the customers of the same snapshot.
-
-    Tie rule: equal values get equal scores, from their mid-rank. With ``lo``/``hi`` the first and last
-    (1-based) ranks of the tied group among ``n`` customers ordered from worst to best, the score is
-    ``1 + floor(5 * (lo - 1 + hi) / (2 n))``, at most 5. Five distinct values score 1..5; all-equal values
-    score 3; fewer than five customers spread over 1..5 by their mid-ranks.
-    """
-    order = value.asc() if higher_is_better else value.desc()
-    by_rank = Window.partitionBy(AS_OF_DATE).orderBy(order)
-    whole = Window.partitionBy(AS_OF_DATE).rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
-    # rank() and cume_dist() are ranking functions: their frame is fixed by Spark (ties share a rank).
-    n = F.count(F.lit(1)).over(whole)
-    lo = F.rank().over(by_rank)
-    hi = F.round(F.cume_dist().over(by_rank) * n)
-    score = F.floor(5 * (lo - 1 + hi) / (2 * n)) + 1
-    return F.least(score, F.lit(5)).cast(T.IntegerType())
-
-
-def rfm_segment(r_score: Column, fm_score: Column, rules: tuple[RfmRule, ...]) -> Column:
-    """Name of the first rule whose recency and frequency-monetary ranges hold both scores.
-
-    Raises
-    ------
-    ConfigError : ``rules`` is empty (the config's validation, which needs the rules to cover every score pair,
-        never lets that through).
-    """
-    segment: Column | None = None
-    for rule in rules:
-        condition = r_score.between(rule.r[0], rule.r[1]) & fm_score.between(rule.fm[0], rule.fm[1])
-        segment = F.when(condition, rule.segment) if segment is None else segment.when(condition, rule.segment)
-    if segment is None:
-        raise ConfigError("config key 'features.rfm_segments' holds no rule")
-    return segment
-
-
-def with_rfm_scores(features_df: DataFrame, settings: FeatureSettings) -> DataFrame:
-    """Add ``r_score, f_score, m_score`` (quintiles), ``fm_score`` (half-up mean of f and m), ``rfm_score``
-    (like ``"545"``) and ``rfm_segment`` (from ``features.rfm_segments``)."""
-    fm = ((F.col("f_score") + F.col("m_score") + 1) / 2).cast(T.IntegerType())
-    return (
-        features_df.withColumn("r_score", quintile_score(F.col("recency_days"), higher_is_better=False))
-        .withColumn("f_score", quintile_score(F.col("frequency")))
-        .withColumn("m_score", quintile_score(F.col("monetary")))
-        .withColumn("fm_score", fm)
-        .withColumn("rfm_score", F.concat(F.col("r_score"), F.col("f_score"), F.col("m_score")).cast("string"))
-        .withColumn("rfm_segment", rfm_segment(F.col("r_score"), F.col("fm_score"), settings.rfm_segments))
-    )
-
-
-def customer_aggregates(lines_df: DataFrame, as_of_dates: list[dt.date], settings: FeatureSettings) -> DataFrame:
-    """Clean lines to raw per-customer aggregates for every snapshot (returns-only customers included)."""
-    require_columns(lines_df, FEATURE_INPUT_COLUMNS, "customer features")
-    return (
-        lines_df.select(*FEATURE_INPUT_COLUMNS)
-        .transform(with_snapshot_dates, as_of_dates)
-        .transform(aggregate_invoices)
-        .transform(aggregate_customers, settings)
-    )
-
-
-def scored_features(customers_df: DataFrame, settings: FeatureSettings) -> DataFrame:
-    """Raw aggregates to model-ready features with RFM scores and segments (returns-only customers dropped)."""
-    return customers_df.transform(with_derived_features).transform(with_rfm_scores, settings)
-
-
-def build_customer_features(lines_df: DataFrame, as_of_dates: list[dt.date], settings: FeatureSettings) -> DataFrame:
-    """Clean lines to ``customer_features`` rows (without run metadata) for every snapshot date."""
-    return scored_features(customer_aggregates(lines_df, as_of_dates, settings), settings)
 
 
 def default_as_of_date(lines_df: DataFrame) -> dt.date:
@@ -284,54 +64,46 @@ def snapshot_counts(customers_df: DataFrame) -> FeatureCounts:
     )
 
 
+def _say_batch(batch: batches.RollupBatch) -> str:
+    if batch.plan.kind == "unchanged":
+        return f"rollup up to date ({batch.plan.reason})"
+    runs = len(batch.lines_by_ingest_run)
+    read = f"{batch.lines:,} clean lines of {runs:,} ingest run{'s' if runs != 1 else ''}"
+    if batch.plan.kind == "rebuild":
+        return f"rollup rebuilt from {read} ({batch.plan.reason})"
+    return f"rollup: {read} appended ({batch.plan.reason})"
+
+
 def run_features(spark: SparkSession, config: Config, run_id: str, stage: StageRun | None = None) -> FeatureCounts:
-    """Build ``customer_features`` for the configured snapshot dates, replacing only those partitions."""
+    """Bring new clean lines into the rollup and build ``customer_features`` for the configured snapshot dates.
+
+    Only the snapshots' partitions are replaced; the rollup tables and the snapshots are published together.
+    """
     lines_df = publication.read_published(spark, config, "transactions_clean")
+    clean_version = publication.published_version(spark, config, "transactions_clean")
+    if clean_version is None:  # read_published has just read it
+        raise InputError("transactions_clean has no published version: run 'segspark ingest' first")
     if not config.as_of_dates:
         progress.step("finding the latest clean invoice (the default snapshot is the day after it)", logged=False)
     as_of_dates = sorted(set(config.as_of_dates)) or [default_as_of_date(lines_df)]
     settings = config.features
 
-    # Reused by the counts and the write: the transactions are scanned once.
-    customers_df = customer_aggregates(lines_df, as_of_dates, settings).persist(StorageLevel.MEMORY_AND_DISK)
+    progress.step("reading the clean lines new to the features rollup")
+    batch = batches.prepare_batch(spark, config, run_id, lines_df, clean_version)
+    log.info("%s", _say_batch(batch))
     try:
-        progress.step(
-            f"aggregating invoices and customers for {', '.join(d.isoformat() for d in as_of_dates)} (one scan)"
-        )
-        counts = snapshot_counts(customers_df)
-        empty = [d.isoformat() for d in as_of_dates if counts.customers.get(d, 0) == 0]
-        if empty:
-            raise InputError(f"no customer has a purchase before as_of_date {', '.join(empty)}")
-        features_df = scored_features(customers_df, settings).withColumn(RUN_ID, F.lit(run_id))
-        progress.step(f"writing {sum(counts.customers.values()):,} customer rows to customer_features")
-        publication.ensure_log(spark, config, run_id)
-        expected = sum(counts.customers.values())
-        with publication.publishing(spark, config, run_id):
-            written = lakehouse.write_table(
-                features_df,
-                config.table_path("customer_features"),
-                CUSTOMER_FEATURES,
-                replace_where=lakehouse.dates_predicate(AS_OF_DATE, as_of_dates),
-            )
-            if written.rows_written != expected:
-                raise ReconciliationError(
-                    f"customer_features wrote {written.rows_written:,} rows, expected {expected:,}"
-                )
-            snapshot_counts_by_date = {f"customers_{d.isoformat()}": counts.customers.get(d, 0) for d in as_of_dates}
-            publication.publish(
-                spark,
-                config,
-                run_id,
-                "features",
-                {"customer_features": written.version},
-                counts=snapshot_counts_by_date,
-            )
+        invoice_rollup_df, new_products_df = batches.rollup_frames(spark, config, batch)
+        customers_df = rollup_customer_aggregates(invoice_rollup_df, new_products_df, as_of_dates, settings)
+        # Reused by the counts and the write: the rollup is aggregated once.
+        customers_df = customers_df.persist(StorageLevel.MEMORY_AND_DISK)
+        counts, expected = _write(spark, config, run_id, batch, customers_df, as_of_dates)
     finally:
-        customers_df.unpersist()
+        batch.unpersist()
 
     if stage is not None:
-        stage.rows_in = lines_df.count()
+        stage.rows_in = batch.lines
         stage.rows_out = expected
+        stage.counts["rollup_rebuilt"] = int(batch.plan.kind == "rebuild")
         for d in as_of_dates:
             stage.counts[f"customers_{d.isoformat()}"] = counts.customers.get(d, 0)
             stage.counts[f"returns_only_customers_{d.isoformat()}"] = counts.returns_only_customers.get(d, 0)
@@ -343,3 +115,47 @@ def run_features(spark: SparkSession, config: Config, run_id: str, stage: StageR
             f"{counts.returns_only_customers.get(d, 0):,}",
         )
     return counts
+
+
+def _write(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    batch: batches.RollupBatch,
+    customers_df: DataFrame,
+    dates: list[dt.date],
+) -> tuple[FeatureCounts, int]:
+    """Count the snapshots, then write the rollup and the snapshots in one publication; unpersists customers_df."""
+    try:
+        progress.step(f"aggregating invoices and customers for {', '.join(d.isoformat() for d in dates)}")
+        counts = snapshot_counts(customers_df)
+        empty = [d.isoformat() for d in dates if counts.customers.get(d, 0) == 0]
+        if empty:
+            raise InputError(f"no customer has a purchase before as_of_date {', '.join(empty)}")
+        features_df = scored_features(customers_df, config.features).withColumn(RUN_ID, F.lit(run_id))
+        expected = sum(counts.customers.values())
+        publication.ensure_log(spark, config, run_id)
+        with publication.publishing(spark, config, run_id):
+            versions = batches.write_batch(spark, config, run_id, batch)
+            progress.step(f"writing {expected:,} customer rows to customer_features")
+            written = lakehouse.write_table(
+                features_df,
+                config.table_path("customer_features"),
+                CUSTOMER_FEATURES,
+                replace_where=lakehouse.dates_predicate(AS_OF_DATE, dates),
+            )
+            if written.rows_written != expected:
+                raise ReconciliationError(
+                    f"customer_features wrote {written.rows_written:,} rows, expected {expected:,}"
+                )
+            publication.publish(
+                spark,
+                config,
+                run_id,
+                "features",
+                {**versions, "customer_features": written.version},
+                counts={f"customers_{d.isoformat()}": counts.customers.get(d, 0) for d in dates},
+            )
+    finally:
+        customers_df.unpersist()
+    return counts, expected
