@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 
 from segspark.errors import InputError
 from segspark.platform import lakehouse, publication
+from segspark.stages.features.stage import run_features
 from segspark.stages.ingest import stage as ingest
 from segspark.synthetic import generate
 from tests.helpers.config import REAL_DATA, requires_real_data, retail_config
@@ -22,8 +23,13 @@ LATEST = "2012-01-01 00:00:00"
 RUN_COLUMNS = ["run_id", "ingested_at"]
 
 
+#: Snapshots whose features an incremental lakehouse and a full one must agree on (one mid-history).
+AS_OF_DATES = ["2011-06-01", "2011-12-11"]
+
+
 def config_for(lake: Path, source: Path, **ingest_keys):
-    return retail_config(lake, source, ingest={"latest_timestamp": LATEST, "max_reject_share": 1.0, **ingest_keys})
+    ingest_settings = {"latest_timestamp": LATEST, "max_reject_share": 1.0, **ingest_keys}
+    return retail_config(lake, source, ingest=ingest_settings, as_of_dates=AS_OF_DATES)
 
 
 def table(spark, config, name):
@@ -68,6 +74,7 @@ def check_deliveries(spark, tmp_path, deliveries):
     for i, delivery in enumerate(deliveries):
         deliver(source, delivery)
         runs.append(ingest.run_ingest(spark, config, f"inc-{i}"))
+        run_features(spark, config, f"features-{i}")
     sizes = [len(d) for d in deliveries]
     assert [r.files_read for r in runs] == sizes
     assert [r.files_skipped for r in runs] == [sum(sizes[:i]) for i in range(len(sizes))]
@@ -77,6 +84,13 @@ def check_deliveries(spark, tmp_path, deliveries):
     full = config_for(tmp_path / "full", source)
     whole = ingest.run_ingest(spark, full, "full")
     assert_same_tables(spark, config, full)
+    run_features(spark, full, "features-full")
+    assert_df_equality(
+        table(spark, config, "customer_features"),
+        table(spark, full, "customer_features"),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
     assert sum(r.rows_in for r in runs) == whole.rows_in == 5_000
     for reason in whole.rejected_by_reason:
         assert sum(r.rejected_by_reason[reason] for r in runs) == whole.rejected_by_reason[reason], reason
