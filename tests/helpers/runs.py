@@ -27,8 +27,9 @@ QUICK_RUN_SETTINGS = [
     "report.enabled=false",
 ]
 
-#: Columns that name the run or its time, so differ between two runs that publish the same rows.
-RUN_COLUMNS = ("run_id", "ingested_at", "model_version", "created_at", "previous_model_version")
+#: Columns that name the run or its time, so differ between two runs that publish the same rows
+#: (``latest_timestamp``: ingest_fingerprints' future_timestamp bound, the run's start by default).
+RUN_COLUMNS = ("run_id", "ingested_at", "model_version", "created_at", "previous_model_version", "latest_timestamp")
 
 
 def cli_environment() -> dict[str, str]:
