@@ -27,9 +27,20 @@ QUICK_RUN_SETTINGS = [
     "report.enabled=false",
 ]
 
-#: Columns that name the run or its time, so differ between two runs that publish the same rows
-#: (``latest_timestamp``: ingest_fingerprints' future_timestamp bound, the run's start by default).
-RUN_COLUMNS = ("run_id", "ingested_at", "model_version", "created_at", "previous_model_version", "latest_timestamp")
+#: Columns that name the run, its time or its tables' Delta ids, so differ between two runs that publish the
+#: same rows (``latest_timestamp``: ingest_fingerprints' future_timestamp bound, the run's start by default;
+#: ``lines_by_ingest_run``: rollup_batches' lines per ingest run id, whose total ``lines`` is kept).
+RUN_COLUMNS = (
+    "run_id",
+    "ingest_run_id",
+    "ingested_at",
+    "model_version",
+    "created_at",
+    "previous_model_version",
+    "latest_timestamp",
+    "clean_table_id",
+    "lines_by_ingest_run",
+)
 
 
 def cli_environment() -> dict[str, str]:
