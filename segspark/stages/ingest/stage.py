@@ -956,8 +956,8 @@ def _reconcile_totals(
 def reconcile(counts: IngestCounts, clean_written: int, rejected_written: int) -> None:
     """Fail loudly unless every source line landed in exactly one table.
 
-    ``counts.rows_in`` is the source's own line count; the rejected lines per reason were read back from the
-    table, so a commit whose recorded row count disagrees with its rows fails too.
+    ``counts.rows_in`` is the source's own line count and ``counts.rows_rejected`` the rejected lines observed on
+    the rejected write, so a commit whose recorded row count disagrees with its rows fails too.
     """
     if clean_written + rejected_written != counts.rows_in or counts.rows_rejected != rejected_written:
         raise ReconciliationError(
