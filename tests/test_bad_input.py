@@ -24,6 +24,9 @@ from segspark.config.settings import load_config
 from segspark.errors import ConfigError
 from segspark.platform.lakehouse import check_lakehouse
 from segspark.stages.ingest import stage as ingest
+from segspark.stages.ingest.counts import describe_reason
+from segspark.stages.ingest.fingerprints import count_identical_rows
+from segspark.stages.ingest.rules import REPLACEMENT_CHARACTER, with_canonical_columns, with_reject_reason
 from tests.helpers.config import ROOT, make_config, retail_config
 from tests.helpers.data import write_csv
 
@@ -58,9 +61,9 @@ def outcomes(spark, tmp_path: Path, folder: Path, **source) -> dict[str, tuple]:
     ingest.check_source_columns(raw_df, config.source)
     rows = (
         raw_df.transform(ingest.with_text_columns)
-        .transform(ingest.count_identical_rows)
-        .transform(ingest.with_canonical_columns, config.source)
-        .transform(ingest.with_reject_reason, config.source, LATEST)
+        .transform(count_identical_rows)
+        .transform(with_canonical_columns, config.source)
+        .transform(with_reject_reason, config.source, LATEST)
         .select("Description", "reject_reason", "__customer_id", "__quantity", "__unit_price", "__country")
         .collect()  # a dozen lines
     )
@@ -79,7 +82,7 @@ def test_latin1_read_as_utf8_is_rejected_and_reads_whole_with_its_encoding(spark
     folder = write_csv(tmp_path / "latin1", LATIN1_LINES, header=HEADER, encoding="latin-1")
     as_utf8 = outcomes(spark, tmp_path, folder)
     assert sorted(reason for reason, *_ in as_utf8.values()) == ["invalid_encoding", "invalid_encoding"]
-    assert ingest.REPLACEMENT_CHARACTER in "".join(as_utf8)  # what the decoder made of É
+    assert REPLACEMENT_CHARACTER in "".join(as_utf8)  # what the decoder made of É
 
     as_latin1 = outcomes(spark, tmp_path, folder, csv_options={"header": "true", "encoding": "ISO-8859-1"})
     assert as_latin1["CAFÉ AU LAIT"][0] is None
@@ -88,12 +91,12 @@ def test_latin1_read_as_utf8_is_rejected_and_reads_whole_with_its_encoding(spark
 
 def test_the_new_reasons_explain_themselves():
     source = retail_config(Path("/tmp/unused"), "x.csv").source
-    text = ingest.describe_reason("invalid_encoding", 2, "CAF\ufffd", source)
+    text = describe_reason("invalid_encoding", 2, "CAF\ufffd", source)
     assert text == (
         "invalid_encoding: 2 lines, e.g. 'CAF\ufffd' (bytes that are not UTF-8; a Latin-1 export needs "
         "source.csv_options.encoding: ISO-8859-1)"
     )
-    text = ingest.describe_reason("future_timestamp", 1, "2091-12-01 08:26:00", source, LATEST)
+    text = describe_reason("future_timestamp", 1, "2091-12-01 08:26:00", source, LATEST)
     assert text == (
         "future_timestamp: 1 line, e.g. '2091-12-01 08:26:00' (column InvoiceDate; later than 2024-01-01 "
         "00:00:00 UTC (ingest.latest_timestamp, default the run's start))"

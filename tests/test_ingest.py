@@ -16,6 +16,23 @@ from segspark.platform import lakehouse
 from segspark.platform.compat import DELTA_VERSION
 from segspark.platform.stage_log import StageRun
 from segspark.stages.ingest import stage as ingest
+from segspark.stages.ingest.counts import IngestCounts, check_reject_share, reconcile
+from segspark.stages.ingest.fingerprints import (
+    FINGERPRINT,
+    count_identical_rows,
+    distinct_rows,
+    repeated_fingerprints,
+    row_fingerprint,
+)
+from segspark.stages.ingest.rules import (
+    normalized_customer_id,
+    parsed_quantity,
+    parsed_timestamp,
+    select_clean,
+    select_rejected,
+    with_canonical_columns,
+    with_reject_reason,
+)
 from tests.helpers.config import REAL_DATA, make_config, requires_real_data, retail_config
 from tests.helpers.data import LINES, write_csv
 from tests.helpers.data import RETAIL_HEADER as HEADER
@@ -84,7 +101,7 @@ EXPECTED_DISTINCT = [
 @pytest.mark.parametrize("broadcast", [True, False])
 def test_distinct_rows_counts_copies_by_full_text(spark, broadcast):
     text = spark.createDataFrame(TEXT_ROWS, "c1 string, c2 string, c3 string")
-    got = ingest.distinct_rows(text, ingest.repeated_fingerprints(text), broadcast)
+    got = distinct_rows(text, repeated_fingerprints(text), broadcast)
     expected = spark.createDataFrame(EXPECTED_DISTINCT, "c1 string, c2 string, c3 string, _copies long")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
@@ -92,19 +109,19 @@ def test_distinct_rows_counts_copies_by_full_text(spark, broadcast):
 def test_distinct_rows_keeps_rows_apart_when_fingerprints_collide(spark):
     """Every fingerprint marked repeated (as if all collided): the exact grouping still separates the rows."""
     text = spark.createDataFrame(TEXT_ROWS, "c1 string, c2 string, c3 string")
-    everything = text.select(ingest.row_fingerprint(text.columns).alias(ingest.FINGERPRINT)).distinct()
-    got = ingest.distinct_rows(text, everything, broadcast=True)
+    everything = text.select(row_fingerprint(text.columns).alias(FINGERPRINT)).distinct()
+    got = distinct_rows(text, everything, broadcast=True)
     expected = spark.createDataFrame(EXPECTED_DISTINCT, "c1 string, c2 string, c3 string, _copies long")
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 def test_reconcile_checks_lines_in_against_both_tables():
-    counts = ingest.IngestCounts(rows_in=10, rows_clean=7, rejected_by_reason={"duplicate": 1, "invalid_price": 2})
-    ingest.reconcile(counts, clean_written=7, rejected_written=3)
+    counts = IngestCounts(rows_in=10, rows_clean=7, rejected_by_reason={"duplicate": 1, "invalid_price": 2})
+    reconcile(counts, clean_written=7, rejected_written=3)
     with pytest.raises(ReconciliationError, match="10 source lines, 7 clean \\+ 2 rejected written"):
-        ingest.reconcile(counts, clean_written=7, rejected_written=2)
+        reconcile(counts, clean_written=7, rejected_written=2)
     with pytest.raises(ReconciliationError, match="3 rejected lines in the table"):
-        ingest.reconcile(counts, clean_written=8, rejected_written=2)
+        reconcile(counts, clean_written=8, rejected_written=2)
 
 
 # --- column functions ---
@@ -117,7 +134,7 @@ def test_normalized_customer_id(spark):
          ("nan", None), (None, None)],
         "raw string, expected string",
     )
-    out = df.withColumn("actual", ingest.normalized_customer_id(F.col("raw")))
+    out = df.withColumn("actual", normalized_customer_id(F.col("raw")))
     assert_column_equality(out, "actual", "expected")
 
 
@@ -127,7 +144,7 @@ def test_parsed_quantity(spark):
          ("abc", None), ("", None), (None, None), ("99999999999", None), ("NaN", None), ("Infinity", None)],
         "raw string, expected int",
     )
-    assert_column_equality(df.withColumn("actual", ingest.parsed_quantity(F.col("raw"))), "actual", "expected")
+    assert_column_equality(df.withColumn("actual", parsed_quantity(F.col("raw"))), "actual", "expected")
 
 
 def test_parsed_timestamp_tries_formats_then_bare_date(spark):
@@ -138,13 +155,13 @@ def test_parsed_timestamp_tries_formats_then_bare_date(spark):
         "raw string, expected timestamp",
     )
     formats = ["yyyy-MM-dd HH:mm:ss", "M/d/yyyy H:mm"]
-    out = df.withColumn("actual", ingest.parsed_timestamp(F.col("raw"), formats, "UTC"))
+    out = df.withColumn("actual", parsed_timestamp(F.col("raw"), formats, "UTC"))
     assert_column_equality(out, "actual", "expected")
 
 
 def test_parsed_timestamp_converts_source_time_zone_to_utc(spark):
     df = spark.createDataFrame([("2011-06-01 12:00:00", _ts("2011-06-01 11:00:00"))], "raw string, expected timestamp")
-    out = df.withColumn("actual", ingest.parsed_timestamp(F.col("raw"), ["yyyy-MM-dd HH:mm:ss"], "Europe/London"))
+    out = df.withColumn("actual", parsed_timestamp(F.col("raw"), ["yyyy-MM-dd HH:mm:ss"], "Europe/London"))
     assert_column_equality(out, "actual", "expected")
 
 
@@ -409,11 +426,11 @@ def test_too_many_rejects_name_the_reasons_largest_first_then_in_check_order(spa
     assert lakehouse.read_table(spark, config.table_path("transactions_rejected")).count() == 6
 
 
-def mostly_rejected_counts(lines: int = 7) -> ingest.IngestCounts:
+def mostly_rejected_counts(lines: int = 7) -> IngestCounts:
     """MOSTLY_REJECTED's counts as its comments give them (``lines=6`` drops the invalid_timestamp line)."""
     by_reason = {"duplicate": 1, "missing_customer_id": 1, "invalid_price": 2, "invalid_quantity": 1,
                  "invalid_timestamp": 1 if lines == 7 else 0}
-    return ingest.IngestCounts(rows_in=lines, rows_clean=1, rejected_by_reason=by_reason)
+    return IngestCounts(rows_in=lines, rows_clean=1, rejected_by_reason=by_reason)
 
 
 @pytest.mark.parametrize(
@@ -430,12 +447,12 @@ def test_rejects_within_the_threshold_pass_the_check(lines, ingest_settings):
     shared ingest of LINES passes with 15 of 21 lines rejected but only 9 for counted reasons)."""
     config = make_config("/tmp/unused")
     config = config.model_copy(update={"ingest": config.ingest.model_copy(update=ingest_settings)})
-    ingest.check_reject_share(mostly_rejected_counts(lines), config)
+    check_reject_share(mostly_rejected_counts(lines), config)
 
 
 def test_rejects_over_the_threshold_fail_the_check():
     with pytest.raises(RejectThresholdError, match=r"^4 of 7 input lines \(57.1%\) were rejected"):
-        ingest.check_reject_share(mostly_rejected_counts(), make_config("/tmp/unused"))
+        check_reject_share(mostly_rejected_counts(), make_config("/tmp/unused"))
 
 
 def test_missing_input_path_is_a_clear_error(spark, tmp_path):
@@ -552,17 +569,17 @@ def test_malformed_values_are_rejects_in_ansi_mode(spark, tmp_path):
     raw_df = ingest.read_source(spark, source)
     parsed = (
         raw_df.transform(ingest.with_text_columns)
-        .transform(ingest.count_identical_rows)
-        .transform(ingest.with_canonical_columns, source)
-        .transform(ingest.with_reject_reason, source, dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
+        .transform(count_identical_rows)
+        .transform(with_canonical_columns, source)
+        .transform(with_reject_reason, source, dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
         .cache()
     )
     now = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    rejected = ingest.select_rejected(parsed, raw_df.columns, "ansi", now)
+    rejected = select_rejected(parsed, raw_df.columns, "ansi", now)
     assert sorted((r["Description"], r["reject_reason"]) for r in rejected.collect()) == [
         ("BAD DATE", "invalid_timestamp"), ("HUGE PRICE", "invalid_price"), ("WORDS", "invalid_quantity"),
     ]
-    clean = ingest.select_clean(parsed, "ansi", now)
+    clean = select_clean(parsed, "ansi", now)
     assert sorted((r["customer_id"], str(r["line_amount"])) for r in clean.collect()) == [
         ("17850", "9999899999999900001.0000"), ("A-12", "3.0000"),
     ]
