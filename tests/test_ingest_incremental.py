@@ -57,8 +57,9 @@ def deliver(source: Path, files: list[Path]) -> None:
 
 
 @pytest.mark.slow
-def test_five_deliveries_equal_one_full_ingest(spark, tmp_path, parts):
-    check_deliveries(spark, tmp_path, [[p] for p in parts])
+def test_three_deliveries_equal_one_full_ingest(spark, tmp_path, parts):
+    """A single file, then three, then the last: each append after one and after several batches."""
+    check_deliveries(spark, tmp_path, [parts[:1], parts[1:4], parts[4:]])
 
 
 def test_two_deliveries_equal_one_full_ingest(spark, tmp_path, parts):

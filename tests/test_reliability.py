@@ -1,7 +1,7 @@
 """Killed and concurrent runs, end to end with real processes.
 
 The kill harness starts real ``segspark`` commands in their own process groups and kills each group with
-SIGKILL at a moment chosen from the command's own log lines (plus a delay), at 17 points spread over ingest,
+SIGKILL at a moment chosen from the command's own log lines (plus a delay), at 12 points spread over ingest,
 features, train and profile, and over a ``segspark run --retrain`` between train and profile. After every kill
 it checks what readers see: one consistent published run per stage, and after the ``run`` kills one model per
 snapshot in customer_segments, segment_profiles and campaign_audiences; and that the stage log agrees with the
@@ -32,23 +32,20 @@ from tests.helpers.runs import QUICK_RUN_SETTINGS, cli_environment, comparable, 
 pytestmark = pytest.mark.slow
 
 # (command, log line to wait for, seconds after it). A kill that comes after the command ended is not counted.
+# Each point costs a killed command and the next one's takeover (about a minute on CI): one per write a reader
+# could see half done. An ingest killed while writing the rejected lines is in the incremental harness below.
 # The ``run --retrain`` points fit a new model (a new model_version) on the same snapshot and are killed
 # between train and profile, while profile writes campaign_audiences (after it named customer_segments), and
 # right after the run's stages after ingest were published together.
 KILL_POINTS = [
     ("ingest", r"ingest: counting the source lines", 0.0),
-    ("ingest", r"ingest: checking every line and writing the rejected", 0.5),
     ("ingest", r"ingest: writing the clean lines", 0.0),
-    ("ingest", r"ingest: writing the clean lines", 1.5),
     ("ingest", r"ingest published", 0.0),
     ("features", r"features: aggregating invoices", 0.0),
     ("features", r"features published", 0.0),
-    ("train", r"kmeans K=3", 0.0),
     ("train", r"train: writing customer_segments", 0.3),
-    ("train", r"train: writing customer_segments", 2.0),
     ("train", r"train published", 0.0),
     ("profile", r"profile: naming customer_segments", 0.3),
-    ("profile", r"profile: mining cross-sell rules", 0.0),
     ("profile", r"profile published", 0.0),
     ("run --retrain", r"stage train succeeded", 0.0),
     ("run --retrain", r"profile: writing campaign_audiences", 0.3),
@@ -281,7 +278,7 @@ def test_killed_runs_leave_one_consistent_published_run_and_a_rerun_equals_a_cle
         if i % 2 == 1:  # every other time, repair here; otherwise the next command repairs
             publication.repair(spark, config, f"check-{i}")
             check_latest_versions_are_published(spark, lake)
-    assert len(landed) >= 15, landed
+    assert len(landed) >= 10, landed
 
     rerun = run_to_end(["run"], lake, data)
     check_published_run_is_consistent(spark, lake)

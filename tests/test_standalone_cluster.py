@@ -3,8 +3,8 @@
 A master and two workers start on 127.0.0.1 with pyspark's own ``spark-class``. ``segspark run`` is submitted
 with ``spark-submit --master spark://...`` from the files ``scripts/package.sh`` builds (the zip on
 ``--py-files``, the job file and conf folder it copies), by a Python that cannot import segspark from anywhere
-else. Its published tables must equal a local-mode run on the same input and seed. A second submission loses
-one executor (killed by its process id while it runs a task) and must still equal the clean run.
+else. It loses one executor (killed by its process id while it runs a task) and its published tables must
+still equal a local-mode run on the same input and seed.
 """
 
 from __future__ import annotations
@@ -157,27 +157,11 @@ def bare(tmp_path_factory) -> Path:
     return python
 
 
-def test_the_packaged_job_on_a_standalone_cluster_equals_a_local_run(
+def test_the_packaged_job_losing_an_executor_mid_stage_equals_a_local_run(
     spark, packaged, bare, cluster, small_input, local_run, tmp_path
 ):
-    lake = tmp_path / "lake"
-    code, output = submit(submit_command(packaged, cluster.master_url, small_input, lake, free_port()), bare,
-                          cwd=tmp_path)
-    assert code == 0, output[-4000:]
-    # The driver ran on the standalone master (not local mode), with conf/cluster.yaml's settings where the
-    # submit command set none, and imported segspark from the packaged zip.
-    assert f"master {cluster.master_url}, shuffle partitions 200" in output, output[-3000:]
-    assert f"segspark-{__version__}.zip/segspark" in output, output[-3000:]
-    # The master saw the application finish (spark-submit names it after the job file).
-    assert any(app["name"] == "run.py" for app in cluster.status()["completedapps"]), cluster.status()
-    report = next((lake / "reports").glob("*/index.html"))
-    assert "<h2>Choosing K" in report.read_text()
-    assert_published_tables_equal(spark, lake, local_run)
-
-
-def test_losing_an_executor_mid_stage_still_gives_the_clean_tables(
-    spark, packaged, bare, cluster, small_input, local_run, tmp_path
-):
+    """One submission (a cluster run costs minutes): the packaged job runs on the standalone master, loses an
+    executor to SIGKILL while features runs a task, and still publishes a local run's tables and its report."""
     lake = tmp_path / "lake"
     ui_port = free_port()
     killed: dict[str, int] = {}
@@ -209,11 +193,19 @@ def test_losing_an_executor_mid_stage_still_gives_the_clean_tables(
 
     killer = threading.Thread(target=kill_a_busy_executor, daemon=True)
     killer.start()
-    argv = submit_command(packaged, cluster.master_url, small_input, lake, ui_port, "report.enabled=false")
+    argv = submit_command(packaged, cluster.master_url, small_input, lake, ui_port)
     code, output = submit(argv, bare, cwd=tmp_path, on_line=on_line)
     killer.join(timeout=10)
     assert killed, "no executor was seen running a task after features started"
     assert code == 0, output[-4000:]
     executor = next(iter(killed))
     assert re.search(rf"Lost executor {executor}\b", output), output[-4000:]
+    # The driver ran on the standalone master (not local mode), with conf/cluster.yaml's settings where the
+    # submit command set none, and imported segspark from the packaged zip.
+    assert f"master {cluster.master_url}, shuffle partitions 200" in output, output[-3000:]
+    assert f"segspark-{__version__}.zip/segspark" in output, output[-3000:]
+    # The master saw the application finish (spark-submit names it after the job file).
+    assert any(app["name"] == "run.py" for app in cluster.status()["completedapps"]), cluster.status()
+    report = next((lake / "reports").glob("*/index.html"))
+    assert "<h2>Choosing K" in report.read_text()
     assert_published_tables_equal(spark, lake, local_run)
