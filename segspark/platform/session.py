@@ -53,6 +53,10 @@ BASE_CONF: dict[str, str] = {
     "spark.sql.sources.partitionOverwriteMode": "static",
     # Delta write statistics (numOutputRows) are used to reconcile counts.
     "spark.databricks.delta.history.metricsEnabled": "true",
+    # Spark keeps 100 compiled query classes by default; one features run alone compiles about 270 (ingest 110,
+    # train 160), so every later stage, snapshot and run in the same session compiled them all again. With room
+    # for 2,000 a second run compiles almost nothing (docs/performance.md, "The codegen cache").
+    "spark.sql.codegen.cache.maxEntries": "2000",
 }
 
 
