@@ -10,6 +10,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
+from segspark.contracts.schemas import REJECT_REASONS
 from segspark.errors import InputError
 from segspark.platform import lakehouse, publication
 from segspark.stages.features.stage import run_features
@@ -70,7 +71,8 @@ def test_two_deliveries_equal_one_full_ingest(spark, tmp_path, parts):
 
 def check_deliveries(spark, tmp_path, deliveries, with_features=True):
     """Ingest each delivery into one lakehouse, then check against a full ingest, then nothing new; with
-    ``with_features``, also features after each delivery against features of the full ingest, and a re-delivered file."""
+    ``with_features``, also features after each delivery against those of the full ingest, and a re-delivered
+    file."""
     source = tmp_path / "source"
     config = config_for(tmp_path / "lh", source)
     runs = []
@@ -121,6 +123,47 @@ def check_deliveries(spark, tmp_path, deliveries, with_features=True):
     assert resent.rejected_by_reason["duplicate"] == 1_000 - sum(
         n for r, n in first_file.rejected_by_reason.items() if r != "duplicate"
     )
+
+
+L1 = "536365,85123A,HEART,6,2010-12-01 08:26:00,2.55,17850,United Kingdom"
+L2 = "536366,22633,HAND WARMER,6,2010-12-01 08:28:00,1.85,17851,United Kingdom"
+NO_CUSTOMER = "536367,84879,BIRD,32,2010-12-01 08:34:00,1.69,,United Kingdom"
+NO_PRICE = "536368,22745,POPPY,6,2010-12-01 08:35:00,0,17852,United Kingdom"
+L5 = "536369,21730,LANTERN,6,2011-01-04 10:00:00,4.25,17853,France"
+
+
+def file_lines(spark, config):
+    """Per file name: (lines in, clean, rejected, the reasons with lines)."""
+    rows = table(spark, config, "ingested_files").collect()
+    return {
+        Path(r["path"]).name: (
+            r["lines_in"],
+            r["lines_clean"],
+            r["lines_rejected"],
+            {k: v for k, v in r["rejected_by_reason"].items() if v},
+        )
+        for r in rows
+    }
+
+
+def test_each_file_has_its_lines_clean_and_rejected_by_reason(spark, tmp_path):
+    """A line repeated across a batch's files is clean in the first file by path and a duplicate in the rest;
+    a line an earlier batch ingested is a duplicate in every file of the next; a line's own reason counts in
+    each file that holds it. Every reason is in the map, zeros included."""
+    source = tmp_path / "source"
+    write_csv(source, [L1, L2, L2, NO_CUSTOMER], name="a.csv")
+    write_csv(source, [L1, NO_PRICE, NO_CUSTOMER], name="b.csv")
+    config = config_for(tmp_path / "lh", source)
+    ingest.run_ingest(spark, config, "first")
+    assert file_lines(spark, config) == {
+        "a.csv": (4, 2, 2, {"duplicate": 1, "missing_customer_id": 1}),
+        "b.csv": (3, 0, 3, {"duplicate": 1, "missing_customer_id": 1, "invalid_price": 1}),
+    }
+    write_csv(source, [L2, L5, L5], name="c.csv")
+    ingest.run_ingest(spark, config, "second")
+    assert file_lines(spark, config)["c.csv"] == (3, 1, 2, {"duplicate": 2})
+    reasons = table(spark, config, "ingested_files").select("rejected_by_reason").first()[0]
+    assert sorted(reasons) == sorted(REJECT_REASONS)
 
 
 @pytest.mark.slow

@@ -212,7 +212,8 @@ def transactions_rejected_spec(source_columns: Iterable[str]) -> TableSpec:
 INGESTED_FILES = TableSpec(
     comment=(
         "One row per source file an ingest run read: its identity when read (path, size, modification time) and "
-        "its lines. An incremental ingest reads only the files this table lacks (segspark ingest)."
+        "its lines in, clean and rejected by reason. An incremental ingest reads only the files this table lacks "
+        "(segspark ingest)."
     ),
     schema=T.StructType(
         [
@@ -222,8 +223,21 @@ INGESTED_FILES = TableSpec(
             field("lines_in", T.LongType(), "Lines (rows) the file held", False),
             field(RUN_ID, T.StringType(), "Ingest run that read the file", False),
             field(INGESTED_AT, T.TimestampType(), "When that run wrote the file's lines (UTC)", False),
+            field(
+                "lines_clean",
+                T.LongType(),
+                "Lines of the file written to transactions_clean: a line repeated in several files of one run is "
+                "clean in the first of them by path; null for a file ingested before the counts per file",
+            ),
+            field("lines_rejected", T.LongType(), "Lines of the file rejected (lines_in - lines_clean)"),
+            field(
+                "rejected_by_reason",
+                T.MapType(T.StringType(), T.LongType(), False),
+                "Rejected lines of the file per reason, every reason present (0 when none)",
+            ),
         ]
     ),
+    added_columns=("lines_clean", "lines_rejected", "rejected_by_reason"),
 )
 
 INGEST_FINGERPRINTS = TableSpec(

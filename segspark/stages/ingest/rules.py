@@ -41,13 +41,16 @@ from segspark.stages.ingest.fingerprints import COPIES, source_column
 
 __all__ = [
     "NUMBER_PATTERN",
+    "REJECTED_COPIES",
     "REPLACEMENT_CHARACTER",
+    "expand_rejected",
     "normalized_customer_id",
     "parsed_decimal",
     "parsed_number",
     "parsed_quantity",
     "parsed_timestamp",
     "private_columns",
+    "rejected_texts",
     "select_clean",
     "select_rejected",
     "undecodable_text",
@@ -237,6 +240,22 @@ def private_columns(config: Config) -> dict[str, Column]:
     return replaced
 
 
+#: Internal column: how many copies of a distinct row are rejected (all, or all but the clean first copy).
+REJECTED_COPIES = "__rejected_copies"
+
+
+def rejected_texts(parsed_df: DataFrame) -> DataFrame:
+    """The distinct rows with a rejected copy, with :data:`REJECTED_COPIES` and ``reject_reason`` set
+    (``duplicate`` for the copies after a valid row's first)."""
+    is_valid = F.col(REJECT_REASON).isNull()
+    rejected_copies = F.when(is_valid, F.col(COPIES) - 1).otherwise(F.col(COPIES))
+    return (
+        parsed_df.withColumn(REJECTED_COPIES, rejected_copies)
+        .where(F.col(REJECTED_COPIES) > 0)
+        .withColumn(REJECT_REASON, F.coalesce(F.col(REJECT_REASON), F.lit("duplicate")))
+    )
+
+
 def select_rejected(
     parsed_df: DataFrame,
     source_columns: list[str],
@@ -249,19 +268,23 @@ def select_rejected(
     ``replaced``: source column name -> what to store instead of its text (privacy settings: the pseudonymised
     customer id, a blank description).
     """
+    return expand_rejected(rejected_texts(parsed_df), source_columns, run_id, ingested_at, replaced)
+
+
+def expand_rejected(
+    texts: DataFrame,
+    source_columns: list[str],
+    run_id: str,
+    ingested_at: dt.datetime,
+    replaced: dict[str, Column] | None = None,
+) -> DataFrame:
+    """:func:`select_rejected` of :func:`rejected_texts` already selected: n rejected copies become n rows."""
     replaced = replaced or {}
-    is_valid = F.col(REJECT_REASON).isNull()
-    rejected_copies = F.when(is_valid, F.col(COPIES) - 1).otherwise(F.col(COPIES))
-    return (
-        parsed_df.withColumn("__rejected_copies", rejected_copies)
-        .where(F.col("__rejected_copies") > 0)
-        .withColumn(REJECT_REASON, F.coalesce(F.col(REJECT_REASON), F.lit("duplicate")))
-        # Expand back to one row per source line: n identical rejected lines become n rows.
-        .withColumn("__copy", F.explode(F.array_repeat(F.lit(True), F.col("__rejected_copies").cast("int"))))
-        .select(
-            *[replaced[c].alias(c) if c in replaced else source_column(c) for c in source_columns],
-            F.col(REJECT_REASON),
-            F.lit(run_id).alias(RUN_ID),
-            utc_timestamp_literal(ingested_at).alias(INGESTED_AT),
-        )
+    return texts.withColumn(
+        "__copy", F.explode(F.array_repeat(F.lit(True), F.col(REJECTED_COPIES).cast("int")))
+    ).select(
+        *[replaced[c].alias(c) if c in replaced else source_column(c) for c in source_columns],
+        F.col(REJECT_REASON),
+        F.lit(run_id).alias(RUN_ID),
+        utc_timestamp_literal(ingested_at).alias(INGESTED_AT),
     )

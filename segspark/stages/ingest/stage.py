@@ -15,8 +15,10 @@ Plan (no shuffle of whole rows unless rows repeat; four reads of the source, two
 3. Parse the canonical columns and give each distinct row its first failing reason.
 4. Write the rejected copies (expanded back to one row per source line), then the clean rows. The counts and
    one example per reason are observed on the rejected write itself, and ``lines in = clean + rejected`` is
-   reconciled against the observed line count and the row counts Delta recorded for both commits. If the
-   counts do not hold, or a write fails, both tables are restored to the versions they had before the run.
+   reconciled against the observed line count and the row counts Delta recorded for both commits. Each file's
+   lines clean and rejected by reason come from the rejected texts (cached during their write) joined with the
+   run's fingerprint rows (``file_counts.py``), and must add up to the batch's. If the counts do not hold, or
+   a write fails, both tables are restored to the versions they had before the run.
 5. Fail the stage when no line is clean or too many lines are rejected (``ingest.max_reject_share``); the
    tables stay written, so the rejects can be read.
 
@@ -24,7 +26,8 @@ Each write reads and parses the source again: on this project's benchmark that c
 parsed lines, and Delta has no public way to commit one job's files to two tables (see
 ``docs/performance.md``).
 
-Its parts: ``fingerprints.py`` (step 2), ``rules.py`` (step 3) and ``counts.py`` (the counts and checks of 4 and 5).
+Its parts: ``fingerprints.py`` (step 2), ``rules.py`` (step 3), ``counts.py`` and ``file_counts.py`` (the counts
+and checks of 4 and 5).
 """
 
 from __future__ import annotations
@@ -43,7 +46,6 @@ from pyspark.sql import types as T
 from segspark.config.settings import Config, SourceSettings
 from segspark.contracts.schemas import (
     INGEST_FINGERPRINTS,
-    INGESTED_AT,
     INGESTED_FILES,
     REJECT_REASONS,
     REJECTED_EXTRA_FIELDS,
@@ -61,7 +63,13 @@ from segspark.stages.ingest.counts import (
     reconcile,
     reject_metrics,
 )
-from segspark.stages.ingest.deliveries import Delivery, plan_delivery, reader_path
+from segspark.stages.ingest.deliveries import Delivery, plan_delivery
+from segspark.stages.ingest.file_counts import (
+    cached_rejected_texts,
+    check_file_counts,
+    ingested_file_rows,
+    lines_per_file,
+)
 from segspark.stages.ingest.fingerprints import (
     BROADCAST_REPEATS,
     batch_fingerprints,
@@ -76,9 +84,9 @@ from segspark.stages.ingest.fingerprints import (
 )
 from segspark.stages.ingest.preflight import require_path
 from segspark.stages.ingest.rules import (
+    expand_rejected,
     private_columns,
     select_clean,
-    select_rejected,
     utc_timestamp_literal,
     with_canonical_columns,
     with_reject_reason,
@@ -310,54 +318,37 @@ def _distinct_source_rows(
             df.unpersist()
 
 
-def _file_rows(spark: SparkSession, batch: _Batch, state: _State) -> DataFrame:
-    """The batch's ``ingested_files`` rows: each file read, with its lines (from its fingerprint rows)."""
-    lines = {
-        reader_path(r["path"]): int(r["lines"])
-        for r in state.batch_df.groupBy("path").agg(F.sum("copies").alias("lines")).collect()  # one row per file
-    }
-    rows = [
-        INGESTED_FILES.row(
-            {
-                "path": f.path,
-                "size": f.size,
-                "modification_time": f.modified,
-                "lines_in": lines.get(reader_path(f.path), 0),
-                RUN_ID: batch.run_id,
-                INGESTED_AT: batch.ingested_at,
-            }
-        )
-        for f in batch.delivery.files
-    ]
-    return spark.createDataFrame(rows, INGESTED_FILES.schema)
-
-
 def _write_tables(
     spark: SparkSession, config: Config, batch: _Batch, parsed_df: DataFrame, state: _State
 ) -> IngestCounts:
     """Write the rejected lines, the clean ones and the files read; reconcile and publish all four tables."""
     rejected_metrics = Observation("rejected_lines")
-    rejected_df = select_rejected(
-        parsed_df, batch.source_columns, batch.run_id, batch.ingested_at, private_columns(config)
-    )
-    progress.step("checking every line and writing the rejected ones to transactions_rejected")
-    rejected = lakehouse.write_table(
-        rejected_df.observe(rejected_metrics, *reject_metrics(config.source)),
-        config.table_path("transactions_rejected"),
-        transactions_rejected_spec(batch.source_columns),
-        mode=batch.mode,
-        overwrite_schema=not batch.delivery.incremental,
-    )
-    progress.step(f"writing the clean lines to transactions_clean ({rejected.rows_written:,} rejected)")
-    clean = lakehouse.write_table(
-        select_clean(parsed_df, batch.run_id, batch.ingested_at),
-        config.table_path("transactions_clean"),
-        TRANSACTIONS_CLEAN,
-        mode=batch.mode,
-    )
-    files = lakehouse.write_table(
-        _file_rows(spark, batch, state), config.table_path("ingested_files"), INGESTED_FILES, mode=batch.mode
-    )
+    with cached_rejected_texts(parsed_df, bool(batch.delivery.files)) as texts:
+        rejected_df = expand_rejected(
+            texts, batch.source_columns, batch.run_id, batch.ingested_at, private_columns(config)
+        )
+        progress.step("checking every line and writing the rejected ones to transactions_rejected")
+        rejected = lakehouse.write_table(
+            rejected_df.observe(rejected_metrics, *reject_metrics(config.source)),
+            config.table_path("transactions_rejected"),
+            transactions_rejected_spec(batch.source_columns),
+            mode=batch.mode,
+            overwrite_schema=not batch.delivery.incremental,
+        )
+        progress.step(f"writing the clean lines to transactions_clean ({rejected.rows_written:,} rejected)")
+        clean = lakehouse.write_table(
+            select_clean(parsed_df, batch.run_id, batch.ingested_at),
+            config.table_path("transactions_clean"),
+            TRANSACTIONS_CLEAN,
+            mode=batch.mode,
+        )
+        per_file = (
+            lines_per_file(state.batch_df, texts, batch.source_columns, rejected.rows_written)
+            if batch.delivery.files
+            else {}
+        )
+    file_rows = ingested_file_rows(spark, batch.delivery.files, per_file, batch.run_id, batch.ingested_at)
+    files = lakehouse.write_table(file_rows, config.table_path("ingested_files"), INGESTED_FILES, mode=batch.mode)
     counts = replace(
         counts_from_metrics(rejected_metrics.get, state.rows_in, clean.rows_written),
         latest_timestamp=batch.latest,
@@ -366,6 +357,8 @@ def _write_tables(
         files_skipped=batch.delivery.skipped,
     )
     reconcile(counts, clean.rows_written, rejected.rows_written)
+    if per_file:
+        check_file_counts(per_file, counts.rows_clean, counts.rejected_by_reason)
     totals = _reconcile_totals(spark, config, clean.version, rejected.version, files.version, batch)
     counts = replace(counts, totals=totals)
     publication.publish(
