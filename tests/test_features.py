@@ -871,6 +871,7 @@ def test_a_full_refresh_rebuilds_the_rollup(spark, batched, settings):
                        ignore_nullable=True, ignore_metadata=True)
 
 
+@pytest.mark.slow  # 29 s of restores; rolling back unpublished writes is test_publication's, every day
 def test_a_failed_run_leaves_the_rollup_as_published(spark, batched, monkeypatch):
     config = batched["config"]
     publish_clean(spark, config, [as_clean(ln("r8", "I11", "P1", 1, "1.00", "2011-12-08 10:00:00"), "ingest-b4")],

@@ -63,24 +63,16 @@ def test_three_deliveries_equal_one_full_ingest(spark, tmp_path, parts):
     check_deliveries(spark, tmp_path, [parts[:1], parts[1:4], parts[4:]])
 
 
-def test_two_deliveries_equal_one_full_ingest(spark, tmp_path, parts):
-    """The everyday suite's check: the tables only (features after deliveries and a re-delivered file are the
-    slow lane's three deliveries; features after an append are checked in tests/test_features.py)."""
-    check_deliveries(spark, tmp_path, [parts[:3], parts[3:]], with_features=False)
-
-
-def check_deliveries(spark, tmp_path, deliveries, with_features=True):
-    """Ingest each delivery into one lakehouse, then check against a full ingest, then nothing new; with
-    ``with_features``, also features after each delivery against those of the full ingest, and a re-delivered
-    file."""
+def check_deliveries(spark, tmp_path, deliveries):
+    """Ingest each delivery into one lakehouse, then check against a full ingest (features after each delivery
+    too), then nothing new, then a re-delivered file."""
     source = tmp_path / "source"
     config = config_for(tmp_path / "lh", source)
     runs = []
     for i, delivery in enumerate(deliveries):
         deliver(source, delivery)
         runs.append(ingest.run_ingest(spark, config, f"inc-{i}"))
-        if with_features:
-            run_features(spark, config, f"features-{i}")
+        run_features(spark, config, f"features-{i}")
     sizes = [len(d) for d in deliveries]
     assert [r.files_read for r in runs] == sizes
     assert [r.files_skipped for r in runs] == [sum(sizes[:i]) for i in range(len(sizes))]
@@ -90,14 +82,13 @@ def check_deliveries(spark, tmp_path, deliveries, with_features=True):
     full = config_for(tmp_path / "full", source)
     whole = ingest.run_ingest(spark, full, "full")
     assert_same_tables(spark, config, full)
-    if with_features:
-        run_features(spark, full, "features-full")
-        assert_df_equality(
-            table(spark, config, "customer_features"),
-            table(spark, full, "customer_features"),
-            ignore_row_order=True,
-            ignore_nullable=True,
-        )
+    run_features(spark, full, "features-full")
+    assert_df_equality(
+        table(spark, config, "customer_features"),
+        table(spark, full, "customer_features"),
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
     assert sum(r.rows_in for r in runs) == whole.rows_in == 5_000
     for reason in whole.rejected_by_reason:
         assert sum(r.rejected_by_reason[reason] for r in runs) == whole.rejected_by_reason[reason], reason
@@ -111,8 +102,6 @@ def check_deliveries(spark, tmp_path, deliveries, with_features=True):
     again = ingest.run_ingest(spark, config, "inc-none")
     assert (again.files_read, again.files_skipped, again.rows_in) == (0, len(parts), 0)
     assert publication.published_versions(spark, config) == versions
-    if not with_features:
-        return
 
     # A re-delivered file under a new name adds no clean line: every line is a duplicate or its own reject.
     shutil.copy2(parts[0], source / "resent.csv")

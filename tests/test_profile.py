@@ -217,6 +217,7 @@ def test_profile_stage_writes_named_segments_plays_and_audiences(spark, planted,
     assert rules.filter(F.col("lift") <= 1).count() == 0
 
 
+@pytest.mark.slow  # 48 s: features, score, profile and report of a second snapshot
 def test_run_scores_a_later_snapshot_measures_the_campaign_and_reports_both(spark, planted, profiled, tmp_path):
     config, first = profiled
     lake = tmp_path / "lake"
