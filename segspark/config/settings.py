@@ -656,6 +656,7 @@ class TableNames(_Section):
     transactions_rejected: str = "transactions_rejected"
     ingested_files: str = "ingested_files"
     ingest_fingerprints: str = "ingest_fingerprints"
+    ingested_versions: str = "ingested_versions"
     pipeline_runs: str = "pipeline_runs"
     published_runs: str = "published_runs"
     invoice_rollup: str = "invoice_rollup"

@@ -36,6 +36,7 @@ __all__ = [
     "INVOICE_ID",
     "INVOICE_TS",
     "INGESTED_FILES",
+    "INGESTED_VERSIONS",
     "INGEST_FINGERPRINTS",
     "IS_RETURN",
     "LINE_AMOUNT",
@@ -238,6 +239,37 @@ INGESTED_FILES = TableSpec(
         ]
     ),
     added_columns=("lines_clean", "lines_rejected", "rejected_by_reason"),
+)
+
+INGESTED_VERSIONS = TableSpec(
+    comment=(
+        "One row per ingest run of a Delta source table: the table (its id) and the versions the run read, with "
+        "their lines in, clean and rejected by reason. An incremental ingest reads the versions after the last "
+        "one here, from the table's change data feed (segspark ingest)."
+    ),
+    schema=T.StructType(
+        [
+            field("source", T.StringType(), "The source table: its location, or its name in the catalog", False),
+            field("table_id", T.StringType(), "The source table's Delta id (new when it is created anew)", False),
+            field(
+                "from_version",
+                T.LongType(),
+                "First version whose changes the run read (null: the run read the whole table at to_version)",
+            ),
+            field("to_version", T.LongType(), "The source table's version the run read up to (inclusive)", False),
+            field("lines_in", T.LongType(), "Lines (rows) the run read", False),
+            field("lines_clean", T.LongType(), "Lines written to transactions_clean", False),
+            field("lines_rejected", T.LongType(), "Lines rejected", False),
+            field(
+                "rejected_by_reason",
+                T.MapType(T.StringType(), T.LongType(), False),
+                "Rejected lines per reason, every reason present (0 when none)",
+                False,
+            ),
+            field(RUN_ID, T.StringType(), "Ingest run that read the versions", False),
+            field(INGESTED_AT, T.TimestampType(), "When that run wrote the lines (UTC)", False),
+        ]
+    ),
 )
 
 INGEST_FINGERPRINTS = TableSpec(
@@ -853,6 +885,7 @@ TABLES: tuple[Table, ...] = (
     Table("transactions_rejected", "ingest", None),
     Table("ingested_files", "ingest", INGESTED_FILES),
     Table("ingest_fingerprints", "ingest", INGEST_FINGERPRINTS),
+    Table("ingested_versions", "ingest", INGESTED_VERSIONS),
     Table("invoice_rollup", "features", INVOICE_ROLLUP),
     Table("product_rollup", "features", PRODUCT_ROLLUP),
     Table("new_products_rollup", "features", NEW_PRODUCTS_ROLLUP),

@@ -28,6 +28,7 @@ __all__ = [
     "check_reject_share",
     "counts_from_metrics",
     "describe_reason",
+    "published_counts",
     "reason_columns",
     "reconcile",
     "reject_example_text",
@@ -57,6 +58,8 @@ class IngestCounts:
     #: Lines in both tables after the run (``total_rows_clean``, ``total_rows_rejected``) and, for file
     #: sources, in every file ingested so far (``total_rows_in``).
     totals: dict[str, int] = field(default_factory=dict)
+    #: A Delta source's versions read: (first version of the changes read, or None for the whole table; last).
+    source_versions: tuple[int | None, int] | None = None
 
     @property
     def rows_rejected(self) -> int:
@@ -200,3 +203,22 @@ def reconcile(counts: IngestCounts, clean_written: int, rejected_written: int) -
             f"rows do not reconcile: {counts.rows_in:,} source lines, {clean_written:,} clean + "
             f"{rejected_written:,} rejected written ({counts.rows_rejected:,} rejected lines in the table)"
         )
+
+
+def published_counts(counts: IngestCounts) -> dict[str, int]:
+    """The run's counts as its publication (and its ``pipeline_runs`` row) records them: lines in, clean and
+    rejected, files read and skipped, the totals after the run and, for a Delta source, the versions read."""
+    named = {
+        "rows_in": counts.rows_in,
+        "rows_clean": counts.rows_clean,
+        "rows_rejected": counts.rows_rejected,
+        "files_read": counts.files_read,
+        "files_skipped": counts.files_skipped,
+        **counts.totals,
+    }
+    if counts.source_versions is not None:
+        first, last = counts.source_versions
+        if first is not None:
+            named["from_version"] = first
+        named["to_version"] = last
+    return named

@@ -1,11 +1,11 @@
-"""Which source files an ingest run reads: all of them, or those ``ingested_files`` lacks.
+"""Which source files an ingest run reads: all of them, or those ``ingested_files`` lacks (Delta sources: which
+versions, see :mod:`segspark.stages.ingest.versions`).
 
 An incremental run lists the source's files (Spark's own listing, so globs and hidden files are treated as
 its readers treat them), looks each one up by path in the published ``ingested_files`` and reads only the new
 ones. A file whose size or modification time changed since it was ingested is an error naming it: its lines are
 in the tables already, and which of them changed cannot be known. A file that is gone is reported; its lines
-stay. Sources that are not files (a Delta table, a catalog table) and lakehouses without a file log are
-ingested whole.
+stay. Lakehouses without a file log, and catalog tables that are not Delta tables, are ingested whole.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame, SparkSession
 from segspark.config.settings import Config
 from segspark.errors import InputError
 from segspark.platform import filesystem, publication
+from segspark.stages.ingest.versions import SourceVersions, delta_location, plan_versions
 
 __all__ = ["FILE_FORMATS", "Delivery", "SourceFile", "plan_delivery", "reader_path"]
 
@@ -46,7 +47,8 @@ class Delivery:
 
     ``incremental`` runs append the lines of ``files``; full runs replace both tables with them. ``skipped``
     counts the files an incremental run left out because they were ingested already, ``gone`` names the
-    ingested files the source no longer has. ``files`` is empty for a source that is not files.
+    ingested files the source no longer has. ``files`` is empty for a source that is not files; a Delta source
+    has ``versions`` instead.
     """
 
     incremental: bool
@@ -54,6 +56,15 @@ class Delivery:
     skipped: int = 0
     gone: tuple[str, ...] = ()
     why_full: str | None = None
+    #: A Delta source's versions to read (see :mod:`segspark.stages.ingest.versions`); None for other sources.
+    versions: SourceVersions | None = None
+
+    @property
+    def nothing_new(self) -> bool:
+        """Whether an incremental run has nothing to read: no new file, or no new version of the table."""
+        if not self.incremental:
+            return False
+        return self.versions.empty if self.versions is not None else not self.files
 
     @property
     def paths(self) -> list[str]:
@@ -108,7 +119,11 @@ def plan_delivery(spark: SparkSession, config: Config, raw_df: DataFrame) -> Del
     """
     source = config.source
     if source.format not in FILE_FORMATS:
-        return Delivery(False, (), why_full=f"a {source.format} source is ingested whole")
+        location = delta_location(spark, source)
+        if location is None:
+            return Delivery(False, (), why_full=f"a {source.format} source that is not a Delta table is ingested whole")
+        versions, why_full = plan_versions(spark, config, location)
+        return Delivery(why_full is None, (), versions=versions, why_full=why_full)
     listed = _listed(spark, raw_df)
     if config.ingest.mode == "full":
         return Delivery(False, listed, why_full="ingest.mode is full")

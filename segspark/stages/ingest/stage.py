@@ -47,6 +47,7 @@ from segspark.config.settings import Config, SourceSettings
 from segspark.contracts.schemas import (
     INGEST_FINGERPRINTS,
     INGESTED_FILES,
+    INGESTED_VERSIONS,
     REJECT_REASONS,
     REJECTED_EXTRA_FIELDS,
     RUN_ID,
@@ -60,11 +61,13 @@ from segspark.stages.ingest.counts import (
     IngestCounts,
     check_reject_share,
     counts_from_metrics,
+    published_counts,
     reconcile,
     reject_metrics,
 )
 from segspark.stages.ingest.deliveries import Delivery, plan_delivery
 from segspark.stages.ingest.file_counts import (
+    FileLines,
     cached_rejected_texts,
     check_file_counts,
     ingested_file_rows,
@@ -91,6 +94,7 @@ from segspark.stages.ingest.rules import (
     with_canonical_columns,
     with_reject_reason,
 )
+from segspark.stages.ingest.versions import ingested_version_rows, read_versions
 
 __all__ = ["check_source_columns", "read_source", "run_ingest", "with_text_columns"]
 
@@ -154,20 +158,12 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage: StageRun
     delivery = plan_delivery(spark, config, raw_df)
     if delivery.why_full:
         log.info("ingesting the whole source (%s)", delivery.why_full)
-    if delivery.incremental and not delivery.files:
-        log.info("no new source file: %s file(s) already ingested, skipped", f"{delivery.skipped:,}")
-        counts = IngestCounts(0, 0, dict.fromkeys(REJECT_REASONS, 0), incremental=True, files_skipped=delivery.skipped)
-        _record(stage, counts)
-        return counts
-    batch_df = raw_df
-    if delivery.incremental:
-        batch_df = read_source(spark, source, delivery.paths)
-        _check_batch_columns(spark, config, batch_df)
+    if delivery.nothing_new:
+        return _nothing_new(delivery, stage)
+    batch_df = _batch_source(spark, config, raw_df, delivery)
     ingested_at = dt.datetime.now(dt.UTC)
     latest = config.ingest.latest_timestamp or ingested_at.replace(microsecond=0)
-    batch = _Batch(
-        run_id, delivery, ingested_at, latest, raw_df.columns if not delivery.incremental else batch_df.columns
-    )
+    batch = _Batch(run_id, delivery, ingested_at, latest, batch_df.columns)
 
     publication.ensure_log(spark, config, run_id)
     with publication.publishing(
@@ -182,19 +178,55 @@ def run_ingest(spark: SparkSession, config: Config, run_id: str, stage: StageRun
                 .transform(with_earlier_duplicates)
             )
             counts = _write_tables(spark, config, batch, parsed_df, state)
-    log.info(
-        "ingested %s %sfile(s), %s lines (%s clean, %s rejected)%s",
-        f"{counts.files_read:,}",
-        "new " if delivery.incremental else "",
-        f"{counts.rows_in:,}",
-        f"{counts.rows_clean:,}",
-        f"{counts.rows_rejected:,}",
-        f"; {delivery.skipped:,} file(s) already ingested, skipped" if delivery.incremental else "",
-    )
+    log.info("%s", _ingested_line(counts, delivery))
     _record(stage, counts)
     # After the writes and outside the restore: the tables are valid and stay for inspection; the stage fails.
     check_reject_share(counts, config)
     return counts
+
+
+def _nothing_new(delivery: Delivery, stage: StageRun | None) -> IngestCounts:
+    """An incremental run with nothing new: it says so, writes nothing and records zero lines."""
+    if delivery.versions is not None:
+        log.info("no new source version: the source table is still at version %d", delivery.versions.to_version)
+    else:
+        log.info("no new source file: %s file(s) already ingested, skipped", f"{delivery.skipped:,}")
+    counts = IngestCounts(0, 0, dict.fromkeys(REJECT_REASONS, 0), incremental=True, files_skipped=delivery.skipped)
+    _record(stage, counts)
+    return counts
+
+
+def _batch_source(spark: SparkSession, config: Config, raw_df: DataFrame, delivery: Delivery) -> DataFrame:
+    """The lines this run reads: the whole source, its new files, or its versions (pinned or new)."""
+    if delivery.versions is not None:
+        batch_df = read_versions(spark, delivery.versions)
+    elif delivery.incremental:
+        batch_df = read_source(spark, config.source, delivery.paths)
+    else:
+        return raw_df
+    if delivery.incremental:
+        _check_batch_columns(spark, config, batch_df)
+    return batch_df
+
+
+def _ingested_line(counts: IngestCounts, delivery: Delivery) -> str:
+    """``ingested 7 new file(s), 1,204,332 lines (...); 412 file(s) already ingested, skipped``."""
+    lines = f"{counts.rows_in:,} lines ({counts.rows_clean:,} clean, {counts.rows_rejected:,} rejected)"
+    versions = delivery.versions
+    if versions is not None:
+        read = (
+            f"version {versions.to_version} of the source table"
+            if versions.from_version is None
+            else f"versions {versions.from_version}-{versions.to_version} of the source table (new rows)"
+        )
+        return f"ingested {read}, {lines}"
+    if not delivery.files:
+        return f"ingested the source, {lines}"
+    if not delivery.incremental:
+        return f"ingested {counts.files_read:,} file(s), {lines}"
+    return (
+        f"ingested {counts.files_read:,} new file(s), {lines}; {delivery.skipped:,} file(s) already ingested, skipped"
+    )
 
 
 def _record(stage: StageRun | None, counts: IngestCounts) -> None:
@@ -203,14 +235,8 @@ def _record(stage: StageRun | None, counts: IngestCounts) -> None:
         return
     stage.rows_in = counts.rows_in
     stage.rows_out = counts.rows_clean
-    stage.counts = {
-        "rows_clean": counts.rows_clean,
-        "rows_rejected": counts.rows_rejected,
-        "files_read": counts.files_read,
-        "files_skipped": counts.files_skipped,
-    }
+    stage.counts = {k: v for k, v in published_counts(counts).items() if k != "rows_in"}
     stage.counts.update({f"rejected_{k}": v for k, v in counts.rejected_by_reason.items()})
-    stage.counts.update(counts.totals)
 
 
 @dataclass(frozen=True)
@@ -321,7 +347,7 @@ def _distinct_source_rows(
 def _write_tables(
     spark: SparkSession, config: Config, batch: _Batch, parsed_df: DataFrame, state: _State
 ) -> IngestCounts:
-    """Write the rejected lines, the clean ones and the files read; reconcile and publish all four tables."""
+    """Write the rejected lines, the clean ones and the log of what was read; reconcile and publish them all."""
     rejected_metrics = Observation("rejected_lines")
     with cached_rejected_texts(parsed_df, bool(batch.delivery.files)) as texts:
         rejected_df = expand_rejected(
@@ -347,47 +373,55 @@ def _write_tables(
             if batch.delivery.files
             else {}
         )
-    file_rows = ingested_file_rows(spark, batch.delivery.files, per_file, batch.run_id, batch.ingested_at)
-    files = lakehouse.write_table(file_rows, config.table_path("ingested_files"), INGESTED_FILES, mode=batch.mode)
+    versions = batch.delivery.versions
     counts = replace(
         counts_from_metrics(rejected_metrics.get, state.rows_in, clean.rows_written),
         latest_timestamp=batch.latest,
         incremental=batch.delivery.incremental,
         files_read=len(batch.delivery.files),
         files_skipped=batch.delivery.skipped,
+        source_versions=None if versions is None else (versions.from_version, versions.to_version),
     )
     reconcile(counts, clean.rows_written, rejected.rows_written)
     if per_file:
         check_file_counts(per_file, counts.rows_clean, counts.rejected_by_reason)
-    totals = _reconcile_totals(spark, config, clean.version, rejected.version, files.version, batch)
-    counts = replace(counts, totals=totals)
-    publication.publish(
-        spark,
-        config,
-        batch.run_id,
-        "ingest",
-        {
-            "transactions_clean": clean.version,
-            "transactions_rejected": rejected.version,
-            "ingested_files": files.version,
-            "ingest_fingerprints": state.version,
-        },
-        counts={
-            "rows_in": counts.rows_in,
-            "rows_clean": counts.rows_clean,
-            "rows_rejected": counts.rows_rejected,
-            "files_read": counts.files_read,
-            "files_skipped": counts.files_skipped,
-            **totals,
-        },
+    logs = _write_read_logs(spark, config, batch, per_file, counts)
+    ledger = "ingested_files" if batch.delivery.files else "ingested_versions" if versions is not None else None
+    totals = _reconcile_totals(
+        spark, config, clean.version, rejected.version, None if ledger is None else (ledger, logs[ledger])
     )
+    counts = replace(counts, totals=totals)
+    tables = {"transactions_clean": clean.version, "transactions_rejected": rejected.version, **logs}
+    tables["ingest_fingerprints"] = state.version
+    publication.publish(spark, config, batch.run_id, "ingest", tables, counts=published_counts(counts))
     return counts
 
 
-def _reconcile_totals(
-    spark: SparkSession, config: Config, clean_version: int, rejected_version: int, files_version: int, batch: _Batch
+def _write_read_logs(
+    spark: SparkSession, config: Config, batch: _Batch, per_file: dict[str, FileLines], counts: IngestCounts
 ) -> dict[str, int]:
-    """Every line of every ingested file is in exactly one table, after this batch too (file sources)."""
+    """Write what the batch read: ``ingested_files`` (its files; emptied by a full run of another source) and
+    ``ingested_versions`` (the Delta source's versions; emptied by a full run of another source, if it exists).
+    Returns the versions written."""
+    delivery, logs = batch.delivery, {}
+    if delivery.files or not delivery.incremental:
+        file_rows = ingested_file_rows(spark, delivery.files, per_file, batch.run_id, batch.ingested_at)
+        path = config.table_path("ingested_files")
+        logs["ingested_files"] = lakehouse.write_table(file_rows, path, INGESTED_FILES, mode=batch.mode).version
+    path = config.table_path("ingested_versions")
+    if delivery.versions is not None or (not delivery.incremental and lakehouse.table_exists(spark, path)):
+        version_rows = ingested_version_rows(spark, delivery.versions, counts, batch.run_id, batch.ingested_at)
+        logs["ingested_versions"] = lakehouse.write_table(
+            version_rows, path, INGESTED_VERSIONS, mode=batch.mode
+        ).version
+    return logs
+
+
+def _reconcile_totals(
+    spark: SparkSession, config: Config, clean_version: int, rejected_version: int, ledger: tuple[str, int] | None
+) -> dict[str, int]:
+    """Every line the source's ledger (``ingested_files`` or ``ingested_versions`` at its version) records is
+    in exactly one table, after this batch too."""
 
     def rows(table: str, version: int) -> int:
         # A count of a Delta table is answered from its file statistics.
@@ -397,13 +431,15 @@ def _reconcile_totals(
         "total_rows_clean": rows("transactions_clean", clean_version),
         "total_rows_rejected": rows("transactions_rejected", rejected_version),
     }
-    if batch.delivery.files:
-        file_lines = lakehouse.read_table(spark, config.table_path("ingested_files"), version=files_version)
-        total_in = int(lakehouse.one_row(file_lines.agg(F.sum("lines_in")), "the lines of ingested_files")[0] or 0)
-        if total_in != totals["total_rows_clean"] + totals["total_rows_rejected"]:
-            raise ReconciliationError(
-                f"rows do not reconcile in total: the ingested files hold {total_in:,} lines, the tables "
-                f"{totals['total_rows_clean']:,} clean + {totals['total_rows_rejected']:,} rejected"
-            )
-        totals["total_rows_in"] = total_in
+    if ledger is None:
+        return totals
+    table, version = ledger
+    read = lakehouse.read_table(spark, config.table_path(table), version=version)
+    total_in = int(lakehouse.one_row(read.agg(F.sum("lines_in")), f"the lines of {table}")[0] or 0)
+    if total_in != totals["total_rows_clean"] + totals["total_rows_rejected"]:
+        raise ReconciliationError(
+            f"rows do not reconcile in total: {table} holds {total_in:,} lines, the tables "
+            f"{totals['total_rows_clean']:,} clean + {totals['total_rows_rejected']:,} rejected"
+        )
+    totals["total_rows_in"] = total_in
     return totals
