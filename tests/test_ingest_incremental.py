@@ -15,6 +15,7 @@ from segspark.errors import InputError
 from segspark.platform import lakehouse, publication
 from segspark.stages.features.stage import run_features
 from segspark.stages.ingest import stage as ingest
+from segspark.stages.ingest.file_counts import file_counts
 from segspark.synthetic import generate
 from tests.helpers.config import REAL_DATA, requires_real_data, retail_config
 from tests.helpers.data import write_csv
@@ -153,6 +154,35 @@ def test_each_file_has_its_lines_clean_and_rejected_by_reason(spark, tmp_path):
     assert file_lines(spark, config)["c.csv"] == (3, 1, 2, {"duplicate": 2})
     reasons = table(spark, config, "ingested_files").select("rejected_by_reason").first()[0]
     assert sorted(reasons) == sorted(REJECT_REASONS)
+
+
+def test_file_counts_by_hand(spark):
+    """The attribution rule on explicit frames: a valid text repeated across files is clean once, in the first
+    file by path; a text seen in an earlier batch has no clean copy; an own reason counts in every file."""
+    fingerprints = spark.createDataFrame(
+        [
+            (1, 1, "a.csv", 2), (1, 1, "b.csv", 1),  # valid, three copies over two files
+            (2, 2, "b.csv", 1),  # no customer id
+            (3, 3, "a.csv", 1),  # valid, once: not among the rejected texts
+            (4, 4, "c.csv", 2),  # ingested by an earlier batch: every copy a duplicate
+            (5, 5, "a.csv", 1), (5, 5, "c.csv", 1),  # invalid price, in two files
+        ],
+        "fingerprint long, fingerprint2 long, path string, copies long",
+    )
+    keys = spark.createDataFrame(
+        [(1, 1, "duplicate", 2), (2, 2, "missing_customer_id", 1), (4, 4, "duplicate", 2), (5, 5, "invalid_price", 2)],
+        "fingerprint long, fingerprint2 long, reject_reason string, rejected long",
+    )
+    got = file_counts(fingerprints, keys, broadcast=True).select(
+        "path", "lines_in", "lines_clean", "`rejected:duplicate`", "`rejected:missing_customer_id`",
+        "`rejected:invalid_price`", "`rejected:invalid_quantity`",
+    )
+    expected = spark.createDataFrame(
+        [("a.csv", 4, 2, 1, 0, 1, 0), ("b.csv", 2, 0, 1, 1, 0, 0), ("c.csv", 3, 0, 2, 0, 1, 0)],
+        "path string, lines_in long, lines_clean long, `rejected:duplicate` long, "
+        "`rejected:missing_customer_id` long, `rejected:invalid_price` long, `rejected:invalid_quantity` long",
+    )
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
 
 
 @pytest.mark.slow
