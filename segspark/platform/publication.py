@@ -254,6 +254,13 @@ def read_published(spark: SparkSession, config: Config, table: str) -> DataFrame
     return lakehouse.read_table(spark, config.table_path(table), version=version)
 
 
+def read_if_published(spark: SparkSession, config: Config, table: str, *also: str) -> DataFrame | None:
+    """``table`` as its latest publication left it; None unless it and each table of ``also`` are published."""
+    if not all(is_published(spark, config, t) for t in (table, *also)):
+        return None
+    return read_published(spark, config, table)
+
+
 def is_published(spark: SparkSession, config: Config, table: str) -> bool:
     """Whether ``table`` has a version readers may use (:func:`published_version` is not None)."""
     return published_version(spark, config, table) is not None

@@ -94,14 +94,11 @@ def _listed(spark: SparkSession, raw_df: DataFrame) -> tuple[SourceFile, ...]:
 
 def _ingested(spark: SparkSession, config: Config) -> dict[str, tuple[int, dt.datetime]] | None:
     """Path -> (size, modification time) of every published ingested file; None when there is no file log."""
-    if not (
-        publication.is_published(spark, config, "ingested_files")
-        and publication.is_published(spark, config, "transactions_clean")
-    ):
+    files = publication.read_if_published(spark, config, "ingested_files", "transactions_clean")
+    if files is None:
         return None
     rows = (
-        publication.read_published(spark, config, "ingested_files")
-        .select("path", "size", "modification_time")
+        files.select("path", "size", "modification_time")
         .collect()  # one row per source file ingested: as many as the source has files
     )
     if not rows:

@@ -105,14 +105,11 @@ def plan_versions(spark: SparkSession, config: Config, location: str) -> tuple[S
 
 def _last_ingested(spark: SparkSession, config: Config) -> tuple[str, int] | None:
     """(table id, version) of the source as the published ``ingested_versions`` last read it; None if never."""
-    if not (
-        publication.is_published(spark, config, "ingested_versions")
-        and publication.is_published(spark, config, "transactions_clean")
-    ):
+    versions = publication.read_if_published(spark, config, "ingested_versions", "transactions_clean")
+    if versions is None:
         return None
     last = (
-        publication.read_published(spark, config, "ingested_versions")
-        .orderBy(F.col("to_version").desc(), F.col("ingested_at").desc())
+        versions.orderBy(F.col("to_version").desc(), F.col("ingested_at").desc())
         .select("table_id", "to_version")
         .first()  # one row per ingest run of the source
     )
@@ -133,7 +130,7 @@ def _has_change_feed(spark: SparkSession, versions: SourceVersions) -> bool:
     """Whether the table recorded its changes for every version of ``versions`` (Delta checks when it plans the
     read: one row is read)."""
     try:
-        _changes(spark, versions).select("_commit_version").limit(1).collect()
+        _changes(spark, versions).select("_commit_version").limit(1).collect()  # at most one row
     except Exception as exc:  # Delta reports a version without change data as an error of its own class
         if "DELTA_MISSING_CHANGE_DATA" in str(exc) or "change data was not recorded" in str(exc):
             return False
