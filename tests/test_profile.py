@@ -11,13 +11,14 @@ from decimal import Decimal
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
+from scipy import stats
 
 from segspark.config.paths import local_path
 from segspark.errors import InputError
 from segspark.pipeline import run_stages
 from segspark.platform import publication
 from segspark.stages.features.stage import run_features
-from segspark.stages.profile.campaigns import campaign_outcomes, with_control_group
+from segspark.stages.profile.campaigns import ALL_SEGMENTS, LiftSettings, group_totals, outcome_rows, with_control_group
 from segspark.stages.profile.segment_stats import (
     dominant_rfm_segments,
     segment_members,
@@ -126,7 +127,7 @@ def test_holdout_is_exact_per_segment_seeded_and_stable(spark):
     assert control(members, "42:2011-08-01") != chosen  # another campaign, another holdout
 
 
-def test_campaign_outcomes_by_hand(spark):
+def test_campaign_group_totals_by_hand(spark):
     audience = spark.createDataFrame(
         [
             ("c1", 1, "Champions", "upsell", False),
@@ -150,16 +151,70 @@ def test_campaign_outcomes_by_hand(spark):
     )
     expected = spark.createDataFrame(
         [
-            (1, "Champions", "upsell", False, 2, 1, 0.5, Decimal("100.00"), 50.0, 0.0, 45.0),
-            (1, "Champions", "upsell", True, 2, 1, 0.5, Decimal("10.00"), 5.0, 0.0, 45.0),
-            (2, "Lapsed", "win_back", False, 1, 0, 0.0, Decimal("0.00"), 0.0, None, None),
+            # c1 spent 100 in two lines (100^2, not 60^2 + 40^2), c2 nothing; c3 spent 10, c4 nothing in the window
+            (1, "Champions", "upsell", False, 2, 1, Decimal("100.00"), 10_000.0),
+            (1, "Champions", "upsell", True, 2, 1, Decimal("10.00"), 100.0),
+            (2, "Lapsed", "win_back", False, 1, 0, Decimal("0.00"), 0.0),
         ],
         "segment_id int, segment_name string, play string, is_control boolean, customers long, purchasers long, "
-        "purchase_rate double, spend decimal(28,2), spend_per_customer double, purchase_rate_uplift double, "
-        "spend_per_customer_uplift double",
+        "spend decimal(28,2), spend_squares double",
     )
-    got = campaign_outcomes(audience, lines, D(2011, 7, 1), D(2011, 8, 1))
+    got = group_totals(audience, lines, D(2011, 7, 1), D(2011, 8, 1))
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+GROUP_TOTALS = [
+    {"segment_id": 1, "segment_name": "Champions", "play": "upsell", "is_control": False, "customers": 2,
+     "purchasers": 1, "spend": Decimal("100.00"), "spend_squares": 10_000.0},
+    {"segment_id": 1, "segment_name": "Champions", "play": "upsell", "is_control": True, "customers": 2,
+     "purchasers": 1, "spend": Decimal("10.00"), "spend_squares": 100.0},
+    {"segment_id": 2, "segment_name": "Lapsed", "play": "win_back", "is_control": False, "customers": 1,
+     "purchasers": 0, "spend": Decimal("0.00"), "spend_squares": 0.0},
+]
+
+
+def test_campaign_outcome_rows_by_hand():
+    rows = outcome_rows(GROUP_TOTALS, LiftSettings(holdout_share=0.5, min_group_customers=2))
+    by_key = {(r["segment_id"], r["is_control"]): r for r in rows}
+    assert set(by_key) == {(1, False), (1, True), (2, False), (None, False), (None, True)}
+
+    champions, champions_control = by_key[1, False], by_key[1, True]
+    assert (champions["purchase_rate"], champions["spend_per_customer"]) == (0.5, 50.0)
+    assert (champions_control["purchase_rate"], champions_control["spend_per_customer"]) == (0.5, 5.0)
+    for row in (champions, champions_control):  # the lift is on both rows of the segment
+        assert row["purchase_rate_uplift"] == 0.0 and row["purchase_rate_p_value"] == pytest.approx(1.0)
+        assert row["purchase_rate_uplift_low"] == pytest.approx(-row["purchase_rate_uplift_high"])
+        assert row["spend_per_customer_uplift"] == 45.0
+        welch = stats.ttest_ind([100.0, 0.0], [10.0, 0.0], equal_var=False)
+        interval = welch.confidence_interval(0.95)
+        assert row["spend_per_customer_uplift_low"] == pytest.approx(interval.low)
+        assert row["spend_per_customer_uplift_high"] == pytest.approx(interval.high)
+        assert row["spend_per_customer_p_value"] == pytest.approx(welch.pvalue)
+        assert (row["control_share"], row["sample_ratio_alert"]) == (0.5, False)
+        assert row["sample_ratio_p_value"] == pytest.approx(1.0)
+        assert row["verdict"] == "no detectable effect"
+
+    lapsed = by_key[2, False]  # no control customer: no uplift, no interval, and the verdict says why
+    assert [lapsed[c] for c in ("purchase_rate_uplift", "purchase_rate_uplift_low", "spend_per_customer_uplift",
+                                "spend_per_customer_uplift_low")] == [None] * 4
+    assert lapsed["control_share"] == 0.0
+    assert lapsed["sample_ratio_p_value"] == pytest.approx(stats.chi2.sf(1.0, 1))  # 0 of 1 where 0.5 was due
+    assert lapsed["verdict"] == "too few customers: 0 in control, at least 2 needed"
+
+    everyone, everyone_control = by_key[None, False], by_key[None, True]
+    assert (everyone["segment_name"], everyone["play"]) == (ALL_SEGMENTS, None)
+    assert (everyone["customers"], everyone["purchasers"], everyone["spend"]) == (3, 1, Decimal("100.00"))
+    assert (everyone_control["customers"], everyone_control["spend"]) == (2, Decimal("10.00"))
+    assert everyone["purchase_rate_uplift"] == pytest.approx(1 / 3 - 1 / 2)
+    assert everyone["control_share"] == pytest.approx(2 / 5)
+    assert everyone["verdict"] == "no detectable effect"
+
+
+def test_campaign_outcome_rows_without_a_control_group_anywhere():
+    rows = outcome_rows(GROUP_TOTALS[2:], LiftSettings(holdout_share=0.0, min_group_customers=1))
+    assert [(r["segment_id"], r["is_control"]) for r in rows] == [(2, False), (None, False)]
+    assert {r["sample_ratio_p_value"] for r in rows} == {None}  # no holdout configured: nothing to check
+    assert {r["verdict"] for r in rows} == {"too few customers: 0 in control, at least 1 needed"}
 
 
 def test_profile_stage_writes_named_segments_plays_and_audiences(spark, planted, profiled):
@@ -262,11 +317,25 @@ def test_run_scores_a_later_snapshot_measures_the_campaign_and_reports_both(spar
     results = publication.read_published(spark, config, "campaign_results").orderBy("segment_id", "is_control")
     rows = results.collect()
     assert {(r["as_of_date"], r["next_as_of_date"]) for r in rows} == {(first.as_of_date, later)}
-    assert {(r["segment_id"], r["is_control"]) for r in rows} == {(s, c) for s in first.segments for c in (False, True)}
+    segment_rows = [r for r in rows if r["segment_id"] is not None]
+    everyone = {r["is_control"]: r for r in rows if r["segment_id"] is None}
+    assert {(r["segment_id"], r["is_control"]) for r in segment_rows} == {
+        (s, c) for s in first.segments for c in (False, True)
+    }
     audience = publication.read_published(spark, config, "campaign_audiences").filter(
         F.col("as_of_date") == first.as_of_date
     )
-    assert sum(r["customers"] for r in rows) == audience.count()
+    assert sum(r["customers"] for r in segment_rows) == audience.count()
+    for control in (False, True):  # all segments together: the sums of the segments' groups
+        mine = [r for r in segment_rows if r["is_control"] == control]
+        assert everyone[control]["customers"] == sum(r["customers"] for r in mine)
+        assert everyone[control]["purchasers"] == sum(r["purchasers"] for r in mine)
+        assert everyone[control]["segment_name"] == "All segments"
+    for r in rows:  # no campaign was sent: every interval holds its uplift, and the verdict is in words
+        assert r["purchase_rate_uplift_low"] <= r["purchase_rate_uplift"] <= r["purchase_rate_uplift_high"]
+        assert 0 <= r["purchase_rate_p_value"] <= 1
+        assert not r["sample_ratio_alert"]  # the holdout is exact: the split is as configured
+        assert r["verdict"].startswith(("uplift", "no detectable effect", "too few customers"))
 
 
 def test_profile_without_segments_names_the_command(spark, tmp_path):

@@ -346,3 +346,21 @@ def test_replace_where_is_built_only_from_dates_and_a_plain_column():
     ]:
         with pytest.raises(ValueError):
             lakehouse.dates_predicate(column, dates)
+
+
+def test_an_older_table_gains_added_columns_and_loses_not_null_on_relaxed_ones(spark, tmp_path):
+    """A table written by an earlier release: the next write adds the new column (null on old rows) and drops
+    NOT NULL from a column that may now be null, then writes its null."""
+    path = str(tmp_path / "t")
+    old = TableSpec("t", T.StructType([T.StructField("k", T.IntegerType(), False)]))
+    lakehouse.write_table(spark.createDataFrame([(1,)], old.schema), path, old)
+    new = TableSpec(
+        "t",
+        T.StructType([T.StructField("k", T.IntegerType(), True), T.StructField("note", T.StringType(), True)]),
+        added_columns=("note",),
+        relaxed_columns=("k",),
+    )
+    lakehouse.write_table(spark.createDataFrame([(None, "all")], new.schema), path, new, mode="append")
+    table = lakehouse.read_table(spark, path)
+    assert [(f.name, f.nullable) for f in table.schema.fields] == [("k", True), ("note", True)]
+    assert sorted(table.collect(), key=str) == sorted([T.Row(k=1, note=None), T.Row(k=None, note="all")], key=str)

@@ -566,6 +566,7 @@ class CampaignSettings(_Section):
 
     holdout_share: float = Field(default=0.1, ge=0, lt=1)
     name: str | None = None
+    min_group_customers: int = Field(default=100, ge=1)
 
 
 class RunSettings(_Section):

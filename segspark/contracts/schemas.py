@@ -138,6 +138,9 @@ class TableSpec:
     stats_columns: tuple[str, ...] | None = None
     #: Columns added after the table's first release: writes merge them into an older table's schema.
     added_columns: tuple[str, ...] = ()
+    #: Columns that became nullable after the table's first release: a write drops their NOT NULL on an older
+    #: table first (Delta keeps a table's NOT NULL through a schema merge).
+    relaxed_columns: tuple[str, ...] = ()
     #: Delta table properties set when the table is created (``segspark maintain`` adds them to older tables).
     properties: tuple[tuple[str, str], ...] = ()
 
@@ -835,10 +838,27 @@ CAMPAIGN_AUDIENCES = TableSpec(
     stats_columns=(CUSTOMER_ID, SEGMENT_ID),
 )
 
+#: campaign_results' lift columns (added after its first release): the same on both rows of a segment.
+_LIFT_COLUMNS = [
+    field("purchase_rate_uplift_low", T.DoubleType(), "Lower end of the uplift's 95% Newcombe (hybrid score) interval"),
+    field("purchase_rate_uplift_high", T.DoubleType(), "Upper end of the uplift's 95% Newcombe interval"),
+    field("purchase_rate_p_value", T.DoubleType(), "Two-sided p-value of no rate difference (pooled z test)"),
+    field("spend_per_customer_uplift_low", T.DoubleType(), "Lower end of the spend uplift's 95% Welch interval"),
+    field("spend_per_customer_uplift_high", T.DoubleType(), "Upper end of the spend uplift's 95% Welch interval"),
+    field("spend_per_customer_p_value", T.DoubleType(), "Two-sided p-value of no spend difference (Welch's t test)"),
+    field("control_share", T.DoubleType(), "Control customers / all customers of the segment's audience"),
+    field("sample_ratio_p_value", T.DoubleType(), "Chi-square p-value of the control count against the holdout share"),
+    field("sample_ratio_alert", T.BooleanType(), "sample_ratio_p_value below 0.001: the split is not as configured"),
+    field("verdict", T.StringType(), "The lift in words: uplift with its interval, no detectable effect, or why not"),
+]
+
+
 CAMPAIGN_RESULTS = TableSpec(
     comment=(
         "Per audience snapshot, segment and group (contacted or control): purchase rate and spend up to the next "
-        "snapshot, and the uplift of contacted over control (segspark profile, once a later snapshot exists)."
+        "snapshot; on both rows of a segment, the lift of contacted over control with 95% intervals, p-values, "
+        "the sample-ratio check and a verdict; rows with a null segment_id are all segments together (segspark "
+        "profile, once a later snapshot exists)."
     ),
     partition_by=(AS_OF_DATE,),
     schema=T.StructType(
@@ -846,8 +866,9 @@ CAMPAIGN_RESULTS = TableSpec(
             field(AS_OF_DATE, T.DateType(), "Snapshot of the audience", False),
             field("next_as_of_date", T.DateType(), "Snapshot the outcome is measured at", False),
             field("campaign", T.StringType(), "Campaign key of the audience", False),
-            *_SNAPSHOT_SEGMENT[1:],
-            field("play", T.StringType(), "The segment's play in the audience", False),
+            field(SEGMENT_ID, T.IntegerType(), "Segment id (customer_segments); null: all segments together"),
+            field(SEGMENT_NAME, T.StringType(), "Segment name (segment_profiles), or 'All segments'", False),
+            field("play", T.StringType(), "The segment's play in the audience (null for all segments)"),
             field("is_control", T.BooleanType(), "The held-out group", False),
             field("customers", T.LongType(), "Customers in the group", False),
             field("purchasers", T.LongType(), "Customers with a purchase in [as_of_date, next_as_of_date)", False),
@@ -856,9 +877,12 @@ CAMPAIGN_RESULTS = TableSpec(
             field("spend_per_customer", T.DoubleType(), "spend / customers", False),
             field("purchase_rate_uplift", T.DoubleType(), "Contacted minus control purchase rate (both rows)"),
             field("spend_per_customer_uplift", T.DoubleType(), "Contacted minus control spend per customer"),
+            *_LIFT_COLUMNS,
             *_WRITTEN_BY,
         ]
     ),
+    added_columns=tuple(f.name for f in _LIFT_COLUMNS),
+    relaxed_columns=(SEGMENT_ID, "play"),
 )
 
 

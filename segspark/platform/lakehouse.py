@@ -35,6 +35,7 @@ __all__ = [
     "dates_predicate",
     "delete_path",
     "one_row",
+    "path_identifier",
     "read_input",
     "read_table",
     "restore",
@@ -260,6 +261,8 @@ def write_table(
     spark = df.sparkSession
     if not table_exists(spark, path):  # a cheap check; creating an existing table still reads its log
         _ensure_table(spark, path, spec)
+    elif spec.relaxed_columns:
+        _relax_not_null(spark, path, spec.relaxed_columns)
     # Delta commits nothing for an append of no rows: the latest commit would then be an earlier run's.
     before = current_version(spark, path) if mode == "append" else None
     writer = conform(df, spec).write.format("delta").mode(mode)
@@ -280,6 +283,21 @@ def write_table(
     if before is not None and int(last["version"]) == before:
         return WriteResult(path=path, version=before, rows_written=0)
     return WriteResult(path=path, version=int(last["version"]), rows_written=int(metrics.get("numOutputRows", 0)))
+
+
+def _relax_not_null(spark: SparkSession, path: str, columns: tuple[str, ...]) -> None:
+    """Drop NOT NULL from ``columns`` where a table written by an earlier release still has it (one commit
+    each, once)."""
+    fields = {f.name: f for f in read_table(spark, path).schema.fields}
+    for name in columns:
+        if name in fields and not fields[name].nullable:
+            spark.sql(f"ALTER TABLE {path_identifier(path)} ALTER COLUMN `{name}` DROP NOT NULL")
+            log.info("%s: column %s may now be null", path, name)
+
+
+def path_identifier(path: str) -> str:
+    """The Delta table at ``path`` as a Spark SQL identifier, ``delta.`path``` (backticks in it doubled)."""
+    return "delta.`{}`".format(path.replace("`", "``"))
 
 
 def restore(spark: SparkSession, path: str, version: int | None) -> None:

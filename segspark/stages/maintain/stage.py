@@ -187,7 +187,7 @@ def _set_properties(
         return ()
     # Keys and values are segspark's own (the hours an int); the path is quoted as a Delta path identifier.
     settings = ", ".join(f"'{k}' = '{v}'" for k, v in missing.items())
-    spark.sql(f"ALTER TABLE delta.`{_quoted(path)}` SET TBLPROPERTIES ({settings})")
+    spark.sql(f"ALTER TABLE {lakehouse.path_identifier(path)} SET TBLPROPERTIES ({settings})")
     log.info("maintain %s: set %s", table, settings)
     return tuple(missing)
 
@@ -226,6 +226,3 @@ def files_per_snapshot(spark: SparkSession, path: str) -> tuple[int, int]:
     row = lakehouse.one_row(counts_df, f"the count of files per snapshot of {path}")
     return int(row[f"count({AS_OF_DATE})"] or 0), int(row["max(count)"] or 0)
 
-
-def _quoted(path: str) -> str:
-    return path.replace("`", "``")

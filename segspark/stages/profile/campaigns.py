@@ -6,12 +6,18 @@ control. The same key, seed and customers give the same control group on every r
 customer's place depends only on their own id, so adding customers moves few others in or out.
 
 Measured at the next snapshot: for each segment of the audience and each of contacted / control, the share of
-customers with a purchase in [audience snapshot, next snapshot) and their purchase spend in that window.
+customers with a purchase in [audience snapshot, next snapshot) and their purchase spend in that window; then,
+per segment and for all segments together, the lift of contacted over control with its confidence interval,
+the sample-ratio check of the split and a verdict in words (:mod:`segspark.maths.lift`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -25,8 +31,20 @@ from segspark.contracts.schemas import (
     SEGMENT_ID,
     require_columns,
 )
+from segspark.maths import lift
+from segspark.maths.lift import Group
 
-__all__ = ["IS_CONTROL", "campaign_key", "campaign_outcomes", "holdout_rank", "previous_snapshot", "with_control_group"]
+__all__ = [
+    "ALL_SEGMENTS",
+    "IS_CONTROL",
+    "LiftSettings",
+    "campaign_key",
+    "group_totals",
+    "holdout_rank",
+    "outcome_rows",
+    "previous_snapshot",
+    "with_control_group",
+]
 
 IS_CONTROL = "is_control"
 
@@ -53,8 +71,8 @@ def with_control_group(members_df: DataFrame, share: float, key: str) -> DataFra
     return members_df.withColumn(IS_CONTROL, F.row_number().over(ordered) <= control_size)
 
 
-def campaign_outcomes(audience_df: DataFrame, lines_df: DataFrame, start: dt.date, end: dt.date) -> DataFrame:
-    """Per segment and group of one audience: customers, purchasers, purchase rate and spend in [start, end).
+def group_totals(audience_df: DataFrame, lines_df: DataFrame, start: dt.date, end: dt.date) -> DataFrame:
+    """Per segment and group of one audience: customers, purchasers and their spend in [start, end).
 
     Parameters
     ----------
@@ -65,9 +83,9 @@ def campaign_outcomes(audience_df: DataFrame, lines_df: DataFrame, start: dt.dat
     Returns
     -------
     DataFrame
-        ``segment_id, segment_name, play, is_control, customers, purchasers, purchase_rate, spend,
-        spend_per_customer, purchase_rate_uplift, spend_per_customer_uplift``. The uplifts are contacted minus
-        control, the same on both rows of a segment, and null when either group is empty.
+        ``segment_id, segment_name, play, is_control, customers, purchasers, spend, spend_squares``: at most two
+        rows per segment (a group without customers has none). ``spend_squares`` is the sum of each customer's
+        squared spend (0 for a customer who bought nothing), for the variance of spend per customer.
     """
     require_columns(audience_df, [CUSTOMER_ID, SEGMENT_ID, "segment_name", "play", IS_CONTROL], "campaign results")
     require_columns(lines_df, [CUSTOMER_ID, INVOICE_DATE, IS_RETURN, LINE_AMOUNT], "campaign results")
@@ -76,7 +94,7 @@ def campaign_outcomes(audience_df: DataFrame, lines_df: DataFrame, start: dt.dat
         .groupBy(CUSTOMER_ID)
         .agg(F.sum(LINE_AMOUNT).alias("spend"))
     )
-    groups_df = (
+    return (
         audience_df.select(CUSTOMER_ID, SEGMENT_ID, "segment_name", "play", IS_CONTROL)
         .join(bought_df, on=CUSTOMER_ID, how="left")
         .groupBy(SEGMENT_ID, "segment_name", "play", IS_CONTROL)
@@ -84,30 +102,97 @@ def campaign_outcomes(audience_df: DataFrame, lines_df: DataFrame, start: dt.dat
             F.count(F.lit(1)).alias("customers"),
             F.count("spend").alias("purchasers"),
             F.coalesce(F.sum("spend"), F.lit(0)).cast("decimal(28,2)").alias("spend"),
+            F.coalesce(F.sum(F.col("spend").cast("double") ** 2), F.lit(0.0)).alias("spend_squares"),
         )
-        .withColumn("purchase_rate", F.col("purchasers") / F.col("customers"))
-        .withColumn("spend_per_customer", F.col("spend").cast("double") / F.col("customers"))
     )
-    segment = Window.partitionBy(SEGMENT_ID).rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
 
-    def uplift(column: str) -> Column:
-        contacted = F.max(F.when(~F.col(IS_CONTROL), F.col(column))).over(segment)
-        control = F.max(F.when(F.col(IS_CONTROL), F.col(column))).over(segment)
-        return contacted - control
 
-    return groups_df.select(
-        SEGMENT_ID,
-        "segment_name",
-        "play",
-        IS_CONTROL,
-        "customers",
-        "purchasers",
-        "purchase_rate",
-        "spend",
-        "spend_per_customer",
-        uplift("purchase_rate").alias("purchase_rate_uplift"),
-        uplift("spend_per_customer").alias("spend_per_customer_uplift"),
+#: The segment_name of the rows for all segments together (their segment_id and play are null).
+ALL_SEGMENTS = "All segments"
+
+
+@dataclass(frozen=True)
+class LiftSettings:
+    """How lift is judged: the configured holdout share (for the sample-ratio check), the interval's level and
+    the fewest customers a group needs for a verdict."""
+
+    holdout_share: float
+    min_group_customers: int
+    level: float = 0.95
+
+
+def outcome_rows(groups: Sequence[Mapping[str, Any]], settings: LiftSettings) -> list[dict[str, Any]]:
+    """campaign_results' rows (without the stamp) from :func:`group_totals`' rows, plus the two rows of all
+    segments together: each group's rates and spend, and on both rows of a segment its lift figures.
+
+    Runs on the driver over two rows per segment (the K segments of one model).
+    """
+    by_segment: dict[int | None, list[Mapping[str, Any]]] = {}
+    for g in sorted(groups, key=lambda r: (r[SEGMENT_ID], r[IS_CONTROL])):
+        by_segment.setdefault(g[SEGMENT_ID], []).append(g)
+    everyone: list[Mapping[str, Any]] = [
+        {
+            SEGMENT_ID: None,
+            "segment_name": ALL_SEGMENTS,
+            "play": None,
+            IS_CONTROL: control,
+            **{key: sum((g[key] for g in groups if g[IS_CONTROL] == control), start) for key, start in _TOTALS},
+        }
+        for control in (False, True)
+        if any(g[IS_CONTROL] == control for g in groups)
+    ]
+    if everyone:
+        by_segment[None] = everyone
+    rows = []
+    for members in by_segment.values():
+        lifted = _lift(members, settings)
+        rows += [{**_group_figures(g), **lifted} for g in members]
+    return rows
+
+
+_TOTALS = (("customers", 0), ("purchasers", 0), ("spend", Decimal(0)), ("spend_squares", 0.0))
+
+
+def _as_group(row: Mapping[str, Any] | None) -> Group:
+    if row is None:
+        return Group(0, 0)
+    return Group(row["customers"], row["purchasers"], float(row["spend"]), float(row["spend_squares"]))
+
+
+def _group_figures(g: Mapping[str, Any]) -> dict[str, Any]:
+    figures = {k: g[k] for k in (SEGMENT_ID, "segment_name", "play", IS_CONTROL, "customers", "purchasers", "spend")}
+    figures["purchase_rate"] = g["purchasers"] / g["customers"]
+    figures["spend_per_customer"] = float(g["spend"]) / g["customers"]
+    return figures
+
+
+def _lift(members: Sequence[Mapping[str, Any]], settings: LiftSettings) -> dict[str, Any]:
+    """The lift columns of one segment (or of all together) from its one or two groups."""
+    contacted = _as_group(next((g for g in members if not g[IS_CONTROL]), None))
+    control = _as_group(next((g for g in members if g[IS_CONTROL]), None))
+    rate = lift.rate_difference(contacted, control, settings.level)
+    spend = lift.spend_difference(contacted, control, settings.level)
+    customers = contacted.customers + control.customers
+    ratio_p = (
+        lift.sample_ratio_p(control.customers, customers, settings.holdout_share)
+        if 0 < settings.holdout_share < 1
+        else None
     )
+    return {
+        "purchase_rate_uplift": None if rate is None else rate.estimate,
+        "purchase_rate_uplift_low": None if rate is None else rate.low,
+        "purchase_rate_uplift_high": None if rate is None else rate.high,
+        "purchase_rate_p_value": None if rate is None else rate.p_value,
+        # The point uplift of spend exists with one customer a side; its interval needs two.
+        "spend_per_customer_uplift": None if rate is None else contacted.mean_spend - control.mean_spend,
+        "spend_per_customer_uplift_low": None if spend is None else spend.low,
+        "spend_per_customer_uplift_high": None if spend is None else spend.high,
+        "spend_per_customer_p_value": None if spend is None else spend.p_value,
+        "control_share": control.customers / customers,
+        "sample_ratio_p_value": ratio_p,
+        "sample_ratio_alert": ratio_p is not None and ratio_p < lift.SAMPLE_RATIO_ALERT,
+        "verdict": lift.verdict(rate, contacted, control, settings.min_group_customers),
+    }
 
 
 def previous_snapshot(audiences_df: DataFrame, as_of: dt.date) -> dt.date | None:

@@ -401,6 +401,16 @@ def _write_baskets(
     return versions
 
 
+#: The columns of campaign_results computed on the driver (all but the stamp, the next snapshot and the key).
+_OUTCOME_SCHEMA = T.StructType(
+    [
+        f
+        for f in CAMPAIGN_RESULTS.schema.fields
+        if f.name not in (AS_OF_DATE, MODEL_VERSION, RUN_ID, CREATED_AT, "next_as_of_date", "campaign")
+    ]
+)
+
+
 def _write_campaign_results(
     spark: SparkSession, config: Config, stamp: RunStamp, lines_df: DataFrame
 ) -> tuple[dt.date | None, int | None]:
@@ -420,7 +430,11 @@ def _write_campaign_results(
     # previous_snapshot found this snapshot among the audience's dates.
     first = lakehouse.one_row(earlier_audience_df.select("campaign", MODEL_VERSION), f"the audience of {measured}")
     results_stamp = replace(stamp, as_of=measured, model_version=first[MODEL_VERSION])
-    outcomes_df = campaigns.campaign_outcomes(earlier_audience_df, lines_df, measured, stamp.as_of)
+    groups_df = campaigns.group_totals(earlier_audience_df, lines_df, measured, stamp.as_of)
+    groups = [r.asDict() for r in groups_df.collect()]  # two rows per segment of one model
+    lift_settings = campaigns.LiftSettings(config.campaign.holdout_share, config.campaign.min_group_customers)
+    rows = campaigns.outcome_rows(groups, lift_settings)
+    outcomes_df = spark.createDataFrame(rows, _OUTCOME_SCHEMA)
     outcome_df = results_stamp.on(
         outcomes_df.withColumns({"next_as_of_date": F.lit(stamp.as_of), "campaign": F.lit(first["campaign"])})
     )
