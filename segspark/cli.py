@@ -88,6 +88,12 @@ COMMANDS: dict[str, Command] = {
         ("as_of",),
         "--lakehouse lakehouse --as-of 2012-01-01",
     ),
+    "monitor": Command(
+        ["monitor"],
+        "customer_segments -> segment_migration between each pair of consecutive scored snapshots",
+        (),
+        "--lakehouse lakehouse",
+    ),
     "report": Command(
         ["report"],
         "the published tables of one snapshot -> <lakehouse>/reports/<run_id>/index.html and its figures",

@@ -20,6 +20,7 @@ from segspark.segmentation.scoring import latest_snapshot
 from segspark.stages.features.stage import run_features
 from segspark.stages.ingest.stage import run_ingest
 from segspark.stages.maintain.stage import run_maintain
+from segspark.stages.monitor.stage import run_monitor
 from segspark.stages.profile.stage import run_profile
 from segspark.stages.report.stage import run_report
 from segspark.stages.score.stage import model_snapshot, run_score
@@ -36,6 +37,7 @@ STAGES: dict[str, Callable[..., object]] = {
     "train": run_train,
     "score": run_score,
     "profile": run_profile,
+    "monitor": run_monitor,
     "report": run_report,
     "maintain": run_maintain,
 }
@@ -44,7 +46,7 @@ DECIDED = ("segment",)
 #: Stages whose tables readers join: within one command, the span from the first to the last of them publishes
 #: as one unit (:func:`segspark.platform.publication.together`). Ingest publishes on its own (its tables are
 #: the input, read whole), report publishes nothing, maintain publishes twice by design.
-JOINED = ("features", "segment", "train", "score", "profile")
+JOINED = ("features", "segment", "train", "score", "profile", "monitor")
 
 
 def segment_stage(spark: SparkSession, config: Config) -> str:

@@ -95,7 +95,7 @@ def test_the_rule_catches_a_stage_importing_another_stage_and_the_platform_impor
 
 def test_every_stage_is_a_subpackage_with_its_stage_module():
     stages = sorted(p.name for p in (PACKAGE / "stages").iterdir() if (p / "__init__.py").exists())
-    assert stages == ["export", "features", "ingest", "maintain", "profile", "report", "score", "train"]
+    assert stages == ["export", "features", "ingest", "maintain", "monitor", "profile", "report", "score", "train"]
     for stage in stages:
         assert (PACKAGE / "stages" / stage / "stage.py").is_file(), stage
 

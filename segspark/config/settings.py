@@ -674,6 +674,7 @@ class TableNames(_Section):
     segment_cross_sell: str = "segment_cross_sell"
     campaign_audiences: str = "campaign_audiences"
     campaign_results: str = "campaign_results"
+    segment_migration: str = "segment_migration"
 
 
 class Config(_Section):

@@ -58,6 +58,7 @@ __all__ = [
     "SEGMENT_CENTROIDS",
     "SEGMENT_CROSS_SELL",
     "SEGMENT_ID",
+    "SEGMENT_MIGRATION",
     "SEGMENT_NAME",
     "SEGMENT_PROFILES",
     "SEGMENT_TOP_PRODUCTS",
@@ -886,6 +887,34 @@ CAMPAIGN_RESULTS = TableSpec(
 )
 
 
+SEGMENT_MIGRATION = TableSpec(
+    comment=(
+        "Customers moving between segments from one scored snapshot to the next: per (earlier, later) snapshot, "
+        "from-segment and to-segment, with 'new' and 'gone' rows for customers who appeared or dropped out "
+        "(segspark monitor)."
+    ),
+    partition_by=("to_as_of_date",),
+    schema=T.StructType(
+        [
+            field("from_as_of_date", T.DateType(), "The earlier snapshot", False),
+            field("to_as_of_date", T.DateType(), "The later snapshot (the partition)", False),
+            field("from_segment_id", T.IntegerType(), "Segment in the earlier snapshot; null for new customers"),
+            field("from_segment_name", T.StringType(), "Its name, or 'new'"),
+            field("to_segment_id", T.IntegerType(), "Segment in the later snapshot; null for customers gone"),
+            field("to_segment_name", T.StringType(), "Its name, or 'gone'"),
+            field("customers", T.LongType(), "Customers who made this move", False),
+            field("share_of_from", T.DoubleType(), "customers / all customers of the from-segment (or of new)", False),
+            field("from_model_version", T.StringType(), "Model that assigned the earlier snapshot", False),
+            field("to_model_version", T.StringType(), "Model that assigned the later snapshot", False),
+            field("from_segments_run_id", T.StringType(), "Run that wrote the earlier snapshot's segments", False),
+            field("to_segments_run_id", T.StringType(), "Run that wrote the later snapshot's segments", False),
+            field(RUN_ID, T.StringType(), "Monitor run that wrote the row", False),
+            field(CREATED_AT, T.TimestampType(), "When the row was written (UTC)", False),
+        ]
+    ),
+)
+
+
 @dataclass(frozen=True)
 class Table:
     """One table of the lakehouse in the registry :data:`TABLES`.
@@ -924,6 +953,7 @@ TABLES: tuple[Table, ...] = (
     Table("segment_cross_sell", "profile", SEGMENT_CROSS_SELL),
     Table("campaign_audiences", "profile", CAMPAIGN_AUDIENCES),
     Table("campaign_results", "profile", CAMPAIGN_RESULTS),
+    Table("segment_migration", "monitor", SEGMENT_MIGRATION),
     Table("pipeline_runs", "every stage", PIPELINE_RUNS, published=False),
     Table("published_runs", "every publishing stage", PUBLISHED_RUNS, published=False),
 )

@@ -60,6 +60,7 @@ _PRODUCER = {
     "segment_cross_sell": "profile",
     "campaign_audiences": "profile",
     "campaign_results": "profile",
+    "segment_migration": "monitor",
 }
 
 
