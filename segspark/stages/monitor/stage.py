@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from functools import reduce
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -46,6 +47,7 @@ class SnapshotRun:
     as_of: dt.date
     run_id: str
     model_version: str
+    customers: int
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,11 @@ def pairs_to_compute(
 
 def _snapshot_runs(segments_df: DataFrame) -> list[SnapshotRun]:
     rows = (
-        segments_df.groupBy(AS_OF_DATE).agg(F.max(RUN_ID).alias(RUN_ID), F.max(MODEL_VERSION).alias(MODEL_VERSION))
+        segments_df.groupBy(AS_OF_DATE).agg(
+            F.max(RUN_ID).alias(RUN_ID), F.max(MODEL_VERSION).alias(MODEL_VERSION), F.count(F.lit(1)).alias("n")
+        )
     ).collect()  # one row per snapshot
-    return [SnapshotRun(r[AS_OF_DATE], r[RUN_ID], r[MODEL_VERSION]) for r in rows]
+    return [SnapshotRun(r[AS_OF_DATE], r[RUN_ID], r[MODEL_VERSION], r["n"]) for r in rows]
 
 
 def _recorded(spark: SparkSession, config: Config) -> dict[dt.date, tuple[dt.date, str, str]]:
@@ -128,45 +132,37 @@ def run_monitor(spark: SparkSession, config: Config, run_id: str, stage: StageRu
     later_dates = [later.as_of for _, later in pairs]
     with publication.publishing(spark, config, run_id, failed="monitor failed: its tables restored"):
         progress.step(f"segment migration of {len(pairs)} snapshot pair(s), the last into {later_dates[-1]}")
-        pair_dfs = [_pair_df(segments_df, earlier, later, run_id) for earlier, later in pairs]
-        migration_df = pair_dfs[0]
-        for pair_df in pair_dfs[1:]:
-            migration_df = migration_df.unionByName(pair_df)
+        migration_df = reduce(
+            DataFrame.unionByName, [_pair_df(segments_df, earlier, later, run_id) for earlier, later in pairs]
+        )
         written = lakehouse.write_table(
             migration_df,
             path,
             SEGMENT_MIGRATION,
             replace_where=lakehouse.dates_predicate("to_as_of_date", later_dates),
         )
-        customers = _check_counts(spark, path, written.version, segments_df, later_dates)
+        _check_counts(spark, path, written.version, {later.as_of: later.customers for _, later in pairs})
         publication.publish(
             spark, config, run_id, "monitor", {"segment_migration": written.version}, counts={"pairs": len(pairs)}
         )
     for earlier, later in pairs:
-        log.info("monitor: segment migration %s -> %s: %s customers", earlier.as_of, later.as_of,
-                 f"{customers[later.as_of]:,}")
+        log.info("monitor: migration %s -> %s: %s customers", earlier.as_of, later.as_of, f"{later.customers:,}")
     if stage is not None:
         stage.rows_out = written.rows_written
         stage.counts.update({"snapshots": len(snapshots), "pairs": len(pairs)})
     return MonitorResult([(earlier.as_of, later.as_of) for earlier, later in pairs], written.rows_written)
 
 
-def _check_counts(
-    spark: SparkSession, path: str, version: int, segments_df: DataFrame, later_dates: list[dt.date]
-) -> dict[dt.date, int]:
-    """Each later snapshot's rows not ``gone`` sum to its customers in customer_segments."""
+def _check_counts(spark: SparkSession, path: str, version: int, scored: dict[dt.date, int]) -> None:
+    """Each later snapshot's rows other than ``gone`` sum to its customers in customer_segments (``scored``,
+    counted with the snapshots' runs)."""
     written = {
         r[0]: r[1]
         for r in lakehouse.read_table(spark, path, version=version)
-        .filter(F.col("to_as_of_date").isin(later_dates) & F.col("to_segment_id").isNotNull())
+        .filter(F.col("to_as_of_date").isin(list(scored)) & F.col("to_segment_id").isNotNull())
         .groupBy("to_as_of_date")
         .agg(F.sum("customers"))
         .collect()  # one row per pair
     }
-    scored = {
-        r[0]: r[1]
-        for r in segments_df.filter(F.col(AS_OF_DATE).isin(later_dates)).groupBy(AS_OF_DATE).count().collect()
-    }
     if written != scored:
         raise ReconciliationError(f"segment_migration counts {written} differ from customer_segments' {scored}")
-    return scored
