@@ -13,7 +13,7 @@ from segspark.contracts.schemas import CUSTOMER_SEGMENTS
 from segspark.errors import InputError
 from segspark.maths.drift import population_stability
 from segspark.platform import lakehouse, publication
-from segspark.stages.monitor.binning import MISSING_BIN, bin_counts
+from segspark.segmentation.binning import MISSING_BIN, bin_counts
 from segspark.stages.monitor.migration import GONE, NEW, segment_migration
 from segspark.stages.monitor.stage import run_monitor
 from tests.helpers.config import make_config
