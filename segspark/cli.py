@@ -52,8 +52,8 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "run": Command(
-        ["ingest", "features", "segment", "profile", "report"],
-        "run the whole pipeline: ingest, features, train (or score a later snapshot), profile, report",
+        ["ingest", "features", "segment", "profile", "monitor", "report"],
+        "run the whole pipeline: ingest, features, train (or score a later snapshot), profile, monitor, report",
         ("input", "layout", "as_of", "retrain", "full_refresh"),
         "--layout online_retail --input data/ --lakehouse lakehouse --as-of 2011-12-01",
     ),
@@ -90,7 +90,8 @@ COMMANDS: dict[str, Command] = {
     ),
     "monitor": Command(
         ["monitor"],
-        "customer_segments -> segment_migration between each pair of consecutive scored snapshots",
+        "customer_segments + features -> segment_migration between consecutive scored snapshots, feature_drift "
+        "of each against its model, and the retrain decision",
         (),
         "--lakehouse lakehouse",
     ),
@@ -384,6 +385,7 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
     from segspark.platform.lakehouse import check_lakehouse
     from segspark.platform.session import build_spark_session, running_under_spark_submit
     from segspark.platform.stage_log import new_run_id
+    from segspark.stages.monitor.stage import MonitorResult
     from segspark.stages.report.stage import ReportResult
 
     verbose = getattr(args, "verbose", False)
@@ -430,6 +432,9 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
             if summary:
                 print(summary)
         # run_stages keeps each stage's own result under the stage's name, and the catalog's under "catalog".
+        monitored = results.get("monitor")
+        if isinstance(monitored, MonitorResult) and monitored.decision is not None:
+            print(f"segspark: {monitored.decision.line()}")
         report = results.get("report")
         if isinstance(report, ReportResult):
             print(f"segspark: report {report.path}")

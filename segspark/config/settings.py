@@ -48,17 +48,20 @@ __all__ = [
     "LAYOUTS_SUBDIR",
     "REPO_CONF_DIR",
     "ActionRule",
+    "AlertThresholds",
     "Algorithm",
     "AttributeSource",
     "CampaignSettings",
     "CatalogSettings",
     "Config",
     "CrossSellSettings",
+    "DriftThresholds",
     "FeatureSettings",
     "IngestSettings",
     "Level",
     "MaintainSettings",
     "ModelSettings",
+    "MonitorSettings",
     "NameRule",
     "PcaSettings",
     "Play",
@@ -66,6 +69,7 @@ __all__ = [
     "ProfileSettings",
     "RejectReason",
     "ReportSettings",
+    "RetrainWhen",
     "RfmRule",
     "RunSettings",
     "ScoreSettings",
@@ -569,6 +573,56 @@ class CampaignSettings(_Section):
     min_group_customers: int = Field(default=100, ge=1)
 
 
+class AlertThresholds(_Section):
+    """The levels at which one drift figure becomes ``watch`` and ``act`` (magnitudes: 0 <= watch <= act)."""
+
+    watch: float = Field(ge=0)
+    act: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AlertThresholds:
+        if self.watch > self.act:
+            raise ValueError(f"watch ({self.watch}) must not be above act ({self.act})")
+        return self
+
+
+class DriftThresholds(_Section):
+    """Alert thresholds per drift figure.
+
+    Each key's meaning: conf/base.yaml, section ``monitor.thresholds``.
+    """
+
+    psi: AlertThresholds = Field(default_factory=lambda: AlertThresholds(watch=0.1, act=0.25))
+    js_distance: AlertThresholds = Field(default_factory=lambda: AlertThresholds(watch=0.1, act=0.2))
+    mean_shift: AlertThresholds = Field(default_factory=lambda: AlertThresholds(watch=0.5, act=1.0))
+    missing_share_change: AlertThresholds = Field(default_factory=lambda: AlertThresholds(watch=0.05, act=0.1))
+    centroid_shift: AlertThresholds = Field(default_factory=lambda: AlertThresholds(watch=0.5, act=1.0))
+
+
+class RetrainWhen(_Section):
+    """What makes monitor recommend a new model.
+
+    Each key's meaning: conf/base.yaml, section ``monitor.retrain_when``.
+    """
+
+    feature_at_act: bool = True
+    segment_shares_at_act: bool = True
+    model_older_than_days: int | None = Field(default=None, ge=1)
+    silhouette_drop: float | None = Field(default=0.1, gt=0)
+
+
+class MonitorSettings(_Section):
+    """Drift against the model's training snapshot and the retrain decision (``segspark monitor``).
+
+    Each key's meaning: conf/base.yaml, section ``monitor``.
+    """
+
+    reference_sample: int = Field(default=100_000, ge=1_000)
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
+    retrain_when: RetrainWhen = Field(default_factory=RetrainWhen)
+    auto_retrain: bool = False
+
+
 class RunSettings(_Section):
     """What ``segspark run`` does once features are built.
 
@@ -667,6 +721,7 @@ class TableNames(_Section):
     customer_features: str = "customer_features"
     model_selection: str = "model_selection"
     sweep_segments: str = "sweep_segments"
+    drift_reference: str = "drift_reference"
     customer_segments: str = "customer_segments"
     segment_centroids: str = "segment_centroids"
     segment_profiles: str = "segment_profiles"
@@ -675,6 +730,7 @@ class TableNames(_Section):
     campaign_audiences: str = "campaign_audiences"
     campaign_results: str = "campaign_results"
     segment_migration: str = "segment_migration"
+    feature_drift: str = "feature_drift"
 
 
 class Config(_Section):
@@ -693,6 +749,7 @@ class Config(_Section):
     run: RunSettings = Field(default_factory=RunSettings)
     profile: ProfileSettings = Field(default_factory=ProfileSettings)
     campaign: CampaignSettings = Field(default_factory=CampaignSettings)
+    monitor: MonitorSettings = Field(default_factory=MonitorSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     privacy: PrivacySettings = Field(default_factory=PrivacySettings)
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)

@@ -28,6 +28,7 @@ __all__ = [
     "CUSTOMER_FEATURES",
     "CUSTOMER_ID",
     "CUSTOMER_SEGMENTS",
+    "DRIFT_REFERENCE",
     "DESCRIPTION",
     "INGESTED_AT",
     "INGEST_RUN_ID",
@@ -37,6 +38,7 @@ __all__ = [
     "INVOICE_TS",
     "INGESTED_FILES",
     "INGESTED_VERSIONS",
+    "FEATURE_DRIFT",
     "INGEST_FINGERPRINTS",
     "IS_RETURN",
     "LINE_AMOUNT",
@@ -330,8 +332,15 @@ PIPELINE_RUNS = TableSpec(
                 T.StringType(),
                 "The error of a failed stage; why a stage was rolled back or interrupted, and which run recorded it",
             ),
+            field(
+                "decision",
+                T.StringType(),
+                "monitor: the retrain decision for the latest snapshot and its reason in figures ('retrain "
+                "recommended: ...', 'retrained: ...' or 'model kept: ...'); null for other stages",
+            ),
         ]
     ),
+    added_columns=("decision",),
 )
 
 
@@ -915,6 +924,83 @@ SEGMENT_MIGRATION = TableSpec(
 )
 
 
+DRIFT_REFERENCE = TableSpec(
+    comment=(
+        "The drift reference each model is saved with: every model feature's fixed bins (deciles of the training "
+        "snapshot for a numeric feature, the training categories for a categorical one) and the training "
+        "customers in each (segspark train). segspark monitor bins every later snapshot the same way."
+    ),
+    schema=T.StructType(
+        [
+            field(MODEL_VERSION, T.StringType(), "Model version", False),
+            field(AS_OF_DATE, T.DateType(), "Snapshot the model was trained on"),
+            field("feature", T.StringType(), "Model feature", False),
+            field("kind", T.StringType(), "numeric or categorical", False),
+            field("bin", T.IntegerType(), "Bin, from 0; -1 holds the missing values", False),
+            field(
+                "lower",
+                T.DoubleType(),
+                "Numeric bin: values above this edge (null for the first bin); after the model's log transform",
+            ),
+            field("upper", T.DoubleType(), "Numeric bin: values up to and including this edge (null for the last)"),
+            field("category", T.StringType(), "Categorical bin: its value; '(unseen)' for values training never saw"),
+            field("customers", T.LongType(), "Training customers in the bin", False),
+            field("share", T.DoubleType(), "customers / all training customers", False),
+            field("feature_mean", T.DoubleType(), "Numeric feature: mean of its non-missing training values"),
+            field("feature_std", T.DoubleType(), "Numeric feature: their sample standard deviation"),
+            field(RUN_ID, T.StringType(), "Train run", False),
+            field(CREATED_AT, T.TimestampType(), "When the model was saved (UTC)", False),
+        ]
+    ),
+)
+
+
+FEATURE_DRIFT = TableSpec(
+    comment=(
+        "Drift of each scored snapshot against the model that scored it (segspark monitor): per model feature, "
+        "the population stability index on the model's fixed bins (or the Jensen-Shannon distance of a "
+        "categorical feature), the mean shift and the change in missing values; the same for the segment "
+        "shares; the shift of each centroid where a new model was fitted; and an alert level from "
+        "monitor.thresholds."
+    ),
+    partition_by=(AS_OF_DATE,),
+    schema=T.StructType(
+        [
+            field(AS_OF_DATE, T.DateType(), "The scored snapshot (the partition)", False),
+            field(MODEL_VERSION, T.StringType(), "Model that scored it; its training snapshot is the reference", False),
+            field("model_as_of_date", T.DateType(), "The model's training snapshot"),
+            field("segments_run_id", T.StringType(), "Run that wrote the snapshot's customer_segments", False),
+            field(
+                "kind",
+                T.StringType(),
+                "numeric or categorical (a model feature), segments (the segment shares), centroid (a new fit's "
+                "centroid against the previous model's)",
+                False,
+            ),
+            field("feature", T.StringType(), "Model feature; segment_id for segments; the segment for centroid", False),
+            field("customers", T.LongType(), "Customers of the snapshot", False),
+            field("psi", T.DoubleType(), "Population stability index against training (numeric, segments)"),
+            field("js_distance", T.DoubleType(), "Jensen-Shannon distance, base 2, in [0, 1] (categorical, segments)"),
+            field("mean", T.DoubleType(), "Mean of the non-missing values, after the model's log transform"),
+            field("reference_mean", T.DoubleType(), "The same mean over the training customers"),
+            field("mean_shift", T.DoubleType(), "(mean - reference_mean) in training standard deviations"),
+            field("missing_share", T.DoubleType(), "Share of customers with no value"),
+            field("reference_missing_share", T.DoubleType(), "The same share in training"),
+            field("missing_share_change", T.DoubleType(), "missing_share - reference_missing_share"),
+            field(
+                "centroid_shift",
+                T.DoubleType(),
+                "centroid: distance to the matched segment of the previous model (standardised units)",
+            ),
+            field("alert", T.StringType(), "ok, watch or act: the worst level of the row's figures", False),
+            field("reason", T.StringType(), "The figures at watch or act against their thresholds; null when ok"),
+            field(RUN_ID, T.StringType(), "Monitor run that wrote the row", False),
+            field(CREATED_AT, T.TimestampType(), "When the row was written (UTC)", False),
+        ]
+    ),
+)
+
+
 @dataclass(frozen=True)
 class Table:
     """One table of the lakehouse in the registry :data:`TABLES`.
@@ -948,12 +1034,14 @@ TABLES: tuple[Table, ...] = (
     Table("segment_centroids", "train", SEGMENT_CENTROIDS),
     Table("model_selection", "train", MODEL_SELECTION),
     Table("sweep_segments", "train", SWEEP_SEGMENTS),
+    Table("drift_reference", "train", DRIFT_REFERENCE),
     Table("segment_profiles", "profile", SEGMENT_PROFILES),
     Table("segment_top_products", "profile", SEGMENT_TOP_PRODUCTS),
     Table("segment_cross_sell", "profile", SEGMENT_CROSS_SELL),
     Table("campaign_audiences", "profile", CAMPAIGN_AUDIENCES),
     Table("campaign_results", "profile", CAMPAIGN_RESULTS),
     Table("segment_migration", "monitor", SEGMENT_MIGRATION),
+    Table("feature_drift", "monitor", FEATURE_DRIFT),
     Table("pipeline_runs", "every stage", PIPELINE_RUNS, published=False),
     Table("published_runs", "every publishing stage", PUBLISHED_RUNS, published=False),
 )

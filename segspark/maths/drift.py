@@ -91,7 +91,7 @@ def js_distance(reference: Sequence[int], current: Sequence[int]) -> float | Non
     return math.sqrt(max(0.0, (kl(p) + kl(q)) / 2))
 
 
-def mean_shift(reference_mean: float, reference_std: float, mean: float | None) -> float | None:
+def mean_shift(reference_mean: float, reference_std: float | None, mean: float | None) -> float | None:
     """(mean - reference mean) / reference standard deviation; None when the reference does not vary or there is
     no current mean."""
     if mean is None or reference_std is None or not reference_std > 0:

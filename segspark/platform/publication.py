@@ -55,12 +55,14 @@ _PRODUCER = {
     "segment_centroids": "train",
     "model_selection": "train",
     "sweep_segments": "train",
+    "drift_reference": "train",
     "segment_profiles": "profile",
     "segment_top_products": "profile",
     "segment_cross_sell": "profile",
     "campaign_audiences": "profile",
     "campaign_results": "profile",
     "segment_migration": "monitor",
+    "feature_drift": "monitor",
 }
 
 

@@ -69,6 +69,8 @@ class StageRun:
     ended_at: dt.datetime | None = None
     seconds: float | None = None
     message: str | None = None
+    #: The stage's decision in words (monitor's retrain decision), recorded with its row.
+    decision: str | None = None
     _t0: float = field(default_factory=time.perf_counter)
 
     def __enter__(self) -> StageRun:
@@ -112,6 +114,7 @@ class StageRun:
             self.config.config_hash(),
             versions(self.spark),
             self.message,
+            self.decision,
         )
 
 
@@ -213,6 +216,7 @@ def record_dead_run(spark: SparkSession, config: Config, run_id: str, dead: Dead
                 dead.config_hash or "unknown",
                 None,
                 message,
+                None,
             )
         )
     if rows:

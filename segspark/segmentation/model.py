@@ -51,7 +51,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segspark.config.settings import ModelSettings
-from segspark.contracts.schemas import SEGMENT_ID
+from segspark.contracts.schemas import CUSTOMER_ID, SEGMENT_ID
 from segspark.errors import InternalError
 from segspark.platform import filesystem
 from segspark.platform.lakehouse import one_row
@@ -83,6 +83,8 @@ __all__ = [
     "kmeans_fitted_to_centres",
     "kmeans_with_centres",
     "load_model",
+    "model_categorical_features",
+    "model_inputs",
     "model_numeric_features",
     "nearest_centre",
     "objective",
@@ -151,9 +153,7 @@ def capping_stage(caps: dict[str, tuple[float, float]]) -> SQLTransformer:
     return SQLTransformer(statement=f"SELECT *, {', '.join(exprs)} FROM __THIS__")
 
 
-def fit_caps(
-    imputed_df: DataFrame, numeric: list[str], lower: float, upper: float
-) -> dict[str, tuple[float, float]]:
+def fit_caps(imputed_df: DataFrame, numeric: list[str], lower: float, upper: float) -> dict[str, tuple[float, float]]:
     """Each numeric feature's ``lower`` and ``upper`` percentiles over the training customers (one aggregation;
     ``percentile_approx`` with accuracy 10,000, exact for up to 10,000 distinct values)."""
     row = one_row(
@@ -530,6 +530,29 @@ def model_numeric_features(model: PipelineModel) -> list[str]:
                 raise InternalError(f"the model's {NUMERIC_COL} stage ({type(stage).__name__}) has no inputCols")
             return [_feature_of(c) for c in stage.getInputCols()]
     return []
+
+
+def model_categorical_features(model: PipelineModel) -> list[tuple[str, list[str]]]:
+    """The categorical features a saved model reads, each with its training categories in slot order (from
+    its ``StringIndexer``); an empty list for a model with none."""
+    for stage in model.stages:
+        if isinstance(stage, StringIndexerModel):
+            columns = stage.getInputCols()
+            return [
+                (column[len(_cat("")) :], list(labels))
+                for column, labels in zip(columns, stage.labelsArray, strict=True)
+            ]
+    return []
+
+
+def model_inputs(model: PipelineModel, customers_df: DataFrame) -> DataFrame:
+    """``customer_id`` and one column per model feature, named after it, holding the value as the model's first
+    stage makes it: numeric cast to double and log-transformed where configured (missing values still null,
+    before imputation), categorical as text with null as :data:`MISSING_CATEGORY`."""
+    seen_df = model.stages[0].transform(customers_df)
+    numeric = [F.col(quote(_num(f))).alias(f) for f in model_numeric_features(model)]
+    categorical = [F.col(quote(_cat(f))).alias(f) for f, _ in model_categorical_features(model)]
+    return seen_df.select(CUSTOMER_ID, *numeric, *categorical)
 
 
 def _feature_of(column: str) -> str:

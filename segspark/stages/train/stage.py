@@ -52,6 +52,7 @@ from segspark.segmentation.model import (
     fit_pca,
     imputing_stages,
     kmeans_with_centres,
+    model_inputs,
     preprocessing_pipeline,
     refine_centres,
     save_model,
@@ -66,6 +67,7 @@ from segspark.stages.train.tables import (
     segment_table,
     with_centre_descriptions,
     write_centroids,
+    write_drift_reference,
     write_selection,
     write_sweep_segments,
 )
@@ -183,9 +185,9 @@ class TrainResult:
 
 
 def run_train(spark: SparkSession, config: Config, run_id: str, stage: StageRun | None = None) -> TrainResult:
-    """Sweep K, choose, fit on all customers, save the model and write its four tables.
+    """Sweep K, choose, fit on all customers, save the model and write its five tables.
 
-    The tables: customer_segments, segment_centroids, model_selection and sweep_segments.
+    The tables: customer_segments, segment_centroids, model_selection, sweep_segments and drift_reference.
     """
     settings = config.model
     seed = config.seed
@@ -243,7 +245,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage: StageRun 
         stamp = RunStamp(run_id, as_of, model_version)
         # The model and the four tables change together or not at all: on any failure each table goes back
         # to its version before and the model folder is removed.
-        tables = ["customer_segments", "segment_centroids", "model_selection", "sweep_segments"]
+        tables = ["customer_segments", "segment_centroids", "model_selection", "sweep_segments", "drift_reference"]
         publication.ensure_log(spark, config, run_id)
         with publication.publishing(
             spark,
@@ -265,6 +267,8 @@ def run_train(spark: SparkSession, config: Config, run_id: str, stage: StageRun 
             size = SweepSize(customers=n, evaluated=evaluated_n, silhouette_sample=len(data.silhouette_rows))
             write_selection(spark, config, stamp, results, decided, size)
             write_sweep_segments(spark, config, stamp, decided, evaluated_n, settings)
+            progress.step("fixing the drift bins of each feature (drift_reference)")
+            write_drift_reference(config, stamp, model, model_inputs(model, customers_df), seed)
             # The stage holds the lakehouse (segspark.platform.lock), so each table's latest version is this run's.
             publication.publish(
                 spark,

@@ -1,5 +1,5 @@
 """The train stage's tables: stable segment ids, and the writers of customer_segments, segment_centroids,
-model_selection and sweep_segments."""
+model_selection, sweep_segments and drift_reference."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 from typing import cast
 
 import numpy as np
-from pyspark.ml import Transformer
+from pyspark.ml import PipelineModel, Transformer
 from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -17,6 +17,7 @@ from scipy.optimize import linear_sum_assignment
 
 from segspark.config.settings import Config, ModelSettings
 from segspark.contracts.schemas import (
+    DRIFT_REFERENCE,
     MODEL_SELECTION,
     MODEL_VERSION,
     SEGMENT_CENTROIDS,
@@ -28,6 +29,8 @@ from segspark.errors import SegsparkError
 from segspark.maths.evaluation import Candidate, small_segments
 from segspark.maths.local_fits import Evaluated
 from segspark.platform import lakehouse, publication
+from segspark.segmentation.binning import bin_counts
+from segspark.segmentation.drift_reference import reference_bins, reference_rows, summarise
 from segspark.segmentation.model import (
     PREDICTION_COL,
     SCALED_COL,
@@ -47,6 +50,7 @@ __all__ = [
     "segment_table",
     "with_centre_descriptions",
     "write_centroids",
+    "write_drift_reference",
     "write_selection",
     "write_sweep_segments",
 ]
@@ -269,7 +273,8 @@ def with_centre_descriptions(results: list[Evaluated], prep: Preprocessing) -> l
     out = []
     for r in results:
         segments = tuple(
-            replace(seg, profile=describe_centre(prep, r.centres[seg.cluster])) if 0 <= seg.cluster < len(r.centres)
+            replace(seg, profile=describe_centre(prep, r.centres[seg.cluster]))
+            if 0 <= seg.cluster < len(r.centres)
             else seg
             for seg in r.candidate.segments
         )
@@ -309,3 +314,20 @@ def write_sweep_segments(
             rows.append(SWEEP_SEGMENTS.row(values))
     df = spark.createDataFrame(rows, SWEEP_SEGMENTS.schema)
     lakehouse.write_table(df, config.table_path("sweep_segments"), SWEEP_SEGMENTS, mode="append")
+
+
+def write_drift_reference(
+    config: Config, stamp: RunStamp, model: PipelineModel, inputs_df: DataFrame, seed: int
+) -> int:
+    """Fix each model feature's drift bins and append its training counts to drift_reference; returns the rows.
+
+    ``inputs_df``: the training customers as the model sees them
+    (:func:`segspark.segmentation.model.model_inputs`). Two aggregations: the deciles of a bounded sample, and
+    every feature's bins in one pass; features x bins rows reach the driver.
+    """
+    bins = reference_bins(model, inputs_df, config.monitor.reference_sample, seed)
+    summaries = summarise(bins, bin_counts(inputs_df, bins).collect())  # features x bins rows
+    rows = [DRIFT_REFERENCE.row({**stamp.values(), **values}) for values in reference_rows(bins, summaries)]
+    df = inputs_df.sparkSession.createDataFrame(rows, DRIFT_REFERENCE.schema)
+    lakehouse.write_table(df, config.table_path("drift_reference"), DRIFT_REFERENCE, mode="append")
+    return len(rows)
