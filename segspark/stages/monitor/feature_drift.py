@@ -68,9 +68,8 @@ def model_references(spark: SparkSession, config: Config, versions: Iterable[str
     if not wanted or not publication.is_published(spark, config, "drift_reference"):
         return {}
     in_wanted = F.col(MODEL_VERSION).isin(wanted)
-    reference_rows = (
-        publication.read_published(spark, config, "drift_reference").filter(in_wanted).collect()
-    )  # models x features x bins rows
+    reference_df = publication.read_published(spark, config, "drift_reference").filter(in_wanted)
+    reference_rows = reference_df.collect()  # models x features x bins rows
     centroids = (
         publication.read_published(spark, config, "segment_centroids")
         .filter(in_wanted)
