@@ -159,3 +159,8 @@ def test_a_quiet_snapshot_keeps_the_model_and_says_how_far_it_is_from_each_condi
         "model kept for 2011-12-01: nothing at act, largest PSI recency_days 0.06, segment-share PSI 0.01, "
         "silhouette 0.440 against 0.450, model 30 days old"
     )
+
+
+def test_the_snapshot_a_model_was_fitted_on_keeps_it_without_figures():
+    decision = decide(ROWS, MODEL_AS_OF, "m1", MODEL_AS_OF, MonitorSettings())
+    assert decision.line() == "model kept for 2011-11-01: the model was fitted on this snapshot"

@@ -63,6 +63,8 @@ def decide(
     def found(row: Mapping[str, Any]) -> list[Any]:
         return findings(row, settings.thresholds, when.silhouette_drop)
 
+    if model_as_of == as_of:
+        return decision(False, "the model was fitted on this snapshot")
     features = [r for r in rows if r["kind"] in _FEATURE_KINDS]
     if when.feature_at_act:
         acting = [(f, r) for r in sorted(features, key=lambda r: r["feature"]) for f in found(r) if f.level == "act"]
