@@ -20,13 +20,13 @@ from segspark.segmentation.scoring import latest_snapshot
 from segspark.stages.features.stage import run_features
 from segspark.stages.ingest.stage import run_ingest
 from segspark.stages.maintain.stage import run_maintain
-from segspark.stages.monitor.stage import run_monitor
+from segspark.stages.monitor.stage import MonitorResult, run_monitor
 from segspark.stages.profile.stage import run_profile
 from segspark.stages.report.stage import run_report
 from segspark.stages.score.stage import model_snapshot, run_score
 from segspark.stages.train.stage import run_train
 
-__all__ = ["DECIDED", "JOINED", "STAGES", "run_stages", "segment_stage"]
+__all__ = ["DECIDED", "JOINED", "RETRAIN", "STAGES", "run_stages", "segment_stage"]
 
 log = logging.getLogger("segspark")
 
@@ -47,6 +47,9 @@ DECIDED = ("segment",)
 #: as one unit (:func:`segspark.platform.publication.together`). Ingest publishes on its own (its tables are
 #: the input, read whole), report publishes nothing, maintain publishes twice by design.
 JOINED = ("features", "segment", "train", "score", "profile", "monitor")
+#: What segspark run does, within the same publication, after monitor recommends a new model for the snapshot it
+#: just scored and ``monitor.auto_retrain`` is on: fit the model on that snapshot, profile and monitor it again.
+RETRAIN = ("train", "profile", "monitor")
 
 
 def segment_stage(spark: SparkSession, config: Config) -> str:
@@ -101,8 +104,9 @@ def _run_stage(
     lock: LakehouseLock,
     results: dict[str, object] | None,
     held: list[StageRun] | None = None,
-) -> None:
-    """Run one stage under its ``pipeline_runs`` row; with ``held``, the row is held there for record_held."""
+) -> object:
+    """Run one stage under its ``pipeline_runs`` row; with ``held``, the row is held there for record_held.
+    Returns the stage's own result."""
     if name == "segment":
         name = segment_stage(spark, config)
     lock.at_stage(name)  # what a command taking over after a kill records in pipeline_runs
@@ -114,6 +118,19 @@ def _run_stage(
         result = STAGES[name](spark, config, run_id, stage)
     if results is not None:
         results[name] = result
+    return result
+
+
+def _retrains(config: Config, result: object, held: list[StageRun]) -> bool:
+    """Whether monitor's ``result`` recommends a new model for the snapshot this command just scored and
+    ``monitor.auto_retrain`` lets segspark run fit it."""
+    return (
+        config.monitor.auto_retrain
+        and isinstance(result, MonitorResult)
+        and result.decision is not None
+        and result.decision.retrain
+        and any(r.stage == "score" for r in held)
+    )
 
 
 def _run_together(
@@ -129,7 +146,17 @@ def _run_together(
     try:
         with publication.together(spark, config, run_id):
             for name in names:
-                _run_stage(spark, config, run_id, name, lock, results, held)
+                result = _run_stage(spark, config, run_id, name, lock, results, held)
+                if name == "monitor" and _retrains(config, result, held):
+                    assert isinstance(result, MonitorResult) and result.decision is not None  # _retrains checked
+                    held[-1].decision = result.decision.line(retrained=True)
+                    log.info(
+                        "run %s: %s; fitting a new model on the snapshot (monitor.auto_retrain)",
+                        run_id,
+                        result.decision.line(),
+                    )
+                    for again in RETRAIN:
+                        _run_stage(spark, config, run_id, again, lock, results, held)
     except Exception as exc:
         finished = [r.stage for r in held if r.status == "succeeded"]
         if finished:

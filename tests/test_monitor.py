@@ -18,6 +18,7 @@ from segspark.config.paths import local_path
 from segspark.contracts.schemas import CUSTOMER_FEATURES, CUSTOMER_SEGMENTS
 from segspark.errors import InputError
 from segspark.maths.drift import population_stability
+from segspark.pipeline import run_stages
 from segspark.platform import lakehouse, publication
 from segspark.segmentation.binning import CATEGORICAL, MISSING_BIN, NUMERIC, FeatureBins, bin_counts
 from segspark.stages.features.stage import run_features
@@ -335,3 +336,38 @@ def test_a_planted_stop_shows_in_migration_drift_and_the_decision_and_a_control_
     assert result.decision.line() == (
         f"retrain recommended: PSI of {top} {all_quiet.loc[top, 'psi']:.3g} >= 0.25 since the model's snapshot {s1}"
     )
+
+
+@pytest.mark.slow  # about 90 s: score, profile and monitor, then train, profile and monitor again
+def test_auto_retrain_fits_a_new_model_on_the_snapshot_that_drifted_within_the_same_run(spark, planted, tmp_path):
+    lake = tmp_path / "lake"
+    shutil.copytree(local_path(planted["config"].lakehouse), lake)
+    s1, old_model = planted["result"].as_of_date, planted["result"].model_version
+    s2 = s1 + dt.timedelta(days=30)
+    source = planted["root"] / "tx"
+    config = retail_config(lake, source, model=FAST_MODEL, as_of_dates=[s2], monitor={"auto_retrain": True})
+    features = publication.read_published(spark, config, "customer_features").filter(F.col("as_of_date") == s1)
+    # Every customer 400 days quieter: recency acts.
+    publish_snapshot(spark, config, features.withColumn("recency_days", F.col("recency_days") + 400), s2, "f-2")
+    results: dict = {}
+    run_stages(spark, config, ["segment", "profile", "monitor"], "run-2", results=results)
+
+    runs = lakehouse.read_table(spark, config.table_path("pipeline_runs")).filter(F.col("run_id") == "run-2")
+    recorded = [(r["stage"], r["status"], r["decision"]) for r in runs.orderBy("started_at").collect()]
+    assert [stage for stage, _, _ in recorded] == ["score", "profile", "monitor", "train", "profile", "monitor"]
+    assert {status for _, status, _ in recorded} == {"succeeded"}
+    first, second = (decision for stage, _, decision in recorded if stage == "monitor")
+    assert first.startswith("retrained: PSI of recency_days ") and first.endswith(f"since the model's snapshot {s1}")
+    assert second == f"model kept for {s2}: the model was fitted on this snapshot"
+
+    def at_s2(table):
+        return publication.read_published(spark, config, table).filter(F.col("as_of_date") == s2)
+
+    assert {r["model_version"] for r in at_s2("customer_segments").select("model_version").distinct().collect()} == {
+        "run-2"
+    }
+    drift = at_s2("feature_drift").filter(F.col("feature") == "recency_days").collect()
+    assert {(r["model_version"], r["alert"]) for r in drift} == {(old_model, "act"), ("run-2", "ok")}
+    moved = publication.read_published(spark, config, "segment_migration").filter(F.col("to_as_of_date") == s2)
+    assert {r["to_model_version"] for r in moved.collect()} == {"run-2"}
+    assert {r["model_version"] for r in at_s2("segment_profiles").collect()} == {"run-2"}

@@ -620,6 +620,7 @@ class MonitorSettings(_Section):
     reference_sample: int = Field(default=100_000, ge=1_000)
     thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
     retrain_when: RetrainWhen = Field(default_factory=RetrainWhen)
+    auto_retrain: bool = False
 
 
 class RunSettings(_Section):

@@ -65,31 +65,37 @@ class MonitorResult:
 
 
 def pairs_to_compute(
-    snapshots: list[SnapshotRun], recorded: dict[dt.date, tuple[dt.date, str, str]]
+    snapshots: list[SnapshotRun], recorded: dict[dt.date, tuple[dt.date, str, str, str]]
 ) -> list[tuple[SnapshotRun, SnapshotRun]]:
     """The consecutive pairs whose migration is missing or out of date.
 
     ``recorded`` maps each later snapshot already in segment_migration to (its earlier snapshot, the earlier
-    snapshot's segments run, the later snapshot's segments run) as the rows record them.
+    snapshot's segments run, the later snapshot's segments run and model) as the rows record them: a retrain
+    within one run rewrites a snapshot's segments under the same run id, with another model.
     """
     ordered = sorted(snapshots, key=lambda s: s.as_of)
     return [
         (earlier, later)
         for earlier, later in zip(ordered, ordered[1:], strict=False)
-        if recorded.get(later.as_of) != (earlier.as_of, earlier.run_id, later.run_id)
+        if recorded.get(later.as_of) != (earlier.as_of, earlier.run_id, later.run_id, later.model_version)
     ]
 
 
-def _recorded(spark: SparkSession, config: Config) -> dict[dt.date, tuple[dt.date, str, str]]:
+def _recorded(spark: SparkSession, config: Config) -> dict[dt.date, tuple[dt.date, str, str, str]]:
     if not publication.is_published(spark, config, "segment_migration"):
         return {}
     rows = (
         publication.read_published(spark, config, "segment_migration")
         .groupBy("to_as_of_date")
-        .agg(F.max("from_as_of_date"), F.max("from_segments_run_id"), F.max("to_segments_run_id"))
+        .agg(
+            F.max("from_as_of_date"),
+            F.max("from_segments_run_id"),
+            F.max("to_segments_run_id"),
+            F.max("to_model_version"),
+        )
         .collect()  # one row per later snapshot
     )
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
 
 
 def _pair_df(segments_df: DataFrame, earlier: SnapshotRun, later: SnapshotRun, run_id: str) -> DataFrame:
