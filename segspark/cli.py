@@ -11,13 +11,16 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from segspark import __version__
 from segspark.config.settings import Config, load_config
-from segspark.errors import SegsparkError
+from segspark.errors import ConfigError, SegsparkError
 from segspark.platform import progress
 from segspark.stages.ingest.preflight import check_ingest_input
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 __all__ = [
     "COMMANDS",
@@ -95,6 +98,13 @@ COMMANDS: dict[str, Command] = {
         (),
         "--lakehouse lakehouse",
     ),
+    "backfill": Command(
+        ["features", "segment", "profile", "monitor"],
+        "past snapshots in turn, each published on its own: features, train at the first (or --model) or score, "
+        "profile, monitor; a re-run continues from the first unpublished snapshot",
+        ("as_of", "model", "from", "to", "every"),
+        "--lakehouse lakehouse --from 2011-03-01 --to 2011-12-01 --every month",
+    ),
     "report": Command(
         ["report"],
         "the published tables of one snapshot -> <lakehouse>/reports/<run_id>/index.html and its figures",
@@ -125,6 +135,9 @@ _FLAGS = {
     "retrain": "--retrain",
     "full_refresh": "--full-refresh",
     "run_id": "--run-id",
+    "from": "--from",
+    "to": "--to",
+    "every": "--every",
 }
 
 
@@ -163,6 +176,11 @@ def _as_of_option(command: str) -> tuple[str, dict[str, Any]]:
         return "the customer_segments snapshot to profile, YYYY-MM-DD (default: the latest in the table)", {}
     if command == "report":
         return "the customer_segments snapshot to report, YYYY-MM-DD (default: the latest in the table)", {}
+    if command == "backfill":
+        return "a snapshot to backfill, YYYY-MM-DD (repeatable; with or instead of --from/--to/--every)", {
+            "action": "append",
+            "default": [],
+        }
     if command == "train":
         what = (
             "the customer_features snapshot to train on, YYYY-MM-DD (default: the latest in the table; with "
@@ -210,11 +228,14 @@ def add_common_options(parser: argparse.ArgumentParser, command: str = "run") ->
         )
     parser.add_argument("--lakehouse", metavar="DIR", help="root folder of all output Delta tables and models")
     if "model" in uses:
+        default = "train on the first snapshot" if command == "backfill" else "the latest trained model"
         parser.add_argument(
-            "--model",
-            metavar="VERSION",
-            help="saved model to score with (score.model_version; default: the latest trained model)",
+            "--model", metavar="VERSION", help=f"saved model to score with (score.model_version; default: {default})"
         )
+    if "from" in uses:
+        parser.add_argument("--from", type=_iso_date, metavar="DATE", dest="start", help="first snapshot, YYYY-MM-DD")
+        parser.add_argument("--to", type=_iso_date, metavar="DATE", dest="end", help="last snapshot at the latest")
+        parser.add_argument("--every", choices=["week", "month"], help="the step from one snapshot to the next")
     if "export" in uses:
         parser.add_argument("--table", required=True, metavar="NAME", help="table to export, e.g. campaign_audiences")
         parser.add_argument("--format", required=True, choices=["csv", "parquet"], dest="fmt", help="file format")
@@ -396,6 +417,7 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
         if "ingest" in stages:
             check_ingest_input(config)  # a bad local --input is a usage error, found before the JVM starts
         check_lakehouse(config)
+        backfilled = backfill_dates(args) if getattr(args, "command", None) == "backfill" else None
         trains = "train" in stages or "segment" in stages
         if "ingest" in stages or (trains and config.model.attributes.path is not None):
             privacy.id_key(config.privacy)  # a missing key is a usage error, found before the JVM starts
@@ -410,6 +432,8 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
             warehouse_dir=f"{config.lakehouse}/_spark_warehouse",
             extra_conf=catalog.session_conf(config),
         )
+        if backfilled is not None:
+            return _backfill(spark, config, backfilled)
         if not stages:  # export: reads published versions only, so it takes no lock and repairs nothing
             from segspark.stages.export.stage import run_export
 
@@ -432,8 +456,10 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
             if summary:
                 print(summary)
         # run_stages keeps each stage's own result under the stage's name, and the catalog's under "catalog".
-        monitored = results.get("monitor")
-        if isinstance(monitored, MonitorResult) and monitored.decision is not None:
+        monitored, retrained = results.get("monitor"), results.get("retrained")
+        if isinstance(retrained, str):  # monitor.auto_retrain refitted the snapshot's model
+            print(f"segspark: {retrained}")
+        elif isinstance(monitored, MonitorResult) and monitored.decision is not None:
             print(f"segspark: {monitored.decision.line()}")
         report = results.get("report")
         if isinstance(report, ReportResult):
@@ -457,6 +483,42 @@ def execute(stages: list[str], args: argparse.Namespace) -> int:
     finally:
         if spark is not None:
             spark.stop()
+
+
+def backfill_dates(args: argparse.Namespace) -> list[dt.date]:
+    """The snapshots ``segspark backfill`` was given: ``--as-of`` dates and the ``--from``/``--to``/``--every``
+    series (all three or none).
+
+    Raises
+    ------
+    ConfigError
+        Only some of the three, or no date at all.
+    """
+    from segspark.backfill import snapshot_dates
+
+    start, end, every = (getattr(args, name, None) for name in ("start", "end", "every"))
+    dates = list(getattr(args, "as_of", None) or [])
+    if start is not None or end is not None or every is not None:
+        if start is None or end is None or every is None:
+            raise ConfigError("--from, --to and --every go together: give all three (or --as-of dates)")
+        dates += snapshot_dates(start, end, every)
+    if not dates:
+        raise ConfigError("backfill needs snapshot dates: --from, --to and --every, or --as-of (repeatable)")
+    return sorted(set(dates))
+
+
+def _backfill(spark: SparkSession, config: Config, dates: list[dt.date]) -> int:
+    from segspark.backfill import run_backfill
+
+    with progress.ProgressReporter(spark):
+        outcome = run_backfill(spark, config, dates, config.score.model_version)
+    for snapshot in outcome:
+        how = "already published" if snapshot.run_id is None else f"run {snapshot.run_id}, {snapshot.segmented_by}"
+        decision = f"; {snapshot.decision}" if snapshot.decision else ""
+        print(f"segspark: {snapshot.as_of}: {how}, model {snapshot.model_version}{decision}")
+    built = sum(1 for s in outcome if s.run_id is not None)
+    print(f"segspark: backfill of {len(outcome)} snapshot(s) finished: {built} built, {len(outcome) - built} skipped")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

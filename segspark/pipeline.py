@@ -150,6 +150,8 @@ def _run_together(
                 if name == "monitor" and _retrains(config, result, held):
                     assert isinstance(result, MonitorResult) and result.decision is not None  # _retrains checked
                     held[-1].decision = result.decision.line(retrained=True)
+                    if results is not None:
+                        results["retrained"] = held[-1].decision
                     log.info(
                         "run %s: %s; fitting a new model on the snapshot (monitor.auto_retrain)",
                         run_id,

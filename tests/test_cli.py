@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import os
 import re
@@ -103,10 +104,18 @@ def test_check_lakehouse_creates_the_folder_or_names_the_problem(tmp_path):
 
 def test_format_segments_golden():
     segments = [
-        {"segment_id": 1, "customers": 1543, "share": 0.3557, "centroid_original": {"recency_days": 24.04,
-         "frequency": 6.7, "monetary": 2566.4}},
-        {"segment_id": 0, "customers": 2795, "share": 0.6443, "centroid_original": {"recency_days": 139.4,
-         "frequency": 1.25, "monetary": 356.0}},
+        {
+            "segment_id": 1,
+            "customers": 1543,
+            "share": 0.3557,
+            "centroid_original": {"recency_days": 24.04, "frequency": 6.7, "monetary": 2566.4},
+        },
+        {
+            "segment_id": 0,
+            "customers": 2795,
+            "share": 0.6443,
+            "centroid_original": {"recency_days": 139.4, "frequency": 1.25, "monetary": 356.0},
+        },
     ]
     text = format_segments(segments, ["recency_days", "frequency", "monetary"], "Segments:", "K=2: best silhouette")
     assert text.splitlines() == [
@@ -148,10 +157,29 @@ def test_run_from_a_fresh_shell_prints_segments_and_keeps_its_folder_clean(tmp_p
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK")}
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "segspark.cli", "run", "--config", str(RETAIL_LAYOUT), "--input", "tx",
-         "--lakehouse", "lh", "--set", "model.k_max=3", "--set", "model.restarts=1",
-         "--set", "model.stability_runs=0"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "segspark.cli",
+            "run",
+            "--config",
+            str(RETAIL_LAYOUT),
+            "--input",
+            "tx",
+            "--lakehouse",
+            "lh",
+            "--set",
+            "model.k_max=3",
+            "--set",
+            "model.restarts=1",
+            "--set",
+            "model.stability_runs=0",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     seconds = time.perf_counter() - started
     output = result.stdout + result.stderr
@@ -166,13 +194,18 @@ def test_run_from_a_fresh_shell_prints_segments_and_keeps_its_folder_clean(tmp_p
     logs = list((tmp_path / "lh" / "_logs").glob("*.log"))
     assert len(logs) == 1 and logs[0].stat().st_size > 0
     # Only segspark's own lines reach the person: no JVM/Ivy/log4j lines.
-    foreign = [line for line in output.splitlines() if line and not line.startswith(("segspark", " ", "Segments",
-                                                                                       "Decision"))]
+    foreign = [
+        line for line in output.splitlines() if line and not line.startswith(("segspark", " ", "Segments", "Decision"))
+    ]
     assert foreign == [], foreign
     # A report of a run that does not exist: exit 2, naming it and the runs that do.
     unknown = subprocess.run(
         [sys.executable, "-m", "segspark.cli", "report", "--lakehouse", "lh", "--run-id", "no-such-run"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert unknown.returncode == 2, unknown.stderr[-2000:]
     assert "segspark: error: run 'no-such-run' wrote no published segments snapshot" in unknown.stderr
@@ -204,9 +237,82 @@ def test_a_spark_connect_session_is_refused_before_spark_starts(monkeypatch, tmp
 def test_maintain_and_catalog_options_reach_the_config():
     from segspark import cli
 
-    args = cli.build_parser().parse_args(["maintain", "--lakehouse", "lh", "--catalog-db", "segmentation",
-                                          "--as-of", "2011-12-10"])
+    args = cli.build_parser().parse_args(
+        ["maintain", "--lakehouse", "lh", "--catalog-db", "segmentation", "--as-of", "2011-12-10"]
+    )
     config = cli.config_from_args(args)
     assert config.catalog.database == "segmentation"
     assert [d.isoformat() for d in config.as_of_dates] == ["2011-12-10"]
     assert cli.COMMANDS["maintain"].stages == ["maintain"]
+
+
+def test_backfill_dates_step_by_week_or_month_and_keep_the_day_of_the_month():
+    from segspark.backfill import snapshot_dates
+
+    d = dt.date
+    assert snapshot_dates(d(2011, 1, 31), d(2011, 5, 1), "month") == [
+        d(2011, 1, 31),
+        d(2011, 2, 28),
+        d(2011, 3, 31),
+        d(2011, 4, 30),
+    ]
+    assert snapshot_dates(d(2011, 11, 15), d(2012, 1, 15), "month") == [
+        d(2011, 11, 15),
+        d(2011, 12, 15),
+        d(2012, 1, 15),
+    ]
+    assert snapshot_dates(d(2011, 3, 1), d(2011, 3, 22), "week") == [
+        d(2011, 3, 1),
+        d(2011, 3, 8),
+        d(2011, 3, 15),
+        d(2011, 3, 22),
+    ]
+    assert snapshot_dates(d(2011, 3, 1), d(2011, 3, 1), "month") == [d(2011, 3, 1)]
+    with pytest.raises(ConfigError, match="--to 2011-02-01 is before --from 2011-03-01"):
+        snapshot_dates(d(2011, 3, 1), d(2011, 2, 1), "month")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--from", "2011-03-01", "--every", "month"], "--from, --to and --every go together"),
+        ([], "backfill needs snapshot dates"),
+        (["--from", "2011-03-01", "--to", "2011-01-01", "--every", "week"], "is before --from"),
+    ],
+)
+def test_backfill_without_usable_dates_is_a_usage_error_before_spark_starts(argv, message, tmp_path, capsys):
+    from segspark import cli
+
+    started = time.monotonic()
+    assert cli.main(["backfill", "--lakehouse", str(tmp_path / "lake"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert time.monotonic() - started < 5  # no JVM started
+
+
+def test_backfill_dates_join_as_of_and_the_series():
+    from segspark import cli
+
+    args = cli.build_parser().parse_args(
+        [
+            "backfill",
+            "--from",
+            "2011-03-01",
+            "--to",
+            "2011-05-01",
+            "--every",
+            "month",
+            "--as-of",
+            "2011-04-15",
+            "--as-of",
+            "2011-04-01",
+            "--model",
+            "m1",
+        ]
+    )
+    assert cli.backfill_dates(args) == [
+        dt.date(2011, 3, 1),
+        dt.date(2011, 4, 1),
+        dt.date(2011, 4, 15),
+        dt.date(2011, 5, 1),
+    ]
+    assert cli.config_from_args(args).score.model_version == "m1"

@@ -272,7 +272,7 @@ def test_profile_stage_writes_named_segments_plays_and_audiences(spark, planted,
     assert rules.filter(F.col("lift") <= 1).count() == 0
 
 
-@pytest.mark.slow  # 48 s: features, score, profile and report of a second snapshot
+@pytest.mark.slow  # 60 s: features, score, profile, monitor and report of a second snapshot
 def test_run_scores_a_later_snapshot_measures_the_campaign_and_reports_both(spark, planted, profiled, tmp_path):
     config, first = profiled
     lake = tmp_path / "lake"
@@ -287,11 +287,12 @@ def test_run_scores_a_later_snapshot_measures_the_campaign_and_reports_both(spar
     )
     run_features(spark, later_config, "features-2")
     results = {}
-    run_stages(spark, later_config, ["segment", "profile", "report"], "run-2", results=results)
-    # Two snapshots: the report adds sizes over time and where the first snapshot's customers went.
+    run_stages(spark, later_config, ["segment", "profile", "monitor", "report"], "run-2", results=results)
+    # Two snapshots: the report adds sizes over time, where the first snapshot's customers went (from
+    # segment_migration), the drift of both snapshots and the lift of the first snapshot's campaign.
     report = results["report"]
     assert report.run_id == "run-2" and report.as_of_date == later
-    assert {"sizes_over_time.png", "migration.png"} <= set(report.figures)
+    assert {"sizes_over_time.png", "migration.png", "drift_over_time.png", "lift.png"} <= set(report.figures)
     later_top = publication.read_published(spark, config, "segment_top_products").filter(F.col("as_of_date") == later)
     assert later_top.count() > 0 and later_top.filter(F.col("product_id").isin(fees)).count() == 0
     later_rules = publication.read_published(spark, config, "segment_cross_sell").filter(F.col("as_of_date") == later)

@@ -1,8 +1,9 @@
 """Killed and concurrent runs, end to end with real processes.
 
 The kill harness starts real ``segspark`` commands in their own process groups and kills each group with
-SIGKILL at a moment chosen from the command's own log lines (plus a delay), at 12 points spread over ingest,
-features, train and profile, and over a ``segspark run --retrain`` between train and profile. After every kill
+SIGKILL at a moment chosen from the command's own log lines (plus a delay), at 13 points spread over ingest,
+features, train and profile, and over a ``segspark run --retrain`` between train and profile and in monitor; a
+backfill is killed while it builds its second snapshot. After every kill
 it checks what readers see: one consistent published run per stage, and after the ``run`` kills one model per
 snapshot in customer_segments, segment_profiles and campaign_audiences; and that the stage log agrees with the
 publication log for every run a later command took over. Then a complete run on the same lakehouse must equal
@@ -36,7 +37,8 @@ pytestmark = pytest.mark.slow
 # could see half done. An ingest killed while writing the rejected lines is in the incremental harness below.
 # The ``run --retrain`` points fit a new model (a new model_version) on the same snapshot and are killed
 # between train and profile, while profile writes campaign_audiences (after it named customer_segments), and
-# right after the run's stages after ingest were published together.
+# right after the run's stages after ingest were published together, and while monitor measures the new model's
+# drift (its tables publish with the rest).
 KILL_POINTS = [
     ("ingest", r"ingest: counting the source lines", 0.0),
     ("ingest", r"ingest: writing the clean lines", 0.0),
@@ -50,6 +52,7 @@ KILL_POINTS = [
     ("run --retrain", r"stage train succeeded", 0.0),
     ("run --retrain", r"profile: writing campaign_audiences", 0.3),
     ("run --retrain", r"profile published", 0.0),
+    ("run --retrain", r"monitor: feature drift of", 0.3),
 ]
 
 
@@ -128,19 +131,30 @@ def check_published_run_is_consistent(spark, lake: Path) -> None:
         assert by_run == {ingest["run_id"]: ingest["counts"]["rows_in"]}
     features = publication.last_publication(spark, config, "features")
     if features is not None:
+        # Each snapshot comes from one features run (a backfill builds each in its own), as that run counted it.
         customer_features = publication.read_published(spark, config, "customer_features")
-        by_run = {r[0]: r[1] for r in customer_features.groupBy("run_id").count().collect()}
-        assert by_run == {features["run_id"]: sum(features["counts"].values())}
+        by_snapshot: dict = {}
+        for r in customer_features.groupBy("as_of_date", "run_id").count().collect():  # snapshots x runs
+            by_snapshot.setdefault(r[0], {})[r[1]] = r[2]
+        for as_of, runs in by_snapshot.items():
+            assert len(runs) == 1, (as_of, runs)
+            ((run, customers),) = runs.items()
+            counts = publication.run_publications(spark, config, run)["features"]["counts"]
+            assert counts[f"customers_{as_of.isoformat()}"] == customers, (as_of, run, counts)
     train = publication.last_publication(spark, config, "train")
     if train is not None:
         model = train["model_version"]
-        segments = publication.read_published(spark, config, "customer_segments")
-        sizes = {(r[0], r[1]): r[2] for r in segments.groupBy("model_version", "segment_id").count().collect()}
         centroids = (
             publication.read_published(spark, config, "segment_centroids")
             .filter(F.col("model_version") == model)
             .collect()
         )
+        # The training snapshot's segments are the centroids' sizes (later snapshots the model scored differ).
+        trained_on = centroids[0]["as_of_date"] if centroids else None
+        segments = publication.read_published(spark, config, "customer_segments").filter(
+            F.col("as_of_date") == F.lit(trained_on)
+        )
+        sizes = {(r[0], r[1]): r[2] for r in segments.groupBy("model_version", "segment_id").count().collect()}
         assert sizes == {(model, r["segment_id"]): r["customers"] for r in centroids}
         chosen = (
             publication.read_published(spark, config, "model_selection")
@@ -363,3 +377,40 @@ def test_a_killed_incremental_batch_is_ingested_once_by_the_next_run(spark, smal
             ignore_nullable=True,
             ignore_metadata=True,
         )
+
+
+BACKFILL = ["backfill", "--from", "2011-10-01", "--to", "2011-11-01", "--every", "month"]
+
+
+def test_a_killed_backfill_keeps_its_published_snapshots_and_a_rerun_continues_from_the_first_unpublished(
+    spark, small_input, tmp_path
+):
+    lake = tmp_path / "lake"
+    config = retail_config(lake)
+    run_to_end(["ingest"], lake, small_input)
+    killed, output = run_and_kill(BACKFILL, lake, small_input, r"backfill: snapshot 2011-11-01", 2.0)
+    assert killed, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    check_published_run_is_consistent(spark, lake)
+    first_run = re.findall(r"run (\S+): stages", output)
+    assert log_disagreements(spark, config, pending=first_run[-1:]) == []
+    profiled = publication.read_published(spark, config, "segment_profiles").select("as_of_date").distinct()
+    assert [r[0].isoformat() for r in profiled.collect()] == ["2011-10-01"]  # the snapshot before the kill
+
+    done = run_to_end(BACKFILL, lake, small_input)
+    check_published_run_is_consistent(spark, lake)
+    check_latest_versions_are_published(spark, lake)
+    assert log_disagreements(spark, config) == []
+    model = re.search(r"2011-10-01: already published, model (\S+)", done.stdout)
+    assert model, done.stdout
+    assert re.search(rf"2011-11-01: run \S+, score, model {model.group(1)}; ", done.stdout), done.stdout
+    assert "backfill of 2 snapshot(s) finished: 1 built, 1 skipped" in done.stdout
+    segments = publication.read_published(spark, config, "customer_segments")
+    assert {r[0] for r in segments.select("model_version").distinct().collect()} == {model.group(1)}
+    customers = {r[0]: r[1] for r in segments.groupBy("as_of_date").count().collect()}  # two snapshots
+    moved = publication.read_published(spark, config, "segment_migration").filter(F.col("to_segment_id").isNotNull())
+    assert {r[0]: r[1] for r in moved.groupBy("to_as_of_date").agg(F.sum("customers")).collect()} == {
+        d: n for d, n in customers.items() if d.isoformat() != "2011-10-01"
+    }
+    drift = publication.read_published(spark, config, "feature_drift").select("as_of_date").distinct()
+    assert len(drift.collect()) == 2  # one row set per snapshot, the model's own included

@@ -14,12 +14,13 @@ import pytest
 from pyspark.sql import functions as F
 
 from segspark.config.paths import local_path
-from segspark.config.settings import ReportSettings
+from segspark.config.settings import DriftThresholds, ReportSettings
 from segspark.errors import ConfigError
 from segspark.platform import publication
 from segspark.stages.report.analysis import agreement, compare_algorithms, matched_labels, project
 from segspark.stages.report.data import DataQuality, ReportData, Target
 from segspark.stages.report.html import SECTIONS, VERDICTS, render
+from segspark.stages.report.monitoring import DRIFT_COLUMNS, LIFT_COLUMNS, Monitoring
 from segspark.stages.report.stage import migration_matrix, run_report, top_effects
 from tests.helpers.config import FAST_MODEL, retail_config
 
@@ -230,7 +231,47 @@ def weak_data() -> ReportData:
                                       "customers": [1544, 989, 1805]}),
         previous_as_of=None,
         migration=None,
+        monitoring=Monitoring(
+            pd.DataFrame(columns=DRIFT_COLUMNS), None, pd.DataFrame(columns=LIFT_COLUMNS), DriftThresholds()
+        ),
     )
+
+
+def test_the_monitoring_section_prints_the_decision_this_snapshots_drift_and_the_lift_with_intervals():
+    earlier, now = dt.date(2011, 11, 10), dt.date(2011, 12, 10)
+    drift = pd.DataFrame(
+        [
+            (earlier, "m1", "numeric", "recency_days", 0.02, None, 0.1, 0.0, "ok", None),
+            (now, "m1", "numeric", "recency_days", 0.31, None, 1.2, 0.0, "act", "PSI 0.31 >= 0.25"),
+            (now, "m1", "categorical", "country", None, 0.05, None, 0.0, "ok", None),
+            (now, "m1", "segments", "segment_id", 0.04, 0.03, None, None, "ok", None),
+        ],
+        columns=DRIFT_COLUMNS,
+    )
+    lift = pd.DataFrame(
+        [
+            (earlier, "Champions", 300, 0.041, 0.012, 0.07, 0.006, 12.5, -3.0, 28.0, "uplift +4.1 points [1.2, 7.0]"),
+            (earlier, "All segments", 900, 0.01, None, None, None, None, None, None, "too few customers"),
+        ],
+        columns=LIFT_COLUMNS,
+    )
+    decision = "retrain recommended: PSI of recency_days 0.31 >= 0.25 since the model's snapshot 2011-11-10"
+    data = weak_data()
+    data = ReportData(**{**data.__dict__, "monitoring": Monitoring(drift, decision, lift, DriftThresholds())})
+    figures = {"drift_over_time": ("drift_over_time.png", b"png"), "lift": ("lift.png", b"png")}
+    page = parse(render(data, None, figures, {1: "#E69F00"}, dt.datetime(2026, 12, 7, tzinfo=dt.UTC)))
+    assert decision in "".join(page.classed["verdict moderate"])
+    assert page.tables["drift"] == [
+        ["feature", "PSI", "JS distance", "mean shift (sd)", "missing share change", "alert", "reason"],
+        ["recency_days", "0.31", "", "1.2", "0", "act", "PSI 0.31 >= 0.25"],
+        ["country", "", "0.05", "", "0", "ok", ""],
+        ["segments: segment_id", "0.04", "0.03", "", "", "ok", ""],
+    ]
+    assert page.tables["lift"][1:] == [
+        ["Champions", "300", "4.10 [1.20, 7.00]", "0.006", "12.5 [-3, 28]", "uplift +4.1 points [1.2, 7.0]"],
+        ["All segments", "900", "1", "", "", "too few customers"],
+    ]
+    assert {image["data-file"] for image in page.images} >= {"drift_over_time.png", "lift.png"}
 
 
 def test_weak_structure_page_says_so_and_prints_the_table_values():

@@ -47,6 +47,7 @@ from segspark.segmentation.model import (
 )
 from segspark.segmentation.sampling import SILHOUETTE_SAMPLE, sample_key
 from segspark.segmentation.scoring import scoring_input
+from segspark.stages.report.monitoring import Monitoring, gather_monitoring
 
 __all__ = ["STANDARDISED_COL", "DataQuality", "ReportData", "Sample", "Target", "gather", "resolve_target"]
 
@@ -134,6 +135,8 @@ class ReportData:
     previous_as_of: dt.date | None
     #: Customers per (from segment, to segment) between the previous snapshot and this one; -1 = none.
     migration: pd.DataFrame | None
+    #: Drift over the snapshots, the latest retrain decision and the lift measured at this snapshot.
+    monitoring: Monitoring
 
 
 def _latest_date(segments_df: DataFrame) -> dt.date | None:
@@ -242,6 +245,7 @@ def gather(spark: SparkSession, config: Config, target: Target) -> ReportData:
         sizes_over_time=_sizes_over_time(spark, config),
         previous_as_of=previous_as_of,
         migration=migration,
+        monitoring=gather_monitoring(spark, config, as_of),
     )
 
 
@@ -492,25 +496,25 @@ def _sizes_over_time(spark: SparkSession, config: Config) -> pd.DataFrame:
 
 
 def _migration(spark: SparkSession, config: Config, as_of: dt.date) -> tuple[dt.date | None, pd.DataFrame | None]:
-    """Customers per (segment at the previous snapshot, segment now); -1 stands for "not in that snapshot"."""
-    segments_df = publication.read_published(spark, config, "customer_segments")
-    previous = _latest_date(segments_df.filter(F.col(AS_OF_DATE) < F.lit(as_of)))
-    if previous is None:
+    """Customers per (segment at the previous snapshot, segment now), as segment_migration holds them (monitor
+    writes it); -1 stands for "not in that snapshot". (None, None) before monitor has compared the two."""
+    if not publication.is_published(spark, config, "segment_migration"):
         return None, None
-    before = segments_df.filter(F.col(AS_OF_DATE) == F.lit(previous)).select(
-        CUSTOMER_ID, F.col(SEGMENT_ID).alias("from_segment")
-    )
-    after = segments_df.filter(F.col(AS_OF_DATE) == F.lit(as_of)).select(
-        CUSTOMER_ID, F.col(SEGMENT_ID).alias("to_segment")
-    )
     rows = (
-        before.join(after, CUSTOMER_ID, "full_outer")
-        .groupBy(
-            F.coalesce("from_segment", F.lit(-1)).alias("from_segment"),
-            F.coalesce("to_segment", F.lit(-1)).alias("to_segment"),
+        publication.read_published(spark, config, "segment_migration")
+        .filter(F.col("to_as_of_date") == F.lit(as_of))
+        .select(
+            "from_as_of_date",
+            F.coalesce("from_segment_id", F.lit(-1)).alias("from_segment"),
+            F.coalesce("to_segment_id", F.lit(-1)).alias("to_segment"),
+            "customers",
         )
-        .agg(F.count(F.lit(1)).alias("customers"))
         .orderBy("from_segment", "to_segment")
         .collect()  # at most (K + 1) x (K' + 1) rows
     )
-    return previous, pd.DataFrame([r.asDict() for r in rows], columns=["from_segment", "to_segment", "customers"])
+    if not rows:
+        return None, None
+    moves = pd.DataFrame(
+        [r.asDict() for r in rows], columns=["from_as_of_date", "from_segment", "to_segment", "customers"]
+    )
+    return rows[0]["from_as_of_date"], moves.drop(columns="from_as_of_date")

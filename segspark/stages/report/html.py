@@ -38,6 +38,7 @@ SECTIONS = (
     ("algorithms", "Algorithms side by side"),
     ("data-quality", "Data quality"),
     ("over-time", "Segments over time"),
+    ("monitoring", "Monitoring: drift, the retrain decision and campaign lift"),
 )
 
 VERDICTS = {
@@ -139,6 +140,7 @@ def render(
         _algorithms(data, analysis, figures),
         _data_quality(data, figures),
         _over_time(data, figures),
+        _monitoring(data, figures),
         "</main></body></html>",
     ]
     return "\n".join(p for p in parts if p)
@@ -393,3 +395,73 @@ def _over_time(data: ReportData, figures: Figures) -> str:
             f"Where the customers of {data.previous_as_of.isoformat()} are at {data.target.as_of_date.isoformat()}",
         )
     return _section("over-time", body)
+
+
+_FEATURE_KINDS = ("numeric", "categorical")
+
+
+def _monitoring(data: ReportData, figures: Figures) -> str:
+    """The latest retrain decision; this snapshot's drift against its model, with the drift of every snapshot
+    drawn; and the lift of the campaign measured at this snapshot."""
+    monitoring, as_of = data.monitoring, data.target.as_of_date
+    parts = []
+    if monitoring.decision:
+        parts.append(f'<p class="verdict moderate">Latest retrain decision: {escape(monitoring.decision)}</p>')
+    drift = monitoring.drift
+    latest = drift[drift["as_of_date"] == as_of] if not drift.empty else drift
+    if latest.empty:
+        parts.append('<p class="note">No drift measured for this snapshot: segspark monitor writes it.</p>')
+    else:
+        parts.append(_figure(figures, "drift_over_time", "PSI of each feature at each snapshot, against its model"))
+        rows = [
+            [
+                escape(str(r.feature)) if r.kind in _FEATURE_KINDS else escape(f"{r.kind}: {r.feature}"),
+                _figure_number(r.psi),
+                _figure_number(r.js_distance),
+                _figure_number(r.mean_shift),
+                _figure_number(r.missing_share_change),
+                escape(str(r.alert)) if r.alert == "ok" else f"<b>{escape(str(r.alert))}</b>",
+                escape(r.reason) if isinstance(r.reason, str) else "",
+            ]
+            for r in latest.itertuples()
+        ]
+        headers = ["feature", "PSI", "JS distance", "mean shift (sd)", "missing share change", "alert", "reason"]
+        parts.append(_table(headers, rows, numeric={1, 2, 3, 4}, cls="drift"))
+    lift = monitoring.lift
+    if lift.empty:
+        parts.append('<p class="note">No campaign audience was measured at this snapshot (campaign_results).</p>')
+    else:
+        parts.append(_figure(figures, "lift", "Purchase-rate uplift per segment with its 95% interval"))
+        rows = [
+            [
+                escape(str(r.segment_name)),
+                f"{r.customers:,}",
+                _interval(r.purchase_rate_uplift, r.purchase_rate_uplift_low, r.purchase_rate_uplift_high, 100),
+                _figure_number(r.purchase_rate_p_value),
+                _interval(
+                    r.spend_per_customer_uplift, r.spend_per_customer_uplift_low, r.spend_per_customer_uplift_high, 1
+                ),
+                escape(r.verdict) if isinstance(r.verdict, str) else "",
+            ]
+            for r in lift.itertuples()
+        ]
+        headers = ["segment", "contacted", "purchase-rate uplift, points [95%]", "p", "spend uplift [95%]", "verdict"]
+        parts.append(_table(headers, rows, numeric={1, 3}, cls="lift"))
+    return _section("monitoring", "".join(parts))
+
+
+def _figure_number(value: object) -> str:
+    """A drift or test figure to three significant digits; empty when missing."""
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return ""
+    return f"{value:.3g}"
+
+
+def _interval(point: object, low: object, high: object, scale: float) -> str:
+    """``point [low, high]`` times ``scale``; the point alone without an interval; empty without a point."""
+    if not isinstance(point, int | float) or not math.isfinite(point):
+        return ""
+    text = number(point * scale)
+    if isinstance(low, int | float) and isinstance(high, int | float) and math.isfinite(low) and math.isfinite(high):
+        text += f" [{number(low * scale)}, {number(high * scale)}]"
+    return text

@@ -39,6 +39,7 @@ from segspark.stages.report import figures as fig
 from segspark.stages.report.analysis import SampleAnalysis, analyse
 from segspark.stages.report.data import ReportData, gather, resolve_target
 from segspark.stages.report.html import render, segment_label
+from segspark.stages.report.monitoring import drift_over_time, lift_intervals
 
 __all__ = [
     "ReportResult",
@@ -97,9 +98,7 @@ def run_report(spark: SparkSession, config: Config, run_id: str, stage: StageRun
     if stage is not None:
         stage.rows_in = data.customers
         stage.rows_out = len(figures)
-        stage.counts.update(
-            {"figures": len(figures), "sample_customers": 0 if analysis is None else sampled}
-        )
+        stage.counts.update({"figures": len(figures), "sample_customers": 0 if analysis is None else sampled})
     return ReportResult(target.run_id, target.as_of_date, path, sorted(f for f, _ in figures.values()))
 
 
@@ -160,6 +159,10 @@ def draw_figures(
             drawn["migration"] = fig.migration_matrix(
                 migration_matrix(data, labels), data.previous_as_of.isoformat(), data.target.as_of_date.isoformat()
             )
+    if not data.monitoring.drift.empty:
+        drawn["drift_over_time"] = drift_over_time(data.monitoring.drift, data.monitoring.thresholds)
+    if not data.monitoring.lift.empty:
+        drawn["lift"] = lift_intervals(data.monitoring.lift)
     return {key: (f"{key}.png", fig.png_bytes(figure)) for key, figure in drawn.items()}
 
 
