@@ -267,21 +267,22 @@ def publish_snapshot(spark, config, snapshot_df, as_of, run_id):
     publication.publish(spark, config, run_id, "features", {"customer_features": written.version})
 
 
-@pytest.mark.slow  # about 4 min: two more deliveries ingested and featurised, three snapshots scored, monitored
-def test_a_planted_stop_shows_in_migration_drift_and_the_decision_and_a_control_pair_raises_nothing(
+@pytest.mark.slow  # about 5 min: two more deliveries ingested and featurised, four snapshots scored, one refitted
+def test_a_planted_stop_shows_in_migration_and_drift_and_auto_retrain_refits_while_a_control_pair_raises_nothing(
     spark, planted, tmp_path
 ):
     """S1 is the planted model's snapshot. S2 is the same business 63 days later: every date moved, so every
     feature is the same (the control). At S3, half a year on, 30% of the loyal regulars have stopped buying
-    since S2; at S4, 63 days further, all of them have.
+    since S2; at S4, 63 days further, all of them have, and segspark run's stages with monitor.auto_retrain
+    refit the model there.
 
     30% of one type is 9% of these customers: moved between deciles, 9% of customers can raise a PSI to about
     0.1 at most, so S3 shows the migration and recency as the one feature that moved; S4 (30% of customers
-    gone quiet) shows recency at act and the retrain decision.
+    gone quiet) shows recency at act and the retrain.
     """
     lake = tmp_path / "lake"
     shutil.copytree(local_path(planted["config"].lakehouse), lake)
-    s1 = planted["result"].as_of_date
+    s1, old_model = planted["result"].as_of_date, planted["result"].model_version
     s2 = s1 + dt.timedelta(days=63)
     s3 = s2 + dt.timedelta(days=182)
     s4 = s3 + dt.timedelta(days=63)
@@ -301,10 +302,11 @@ def test_a_planted_stop_shows_in_migration_drift_and_the_decision_and_a_control_
         publish_snapshot(
             spark, config, publication.read_published(spark, other, "customer_features"), as_of, f"f-{as_of}"
         )
-    for as_of in (s2, s3, s4):
+    for as_of in (s2, s3):
         run_score(spark, retail_config(lake, source, model=FAST_MODEL, as_of_dates=[as_of]), f"score-{as_of}")
     result = run_monitor(spark, config, "monitor-1")
-    assert result.pairs == [(s1, s2), (s2, s3), (s3, s4)] and result.drift_snapshots == [s1, s2, s3, s4]
+    assert result.pairs == [(s1, s2), (s2, s3)] and result.drift_snapshots == [s1, s2, s3]
+    assert result.decision is not None and not result.decision.retrain, result.decision
 
     drift = publication.read_published(spark, config, "feature_drift").toPandas()
     control = drift[drift["as_of_date"] == s2]
@@ -312,9 +314,6 @@ def test_a_planted_stop_shows_in_migration_drift_and_the_decision_and_a_control_
     some_quiet = drift[(drift["as_of_date"] == s3) & (drift["kind"] == "numeric")].set_index("feature")
     assert some_quiet["psi"].idxmax() == "recency_days", some_quiet.to_string()
     assert set(some_quiet["alert"]) == {"ok"}, some_quiet.to_string()
-    all_quiet = drift[(drift["as_of_date"] == s4) & (drift["kind"] == "numeric")].set_index("feature")
-    assert all_quiet.loc["recency_days", "alert"] == "act", all_quiet.to_string()
-    assert all_quiet.loc["tenure_days", "alert"] == "ok", all_quiet.to_string()
 
     moves = publication.read_published(spark, config, "segment_migration").toPandas()
     assert (moves.loc[moves["to_as_of_date"] == s2, "share_of_from"] == 1.0).all()  # nobody moved
@@ -331,43 +330,36 @@ def test_a_planted_stop_shows_in_migration_drift_and_the_decision_and_a_control_
     home_size = segments.filter(F.col("segment_id") == home).count()
     assert left == pytest.approx(len(some) / home_size, abs=0.01), into_s3.to_string()
 
-    assert result.decision is not None and result.decision.as_of == s4 and result.decision.retrain
-    top = all_quiet["psi"].idxmax()  # recency and frequency both act: the decision names the larger PSI
-    assert result.decision.line() == (
-        f"retrain recommended: PSI of {top} {all_quiet.loc[top, 'psi']:.3g} >= 0.25 since the model's snapshot {s1}"
-    )
-
-
-@pytest.mark.slow  # about 90 s: score, profile and monitor, then train, profile and monitor again
-def test_auto_retrain_fits_a_new_model_on_the_snapshot_that_drifted_within_the_same_run(spark, planted, tmp_path):
-    lake = tmp_path / "lake"
-    shutil.copytree(local_path(planted["config"].lakehouse), lake)
-    s1, old_model = planted["result"].as_of_date, planted["result"].model_version
-    s2 = s1 + dt.timedelta(days=30)
-    source = planted["root"] / "tx"
-    config = retail_config(lake, source, model=FAST_MODEL, as_of_dates=[s2], monitor={"auto_retrain": True})
-    features = publication.read_published(spark, config, "customer_features").filter(F.col("as_of_date") == s1)
-    # Every customer 400 days quieter: recency acts.
-    publish_snapshot(spark, config, features.withColumn("recency_days", F.col("recency_days") + 400), s2, "f-2")
+    # S4 as segspark run scores it, with monitor.auto_retrain: the old model's drift acts, a new model is fitted.
+    refitting = retail_config(lake, source, model=FAST_MODEL, as_of_dates=[s4], monitor={"auto_retrain": True})
     results: dict = {}
-    run_stages(spark, config, ["segment", "profile", "monitor"], "run-2", results=results)
+    run_stages(spark, refitting, ["segment", "profile", "monitor"], "run-4", results=results)
+    drift = publication.read_published(spark, config, "feature_drift").toPandas()
+    all_quiet = drift[(drift["as_of_date"] == s4) & (drift["model_version"] == old_model)]
+    all_quiet = all_quiet[all_quiet["kind"] == "numeric"].set_index("feature")
+    assert all_quiet.loc["recency_days", "alert"] == "act", all_quiet.to_string()
+    assert all_quiet.loc["tenure_days", "alert"] == "ok", all_quiet.to_string()
+    top = all_quiet["psi"].idxmax()  # recency and frequency both act: the decision names the larger PSI
+    retrained = f"retrained: PSI of {top} {all_quiet.loc[top, 'psi']:.3g} >= 0.25 since the model's snapshot {s1}"
+    assert results["retrained"] == retrained
 
-    runs = lakehouse.read_table(spark, config.table_path("pipeline_runs")).filter(F.col("run_id") == "run-2")
+    runs = lakehouse.read_table(spark, config.table_path("pipeline_runs")).filter(F.col("run_id") == "run-4")
     recorded = [(r["stage"], r["status"], r["decision"]) for r in runs.orderBy("started_at").collect()]
     assert [stage for stage, _, _ in recorded] == ["score", "profile", "monitor", "train", "profile", "monitor"]
     assert {status for _, status, _ in recorded} == {"succeeded"}
-    first, second = (decision for stage, _, decision in recorded if stage == "monitor")
-    assert first.startswith("retrained: PSI of recency_days ") and first.endswith(f"since the model's snapshot {s1}")
-    assert second == f"model kept for {s2}: the model was fitted on this snapshot"
+    assert [decision for stage, _, decision in recorded if stage == "monitor"] == [
+        retrained,
+        f"model kept for {s4}: the model was fitted on this snapshot",
+    ]
 
-    def at_s2(table):
-        return publication.read_published(spark, config, table).filter(F.col("as_of_date") == s2)
+    def at_s4(table):
+        return publication.read_published(spark, config, table).filter(F.col("as_of_date") == s4)
 
-    assert {r["model_version"] for r in at_s2("customer_segments").select("model_version").distinct().collect()} == {
-        "run-2"
+    assert {r["model_version"] for r in at_s4("customer_segments").select("model_version").distinct().collect()} == {
+        "run-4"
     }
-    drift = at_s2("feature_drift").filter(F.col("feature") == "recency_days").collect()
-    assert {(r["model_version"], r["alert"]) for r in drift} == {(old_model, "act"), ("run-2", "ok")}
-    moved = publication.read_published(spark, config, "segment_migration").filter(F.col("to_as_of_date") == s2)
-    assert {r["to_model_version"] for r in moved.collect()} == {"run-2"}
-    assert {r["model_version"] for r in at_s2("segment_profiles").collect()} == {"run-2"}
+    assert {r["model_version"] for r in at_s4("segment_profiles").collect()} == {"run-4"}
+    refitted = at_s4("feature_drift").filter(F.col("feature") == "recency_days").collect()
+    assert {(r["model_version"], r["alert"]) for r in refitted} == {(old_model, "act"), ("run-4", "ok")}
+    moved = publication.read_published(spark, config, "segment_migration").filter(F.col("to_as_of_date") == s4)
+    assert {r["to_model_version"] for r in moved.collect()} == {"run-4"}
