@@ -26,8 +26,8 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from segspark.contracts.schemas import PUBLISHED_TABLES
+from segspark.pipeline import run_stages
 from segspark.platform import lakehouse, publication
-from segspark.stages.ingest.stage import run_ingest
 from tests.helpers.config import retail_config
 from tests.helpers.runs import QUICK_RUN_SETTINGS, cli_environment, comparable, log_disagreements
 
@@ -388,7 +388,7 @@ def test_a_killed_backfill_keeps_its_published_snapshots_and_a_rerun_continues_f
 ):
     lake = tmp_path / "lake"
     config = retail_config(lake)
-    run_ingest(spark, retail_config(lake, small_input), "ingest")  # in this process: one JVM start fewer
+    run_stages(spark, retail_config(lake, small_input), ["ingest"])  # in this process: one JVM start fewer
     killed, output = run_and_kill(BACKFILL, lake, small_input, r"backfill: snapshot 2011-11-01", 2.0)
     assert killed, output[-3000:]
     assert "Traceback" not in output, output[-3000:]
