@@ -137,15 +137,18 @@ def drift_over_time(drift: pd.DataFrame, thresholds: DriftThresholds) -> Figure:
     for i, (feature, rows) in enumerate(figure_df.groupby("feature", sort=True)):
         rows = rows.sort_values("date")
         ax.plot([x[d] for d in rows["date"]], rows["value"], marker=markers[i % len(markers)], label=str(feature))
-    for level, value, style in (("watch", thresholds.psi.watch, ":"), ("act", thresholds.psi.act, "--")):
+    # The watch label at the left end, the act label at the right: apart however close the two lines are.
+    last = len(dates) - 1
+    for level, value, style, at in (("watch", thresholds.psi.watch, ":", 0), ("act", thresholds.psi.act, "--", last)):
         ax.axhline(value, color="#57606a", linestyle=style, linewidth=1)
         ax.annotate(
             f"PSI {level} {value:g}",
-            (len(dates) - 1, value),
-            xytext=(4, 2),
+            (at, value),
+            xytext=(4 if at == 0 else -4, 2),
             textcoords="offset points",
             fontsize=SMALL_PT,
             color="#57606a",
+            ha="left" if at == 0 else "right",
         )
     ax.set_xticks(range(len(dates)), [pd.Timestamp(d).strftime("%Y-%m-%d") for d in dates])
     if len(dates) > 6:

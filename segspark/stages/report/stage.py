@@ -159,7 +159,7 @@ def draw_figures(
             drawn["migration"] = fig.migration_matrix(
                 migration_matrix(data, labels), data.previous_as_of.isoformat(), data.target.as_of_date.isoformat()
             )
-    if not data.monitoring.drift.empty:
+    if data.monitoring.drift["as_of_date"].nunique() >= 2:  # the model's own snapshot alone is all zeros
         drawn["drift_over_time"] = drift_over_time(data.monitoring.drift, data.monitoring.thresholds)
     if not data.monitoring.lift.empty:
         drawn["lift"] = lift_intervals(data.monitoring.lift)
