@@ -23,8 +23,10 @@ from matplotlib.image import imread
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 
+from segspark.config.settings import DriftThresholds
 from segspark.stages import report
 from segspark.stages.report import figures as F
+from segspark.stages.report.monitoring import DRIFT_COLUMNS, LIFT_COLUMNS
 
 PNG = b"\x89PNG\r\n\x1a\n"
 IDS = [1, 2, 3]
@@ -491,6 +493,31 @@ def _sample_distributions() -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     return raw, transformed, ["monetary"]
 
 
+def _drift() -> pd.DataFrame:
+    """Two snapshots of drift: the model's own (all zero) and a later one with recency past act."""
+    first, later = dt.date(2024, 1, 31), dt.date(2024, 2, 29)
+    rows = [
+        (first, "m1", "numeric", "recency_days", 0.0, None, 0.0, 0.0, "ok", None),
+        (first, "m1", "categorical", "country", None, 0.0, None, 0.0, "ok", None),
+        (later, "m1", "numeric", "recency_days", 0.31, None, 1.2, 0.0, "act", "PSI 0.31 >= 0.25"),
+        (later, "m1", "categorical", "country", None, 0.12, None, 0.0, "watch", "JS distance 0.12 >= 0.1"),
+        (later, "m1", "segments", "segment_id", 0.05, 0.04, None, None, "ok", None),
+    ]
+    return pd.DataFrame(rows, columns=DRIFT_COLUMNS)
+
+
+def _lift() -> pd.DataFrame:
+    """Three segments' uplift, one without an interval, and all segments together."""
+    at = dt.date(2024, 1, 31)
+    rows = [
+        (at, "Champions", 300, 0.041, 0.012, 0.07, 0.006, 12.5, -3.0, 28.0, "uplift +4.1 points [1.2, 7.0]"),
+        (at, "Lapsed", 900, -0.013, -0.09, 0.063, 0.7, None, None, None, "no detectable effect"),
+        (at, "New", 40, 0.2, None, None, None, None, None, None, "too few customers"),
+        (at, "All segments", 1240, 0.01, -0.02, 0.04, 0.5, 1.0, -2.0, 4.0, "no detectable effect"),
+    ]
+    return pd.DataFrame(rows, columns=LIFT_COLUMNS)
+
+
 SAMPLES: dict[str, Callable[[], tuple]] = {
     "figures.segment_sizes": lambda: (_segments(), COLOURS, LABELS),
     "figures.wssse_by_k": lambda: (_selection(),),
@@ -516,6 +543,8 @@ SAMPLES: dict[str, Callable[[], tuple]] = {
     "data_figures.sizes_over_time": lambda: (_sizes(), COLOURS, LABELS),
     "data_figures.migration_matrix": lambda: (_migration(), "2024-01-31", "2024-02-29"),
     "style.new_figure": lambda: (7.0, 3.0),
+    "monitoring.drift_over_time": lambda: (_drift(), DriftThresholds()),
+    "monitoring.lift_intervals": lambda: (_lift(),),
 }
 
 
