@@ -54,8 +54,8 @@ spark = build_spark_session(SparkSettings(master="local[1]", conf={"spark.ui.ena
 lh = sys.argv[1]
 runs = spark.read.format("delta").load(f"{lh}/pipeline_runs")
 statuses = sorted((r.stage, r.status) for r in runs.collect())
-expected = [("features", "succeeded"), ("ingest", "succeeded"), ("maintain", "succeeded"), ("profile", "succeeded"),
-            ("report", "succeeded"), ("train", "succeeded")]
+expected = [("features", "succeeded"), ("ingest", "succeeded"), ("maintain", "succeeded"), ("monitor", "succeeded"),
+            ("profile", "succeeded"), ("report", "succeeded"), ("train", "succeeded")]
 assert statuses == expected, statuses
 clean = spark.read.format("delta").load(f"{lh}/transactions_clean").count()
 rejected = spark.read.format("delta").load(f"{lh}/transactions_rejected").count()
